@@ -1,0 +1,376 @@
+//! The tracker's configuration tree and its loader.
+//!
+//! Precedence: defaults < TOML file < environment (`TRACKER__SECTION__KEY`) < command line.
+//! Secrets never come from the file: the admin token is read from `TRACKER_ADMIN_TOKEN` and
+//! redacted from `Debug` and `print-config`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{DecodeLimits, MAX_SWARM_ID_BYTES};
+
+/// The environment variable that holds the admin bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "TRACKER_ADMIN_TOKEN";
+
+/// The whole tracker configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listeners.
+    pub server: ServerConfig,
+    /// Per-connection and per-instance limits.
+    pub limits: LimitsConfig,
+    /// WebSocket buffers, queues and timers.
+    pub websocket: WebSocketConfig,
+    /// Graceful drain.
+    pub drain: DrainConfig,
+    /// Local swarm index.
+    pub swarm: SwarmConfig,
+    /// Admin bearer token, from the environment only.
+    #[serde(skip)]
+    pub admin_token: Option<Secret>,
+}
+
+/// Where the tracker listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address for viewers (`/v1/ws`) and health checks.
+    pub listen: SocketAddr,
+    /// Optional separate address for `/metrics` and `/admin/*`; without it they are served on
+    /// `listen`.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            admin_listen: None,
+        }
+    }
+}
+
+/// Limits on what viewers may do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most WebSocket connections at once; beyond it upgrades get 503. Keep it below the
+    /// process's file descriptor limit.
+    pub max_connections: usize,
+    /// Largest message accepted, in bytes; larger frames get `too_large` and are discarded.
+    pub max_message_bytes: usize,
+    /// Largest frame read at all, in bytes; larger frames close the connection with 1009.
+    /// At least `max_message_bytes`.
+    pub max_frame_bytes: usize,
+    /// Messages per second per connection, on average (token bucket refill rate).
+    pub messages_per_sec: u32,
+    /// Messages a connection may send in a burst (token bucket size).
+    pub burst: u32,
+    /// Swarms one connection may be in at once.
+    pub max_swarms_per_connection: usize,
+    /// Largest `want` in `join`, and so the most peers returned.
+    pub max_want: u32,
+    /// Longest swarm id, in bytes, 1..=256.
+    pub max_swarm_id_bytes: usize,
+    /// Most messages in one client `batch`.
+    pub max_batch: usize,
+    /// Allowed `Origin` header values; empty allows every origin.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 18_000,
+            max_message_bytes: 16 * 1024,
+            max_frame_bytes: 64 * 1024,
+            messages_per_sec: 50,
+            burst: 200,
+            max_swarms_per_connection: 16,
+            max_want: 16,
+            max_swarm_id_bytes: MAX_SWARM_ID_BYTES,
+            max_batch: 64,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The part of the limits the protocol decoder enforces.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_want: self.max_want,
+            max_swarm_id_bytes: self.max_swarm_id_bytes,
+            max_batch: self.max_batch,
+        }
+    }
+}
+
+/// WebSocket buffers, queues and timers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Read buffer per connection, in bytes. Allocated for the connection's whole life, so it
+    /// dominates idle memory; larger frames still work (the buffer grows for them).
+    pub read_buffer_bytes: usize,
+    /// Messages queued for one viewer before further ones are dropped.
+    pub outbox_capacity: usize,
+    /// Most queued messages coalesced into one `batch` frame.
+    pub max_coalesce: usize,
+    /// A write that takes longer than this closes the connection as a slow consumer, seconds.
+    pub write_timeout_secs: u64,
+    /// Interval between server WebSocket pings, seconds.
+    pub ping_interval_secs: u64,
+    /// A connection that sends nothing (not even a pong) for this long is closed, seconds.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            read_buffer_bytes: 2048,
+            outbox_capacity: 64,
+            max_coalesce: 64,
+            write_timeout_secs: 10,
+            ping_interval_secs: 30,
+            idle_timeout_secs: 90,
+        }
+    }
+}
+
+/// Graceful drain, on SIGTERM or `POST /admin/drain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Viewers are told to reconnect after a delay drawn uniformly from 0..this, milliseconds,
+    /// so they don't all arrive at the other instances at once.
+    pub reconnect_window_ms: u64,
+    /// After its `reconnect` delay, a viewer gets this long to leave before it is closed with
+    /// 1012, milliseconds.
+    pub close_grace_ms: u64,
+    /// The process exits at this deadline even with viewers left, seconds.
+    pub deadline_secs: u64,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            reconnect_window_ms: 10_000,
+            close_grace_ms: 5_000,
+            deadline_secs: 30,
+        }
+    }
+}
+
+/// The local swarm index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// Shards of the swarm index and connection table; a power of two spreads best.
+    pub shards: usize,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        Self { shards: 64 }
+    }
+}
+
+/// A secret string whose `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret value; use only to compare or send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// Values given on the command line, applied last.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if given), then `TRACKER__*` variables, then the
+    /// command-line overrides, and validates the result.
+    ///
+    /// # Errors
+    /// A missing or malformed file, an unknown key, a bad value, or an invalid combination.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("TRACKER__").split("__"));
+        let mut config: Config = fig.extract().context("invalid configuration")?;
+        if let Some(listen) = overrides.listen {
+            config.server.listen = listen;
+        }
+        if let Some(admin) = overrides.admin_listen {
+            config.server.admin_listen = Some(admin);
+        }
+        config.admin_token = std::env::var(ADMIN_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document on top of the defaults, without environment or overrides.
+    ///
+    /// # Errors
+    /// A malformed document, an unknown key, a bad value, or an invalid combination.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and combinations that serde can't.
+    ///
+    /// # Errors
+    /// The first invalid value found, with what is expected.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        let w = &self.websocket;
+        let checks: [(bool, &str); 13] = [
+            (l.max_connections > 0, "limits.max_connections must be > 0"),
+            (
+                l.max_message_bytes >= 256,
+                "limits.max_message_bytes must be >= 256",
+            ),
+            (
+                l.max_frame_bytes >= l.max_message_bytes,
+                "limits.max_frame_bytes must be >= limits.max_message_bytes",
+            ),
+            (
+                l.messages_per_sec > 0,
+                "limits.messages_per_sec must be > 0",
+            ),
+            (l.burst > 0, "limits.burst must be > 0"),
+            (
+                l.max_swarms_per_connection > 0,
+                "limits.max_swarms_per_connection must be > 0",
+            ),
+            (l.max_want > 0, "limits.max_want must be > 0"),
+            (
+                (1..=MAX_SWARM_ID_BYTES).contains(&l.max_swarm_id_bytes),
+                "limits.max_swarm_id_bytes must be 1..=256",
+            ),
+            (l.max_batch > 0, "limits.max_batch must be > 0"),
+            (
+                w.outbox_capacity > 0,
+                "websocket.outbox_capacity must be > 0",
+            ),
+            (w.max_coalesce > 0, "websocket.max_coalesce must be > 0"),
+            (
+                w.ping_interval_secs > 0 && w.idle_timeout_secs > w.ping_interval_secs,
+                "websocket.idle_timeout_secs must be > websocket.ping_interval_secs > 0",
+            ),
+            (self.swarm.shards > 0, "swarm.shards must be > 0"),
+        ];
+        for (ok, msg) in checks {
+            if !ok {
+                bail!("{msg}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, secrets left out.
+    ///
+    /// # Errors
+    /// Only if serialization fails.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("serializing config")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_fail_fast() {
+        assert!(Config::from_toml("[limits]\nmax_wnat = 3\n").is_err());
+        assert!(Config::from_toml("[limits]\nmax_want = 0\n").is_err());
+        assert!(Config::from_toml("[limits]\nmax_swarm_id_bytes = 300\n").is_err());
+        assert!(Config::from_toml("[server]\nlisten = \"nope\"\n").is_err());
+        let c = Config::from_toml("[limits]\nmax_want = 4\n").expect("valid");
+        assert_eq!(c.limits.max_want, 4);
+        assert_eq!(c.limits.burst, LimitsConfig::default().burst);
+    }
+
+    #[test]
+    fn print_config_output_parses_back() {
+        let mut c = Config::default();
+        c.server.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 9000)));
+        c.limits.allowed_origins = vec!["https://a.example".into()];
+        c.admin_token = Some(Secret::new("hunter2"));
+        let text = c.to_toml().expect("toml");
+        assert!(!text.contains("hunter2"));
+        let back = Config::from_toml(&text).expect("parses back");
+        assert_eq!(back.server.admin_listen, c.server.admin_listen);
+        assert_eq!(back.limits.allowed_origins, c.limits.allowed_origins);
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn example_configs_in_the_repo_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut found = 0;
+        for dir in ["config", "tracker"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "toml")
+                    && path.file_name().is_some_and(|n| n != "Cargo.toml")
+                {
+                    let text = std::fs::read_to_string(&path).expect("read");
+                    Config::from_toml(&text)
+                        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                    found += 1;
+                }
+            }
+        }
+        assert!(found > 0, "no example config found under config/");
+    }
+}

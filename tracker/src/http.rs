@@ -1,0 +1,178 @@
+//! HTTP surface: the WebSocket upgrade, health, metrics and admin endpoints.
+//!
+//! Handlers check, call the domain module and map the result. `/metrics` and `/admin/*` go on
+//! the admin listener when one is configured, else on the main one.
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use tracing::{debug, info};
+
+use crate::metrics::RefuseReason;
+use crate::session::Session;
+use crate::state::AppState;
+
+/// The main listener's routes; with `with_admin`, also `/metrics` and `/admin/*`.
+pub fn router(state: AppState, with_admin: bool) -> Router {
+    let r = Router::new()
+        .route("/v1/ws", any(ws_upgrade))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    let r = if with_admin { add_admin(r) } else { r };
+    r.with_state(state)
+}
+
+/// The admin listener's routes.
+pub fn admin_router(state: AppState) -> Router {
+    add_admin(
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz)),
+    )
+    .with_state(state)
+}
+
+fn add_admin(r: Router<AppState>) -> Router<AppState> {
+    r.route("/metrics", get(metrics))
+        .route("/admin/drain", post(drain))
+}
+
+async fn ws_upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let lifecycle = state.lifecycle();
+    let metrics = state.metrics();
+    if !origin_allowed(&state.config().limits.allowed_origins, &headers) {
+        metrics.refused(RefuseReason::Origin);
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    if lifecycle.is_draining() {
+        metrics.refused(RefuseReason::Draining);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: connect to another instance\n",
+        )
+            .into_response();
+    }
+    let Some(guard) = lifecycle.try_admit() else {
+        metrics.refused(RefuseReason::Full);
+        return (StatusCode::SERVICE_UNAVAILABLE, "at max connections\n").into_response();
+    };
+    let c = state.config();
+    // Held from now on so the tracker knows a session is coming even before the upgrade ends.
+    let token = lifecycle.sessions.token();
+    ws.read_buffer_size(c.websocket.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_message_size(c.limits.max_frame_bytes)
+        .max_frame_size(c.limits.max_frame_bytes)
+        .on_failed_upgrade(|e| debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            Session::new(state, socket, guard).run().await;
+            drop(token);
+        })
+}
+
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let l = state.lifecycle();
+    if l.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !l.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "at max connections\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(token) = &state.config().admin_token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "admin API disabled: set TRACKER_ADMIN_TOKEN\n",
+        )
+            .into_response();
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.expose().as_bytes())) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong bearer token\n",
+        )
+            .into_response();
+    }
+    info!(
+        connections = state.lifecycle().connections(),
+        "drain requested over the admin API"
+    );
+    state.lifecycle().start_drain();
+    (StatusCode::ACCEPTED, "draining\n").into_response()
+}
+
+/// Compares without an early exit, so the time taken doesn't reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn origins() {
+        let mut h = HeaderMap::new();
+        assert!(origin_allowed(&[], &h));
+        let allowed = vec!["https://player.example".to_string()];
+        assert!(!origin_allowed(&allowed, &h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!origin_allowed(&allowed, &h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://player.example"),
+        );
+        assert!(origin_allowed(&allowed, &h));
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

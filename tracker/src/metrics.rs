@@ -1,0 +1,321 @@
+//! The tracker's Prometheus metrics.
+//!
+//! Each tracker owns its recorder (not the process-global one), so several trackers in one
+//! process, as in the tests, keep separate figures. Every handle is created once here; the
+//! message path only touches atomics. Labels are fixed sets, never swarm or peer ids.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::protocol::{ErrorCode, Format};
+use crate::relay::SignalKind;
+
+/// Latency buckets for `_seconds` histograms: 50 µs to 5 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// Why a connection ended; a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The viewer closed it or the socket failed.
+    Client,
+    /// No frame within the idle timeout.
+    Idle,
+    /// Writes stalled: a slow consumer.
+    Slow,
+    /// A frame too big to read.
+    TooBig,
+    /// A WebSocket protocol violation (bad frame, invalid UTF-8 in text).
+    Protocol,
+    /// Closed by drain or shutdown.
+    Drain,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 6] = [
+        CloseReason::Client,
+        CloseReason::Idle,
+        CloseReason::Slow,
+        CloseReason::TooBig,
+        CloseReason::Protocol,
+        CloseReason::Drain,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Idle => "idle",
+            CloseReason::Slow => "slow",
+            CloseReason::TooBig => "too_big",
+            CloseReason::Protocol => "protocol",
+            CloseReason::Drain => "drain",
+        }
+    }
+}
+
+/// Why an upgrade was refused; a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// At `max_connections`.
+    Full,
+    /// The instance is draining.
+    Draining,
+    /// `Origin` not allowed.
+    Origin,
+}
+
+/// Why a relayed message was not delivered; a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The target's outbox was full.
+    QueueFull,
+    /// The target is gone.
+    UnknownPeer,
+    /// The target is not in that swarm.
+    NotInSwarm,
+    /// The sender was over its message rate.
+    RateLimited,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 4] = [
+        DropReason::QueueFull,
+        DropReason::UnknownPeer,
+        DropReason::NotInSwarm,
+        DropReason::RateLimited,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::NotInSwarm => "not_in_swarm",
+            DropReason::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// All metric handles of one tracker, plus the renderer.
+pub struct Metrics {
+    handle: PrometheusHandle,
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// Connections opened since start.
+    pub connections_opened: Counter,
+    closed: [Counter; CloseReason::ALL.len()],
+    refused: [Counter; 3],
+    received: [[Counter; 2]; 7],
+    relayed_local: [Counter; 3],
+    dropped: [Counter; DropReason::ALL.len()],
+    errors: [Counter; ErrorCode::ALL.len()],
+    /// WebSocket frames written to viewers.
+    pub frames_sent: Counter,
+    /// Messages written to viewers (a coalesced `batch` frame holds several).
+    pub messages_sent: Counter,
+    /// Payload bytes read from viewers.
+    pub bytes_received: Counter,
+    /// Payload bytes written to viewers.
+    pub bytes_sent: Counter,
+    /// Swarms with at least one local member.
+    pub swarms: Gauge,
+    /// Local swarm memberships (a viewer in two swarms counts twice).
+    pub memberships: Gauge,
+    /// 1 while draining.
+    pub draining: Gauge,
+    /// Time to answer a `join` with `peers`.
+    pub join_seconds: Histogram,
+    /// Time from a signal's arrival to its write on the target's socket.
+    pub relay_seconds: Histogram,
+}
+
+/// What a received message was, for `tracker_messages_received_total{kind}`.
+#[derive(Debug, Clone, Copy)]
+pub enum ReceivedKind {
+    /// `join`
+    Join = 0,
+    /// `leave`
+    Leave,
+    /// `offer`
+    Offer,
+    /// `answer`
+    Answer,
+    /// `cands`
+    Cands,
+    /// `ping`
+    Ping,
+    /// Anything that failed to decode.
+    Invalid,
+}
+
+const RECEIVED_KINDS: [&str; 7] = [
+    "join", "leave", "offer", "answer", "cands", "ping", "invalid",
+];
+
+impl Metrics {
+    /// Builds a recorder and registers every metric, so all series exist from the start.
+    pub fn new() -> Self {
+        let recorder = build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || Self::register(handle))
+    }
+
+    fn register(handle: PrometheusHandle) -> Self {
+        use metrics::{
+            counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+        };
+        describe_gauge!("tracker_connections", "Open WebSocket connections.");
+        describe_counter!(
+            "tracker_connections_opened_total",
+            "WebSocket connections accepted."
+        );
+        describe_counter!(
+            "tracker_connections_closed_total",
+            "WebSocket connections ended, by reason."
+        );
+        describe_counter!(
+            "tracker_connections_refused_total",
+            "Upgrades refused, by reason."
+        );
+        describe_counter!(
+            "tracker_messages_received_total",
+            "Client messages, by kind and frame format."
+        );
+        describe_counter!(
+            "tracker_messages_relayed_total",
+            "Signals handed to a target viewer, by kind and path."
+        );
+        describe_counter!(
+            "tracker_messages_dropped_total",
+            "Messages not delivered or not processed, by reason."
+        );
+        describe_counter!(
+            "tracker_errors_sent_total",
+            "Error replies sent to viewers, by code."
+        );
+        describe_counter!(
+            "tracker_frames_sent_total",
+            "WebSocket frames written to viewers."
+        );
+        describe_counter!(
+            "tracker_messages_sent_total",
+            "Messages written to viewers; over frames it is the coalescing factor."
+        );
+        describe_counter!(
+            "tracker_received_bytes_total",
+            "Payload bytes read from viewers."
+        );
+        describe_counter!(
+            "tracker_sent_bytes_total",
+            "Payload bytes written to viewers."
+        );
+        describe_gauge!("tracker_swarms", "Swarms with at least one local viewer.");
+        describe_gauge!("tracker_memberships", "Local swarm memberships.");
+        describe_gauge!("tracker_draining", "1 while the instance drains.");
+        describe_histogram!("tracker_join_seconds", "Time from join to peers.");
+        describe_histogram!(
+            "tracker_relay_seconds",
+            "Time from a signal's arrival to its write to the target."
+        );
+
+        let closed = CloseReason::ALL
+            .map(|r| counter!("tracker_connections_closed_total", "reason" => r.as_str()));
+        let refused = ["full", "draining", "origin"]
+            .map(|r| counter!("tracker_connections_refused_total", "reason" => r));
+        let received = RECEIVED_KINDS.map(|kind| {
+            [Format::Json, Format::MsgPack].map(|f| {
+                counter!("tracker_messages_received_total", "kind" => kind, "format" => f.as_str())
+            })
+        });
+        let relayed_local = SignalKind::ALL.map(
+            |k| counter!("tracker_messages_relayed_total", "kind" => k.as_str(), "path" => "local"),
+        );
+        let dropped = DropReason::ALL
+            .map(|r| counter!("tracker_messages_dropped_total", "reason" => r.as_str()));
+        let errors =
+            ErrorCode::ALL.map(|c| counter!("tracker_errors_sent_total", "code" => c.as_str()));
+        Self {
+            handle,
+            connections: gauge!("tracker_connections"),
+            connections_opened: counter!("tracker_connections_opened_total"),
+            closed,
+            refused,
+            received,
+            relayed_local,
+            dropped,
+            errors,
+            frames_sent: counter!("tracker_frames_sent_total"),
+            messages_sent: counter!("tracker_messages_sent_total"),
+            bytes_received: counter!("tracker_received_bytes_total"),
+            bytes_sent: counter!("tracker_sent_bytes_total"),
+            swarms: gauge!("tracker_swarms"),
+            memberships: gauge!("tracker_memberships"),
+            draining: gauge!("tracker_draining"),
+            join_seconds: histogram!("tracker_join_seconds"),
+            relay_seconds: histogram!("tracker_relay_seconds"),
+        }
+    }
+
+    /// Counts a closed connection.
+    pub fn closed(&self, reason: CloseReason) {
+        self.closed[reason as usize].increment(1);
+    }
+
+    /// Counts a refused upgrade.
+    pub fn refused(&self, reason: RefuseReason) {
+        self.refused[reason as usize].increment(1);
+    }
+
+    /// Counts a received message.
+    pub fn received(&self, kind: ReceivedKind, format: Format) {
+        self.received[kind as usize][format as usize].increment(1);
+    }
+
+    /// Counts a signal handed to a local target.
+    pub fn relayed_local(&self, kind: SignalKind) {
+        self.relayed_local[kind as usize].increment(1);
+    }
+
+    /// Counts an undelivered signal.
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped[reason as usize].increment(1);
+    }
+
+    /// Counts an error reply.
+    pub fn error_sent(&self, code: ErrorCode) {
+        self.errors[code as usize].increment(1);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histogram samples into their buckets; call it periodically.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// How often [`Metrics::upkeep`] should run.
+    pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn build_recorder() -> PrometheusRecorder {
+    let builder = PrometheusBuilder::new();
+    // Suffix matchers with fixed, non-empty buckets can't fail; fall back to summaries if they do.
+    match builder.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS) {
+        Ok(b) => b.build_recorder(),
+        Err(_) => PrometheusBuilder::new().build_recorder(),
+    }
+}

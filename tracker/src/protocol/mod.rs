@@ -1,0 +1,257 @@
+//! The native wire protocol v1 (`GET /v1/ws`), shared by the tracker, its tests and the simulator.
+//!
+//! A text frame holds one JSON object, a binary frame the same object in MessagePack (maps with
+//! the same keys). Every message has a type field `t`. [`ClientMsg`] is what a viewer sends,
+//! [`ServerMsg`] what the tracker sends. `m` (SDP) and `c` (ICE candidates) are opaque strings:
+//! the tracker relays them without parsing. See docs/ARCHITECTURE.md for the full contract.
+
+mod codec;
+mod peer_id;
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+pub use codec::{DecodeLimits, Decoded, Format, ProtocolError, decode_client, encode};
+pub use peer_id::{InstanceId, PEER_ID_LEN, PeerId};
+
+/// Longest negotiation id (`sid`) a client may use, in bytes.
+pub const MAX_SID_BYTES: usize = 32;
+
+/// Longest swarm id the protocol allows, in bytes; config may lower it.
+pub const MAX_SWARM_ID_BYTES: usize = 256;
+
+/// A message from a viewer, validated.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ClientMsg<'a> {
+    /// Enter a swarm and ask for up to `want` peers to offer to.
+    Join {
+        /// The swarm (video) id, 1..=256 bytes.
+        #[serde(borrow)]
+        swarm: Cow<'a, str>,
+        /// How many peers to return, 1..=the server's cap.
+        want: u32,
+    },
+    /// Leave a swarm.
+    Leave {
+        /// The swarm id.
+        #[serde(borrow)]
+        swarm: Cow<'a, str>,
+    },
+    /// An SDP offer for peer `to`.
+    Offer(#[serde(borrow)] Signal<'a>),
+    /// An SDP answer for peer `to`.
+    Answer(#[serde(borrow)] Signal<'a>),
+    /// A batch of trickled ICE candidates for peer `to`.
+    Cands(#[serde(borrow)] Cands<'a>),
+    /// Several messages in one frame (never nested).
+    Batch {
+        /// The messages, at most the server's batch cap.
+        #[serde(borrow)]
+        msgs: Vec<ClientMsg<'a>>,
+    },
+    /// Liveness check; the server replies `pong`.
+    Ping,
+}
+
+/// An offer or answer sent by a viewer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Signal<'a> {
+    /// The swarm both viewers are in.
+    #[serde(borrow)]
+    pub swarm: Cow<'a, str>,
+    /// The receiving peer.
+    pub to: PeerId,
+    /// Names the negotiation, at most 32 bytes.
+    #[serde(borrow)]
+    pub sid: Cow<'a, str>,
+    /// The SDP (plain or minified by the SDK); opaque to the tracker.
+    #[serde(borrow)]
+    pub m: Cow<'a, str>,
+}
+
+/// Trickled ICE candidates sent by a viewer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Cands<'a> {
+    /// The swarm both viewers are in.
+    #[serde(borrow)]
+    pub swarm: Cow<'a, str>,
+    /// The receiving peer.
+    pub to: PeerId,
+    /// Names the negotiation, at most 32 bytes.
+    #[serde(borrow)]
+    pub sid: Cow<'a, str>,
+    /// The candidates; opaque to the tracker.
+    #[serde(borrow)]
+    pub c: Vec<Cow<'a, str>>,
+    /// True when gathering is complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<bool>,
+}
+
+/// A message from the tracker to a viewer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ServerMsg<'a> {
+    /// First message on every connection.
+    Welcome {
+        /// The viewer's id, assigned by the server.
+        peer: PeerId,
+        /// The instance that holds the connection.
+        instance: InstanceId,
+        /// The limits this connection runs under.
+        limits: WelcomeLimits,
+    },
+    /// Reply to `join`: the viewer offers to these peers.
+    Peers {
+        /// The swarm joined.
+        #[serde(borrow)]
+        swarm: Cow<'a, str>,
+        /// Up to `want` other viewers of the swarm, never the viewer itself.
+        peers: Vec<PeerId>,
+    },
+    /// A relayed offer.
+    Offer(#[serde(borrow)] RelayedSignal<'a>),
+    /// A relayed answer.
+    Answer(#[serde(borrow)] RelayedSignal<'a>),
+    /// Relayed ICE candidates.
+    Cands(#[serde(borrow)] RelayedCands<'a>),
+    /// Several messages coalesced into one frame.
+    Batch {
+        /// The messages, in the order they were queued.
+        #[serde(borrow)]
+        msgs: Vec<ServerMsg<'a>>,
+    },
+    /// This instance is draining: reconnect (through the front end) after that delay.
+    Reconnect {
+        /// Delay before reconnecting, in milliseconds.
+        after_ms: u64,
+    },
+    /// Something the viewer sent was refused; the connection stays open.
+    Error {
+        /// Machine-readable cause.
+        code: ErrorCode,
+        /// Human-readable detail.
+        #[serde(borrow)]
+        msg: Cow<'a, str>,
+        /// The `t` of the offending message, when known.
+        #[serde(
+            rename = "ref",
+            default,
+            skip_serializing_if = "Option::is_none",
+            borrow
+        )]
+        reference: Option<Cow<'a, str>>,
+    },
+    /// Reply to `ping`.
+    Pong,
+}
+
+/// An offer or answer as relayed, with `from` set by the server.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RelayedSignal<'a> {
+    /// The swarm both viewers are in.
+    #[serde(borrow)]
+    pub swarm: Cow<'a, str>,
+    /// The sending peer, set by the server.
+    pub from: PeerId,
+    /// The negotiation id, as sent.
+    #[serde(borrow)]
+    pub sid: Cow<'a, str>,
+    /// The SDP, as sent.
+    #[serde(borrow)]
+    pub m: Cow<'a, str>,
+}
+
+/// ICE candidates as relayed, with `from` set by the server.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RelayedCands<'a> {
+    /// The swarm both viewers are in.
+    #[serde(borrow)]
+    pub swarm: Cow<'a, str>,
+    /// The sending peer, set by the server.
+    pub from: PeerId,
+    /// The negotiation id, as sent.
+    #[serde(borrow)]
+    pub sid: Cow<'a, str>,
+    /// The candidates, as sent.
+    #[serde(borrow)]
+    pub c: Cow<'a, [String]>,
+    /// True when gathering is complete, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<bool>,
+}
+
+/// The limits announced in `welcome`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WelcomeLimits {
+    /// The largest `want` accepted in `join`.
+    pub want: u32,
+    /// The largest message accepted, in bytes.
+    pub max_message: u32,
+    /// Messages per second allowed on average (a batch counts each message in it).
+    pub rate: u32,
+}
+
+/// The error codes of the contract.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON/MessagePack, or the wrong shape.
+    BadMessage,
+    /// A message or batch over the size limits.
+    TooLarge,
+    /// Over the connection's message rate.
+    RateLimited,
+    /// A signal for a swarm the sender hasn't joined.
+    NotInSwarm,
+    /// The target is gone or not in that swarm.
+    UnknownPeer,
+    /// Too many swarms on this connection.
+    SwarmLimit,
+    /// The server can't take this now.
+    Overloaded,
+}
+
+impl ErrorCode {
+    /// Every code, for metrics that must be present before the first error.
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::BadMessage,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::NotInSwarm,
+        ErrorCode::UnknownPeer,
+        ErrorCode::SwarmLimit,
+        ErrorCode::Overloaded,
+    ];
+
+    /// The wire name, also used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NotInSwarm => "not_in_swarm",
+            ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::SwarmLimit => "swarm_limit",
+            ErrorCode::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// WebSocket close codes the tracker uses.
+pub mod close {
+    /// A WebSocket protocol violation.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not valid UTF-8 (RFC 6455 requires failing the connection).
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The viewer broke a rule (slow consumer, refused Origin after upgrade, idle).
+    pub const POLICY: u16 = 1008;
+    /// A frame too big to read at all.
+    pub const TOO_BIG: u16 = 1009;
+    /// This instance is restarting or draining: reconnect.
+    pub const RESTART: u16 = 1012;
+    /// The server is full: try again later.
+    pub const TRY_LATER: u16 = 1013;
+}

@@ -1,0 +1,536 @@
+//! One viewer's WebSocket connection.
+//!
+//! The session task is the only writer to its socket. It `select!`s over the next frame from the
+//! viewer, its bounded outbox (signals other sessions or the relay handed it), a heartbeat tick,
+//! and the drain and stop tokens. Queued signals are coalesced into one `batch` frame. Every
+//! write has a timeout: a viewer that doesn't read is closed as a slow consumer, so it can never
+//! hold up anyone else (senders only ever `try_send` into the outbox).
+
+mod rate;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+use tokio_tungstenite::tungstenite;
+use tracing::{debug, warn};
+
+use crate::metrics::{CloseReason, DropReason, ReceivedKind};
+use crate::protocol::{
+    ClientMsg, Decoded, ErrorCode, Format, PeerId, ServerMsg, WelcomeLimits, close, decode_client,
+    encode,
+};
+use crate::relay::{Body, SendError, Signal, SignalKind};
+use crate::shutdown::ConnectionGuard;
+use crate::state::AppState;
+
+pub use rate::TokenBucket;
+
+/// How often a viewer is told it is rate limited, at most; further refusals are only counted.
+const RATE_ERROR_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One viewer's connection state, owned by its task.
+pub struct Session {
+    state: AppState,
+    socket: WebSocket,
+    id: PeerId,
+    outbox_rx: mpsc::Receiver<Box<Signal>>,
+    format: Format,
+    bucket: TokenBucket,
+    last_rate_error: Option<Instant>,
+    joined: Vec<Arc<str>>,
+    last_seen: Instant,
+    _guard: ConnectionGuard,
+}
+
+/// Why the loop ended, and how to close the socket.
+struct Ending {
+    reason: CloseReason,
+    close: Option<(u16, &'static str)>,
+}
+
+impl Ending {
+    fn quiet(reason: CloseReason) -> Self {
+        Self {
+            reason,
+            close: None,
+        }
+    }
+
+    fn with(reason: CloseReason, code: u16, text: &'static str) -> Self {
+        Self {
+            reason,
+            close: Some((code, text)),
+        }
+    }
+}
+
+impl Session {
+    /// Registers the viewer and prepares its task; `guard` holds its connection slot.
+    pub fn new(state: AppState, socket: WebSocket, guard: ConnectionGuard) -> Self {
+        let (outbox_tx, outbox_rx) = mpsc::channel(state.config().websocket.outbox_capacity);
+        let id = state.peers().register(outbox_tx);
+        let limits = &state.config().limits;
+        Self {
+            bucket: TokenBucket::new(limits.messages_per_sec, limits.burst),
+            state,
+            socket,
+            id,
+            outbox_rx,
+            format: Format::Json,
+            last_rate_error: None,
+            joined: Vec::new(),
+            last_seen: Instant::now(),
+            _guard: guard,
+        }
+    }
+
+    /// Runs the connection to its end, then removes the viewer from every swarm.
+    pub async fn run(mut self) {
+        let metrics = Arc::clone(self.state.metrics());
+        metrics.connections_opened.increment(1);
+        let ending = self.serve().await;
+        if let Some((code, text)) = ending.close {
+            let frame = Message::Close(Some(CloseFrame {
+                code,
+                reason: text.into(),
+            }));
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.send(frame)).await;
+        }
+        metrics.closed(ending.reason);
+        for swarm in std::mem::take(&mut self.joined) {
+            self.state.membership().leave(self.id, &swarm);
+        }
+        self.state.peers().unregister(self.id);
+        debug!(peer = %self.id, reason = ?ending.reason, "session ended");
+    }
+
+    async fn serve(&mut self) -> Ending {
+        let state = self.state.clone();
+        let config = state.config();
+        let limits = &config.limits;
+        let welcome = ServerMsg::Welcome {
+            peer: self.id,
+            instance: self.state.instance(),
+            limits: WelcomeLimits {
+                want: limits.max_want,
+                max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
+                rate: limits.messages_per_sec,
+            },
+        };
+        if let Err(e) = self.write(&welcome).await {
+            return e;
+        }
+
+        let lifecycle = Arc::clone(self.state.lifecycle());
+        let ws = &config.websocket;
+        let mut heartbeat = tokio::time::interval_at(
+            Instant::now() + Duration::from_secs(ws.ping_interval_secs),
+            Duration::from_secs(ws.ping_interval_secs),
+        );
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let idle_timeout = Duration::from_secs(ws.idle_timeout_secs);
+        // Set once the drain reached this session: when it must be gone.
+        let mut close_at: Option<Instant> = None;
+
+        loop {
+            tokio::select! {
+                biased;
+                () = lifecycle.stop.cancelled() => {
+                    return Ending::with(CloseReason::Drain, close::RESTART, "shutting down");
+                }
+                () = lifecycle.draining.cancelled(), if close_at.is_none() => {
+                    let window = config.drain.reconnect_window_ms;
+                    let after_ms = rand::rng().random_range(0..=window);
+                    close_at = Some(Instant::now()
+                        + Duration::from_millis(after_ms + config.drain.close_grace_ms));
+                    if let Err(e) = self.write(&ServerMsg::Reconnect { after_ms }).await {
+                        return e;
+                    }
+                }
+                () = sleep_until(close_at.unwrap_or_else(Instant::now)), if close_at.is_some() => {
+                    return Ending::with(CloseReason::Drain, close::RESTART, "draining");
+                }
+                frame = self.socket.recv() => {
+                    self.last_seen = Instant::now();
+                    let result = match frame {
+                        None => return Ending::quiet(CloseReason::Client),
+                        Some(Err(e)) => return read_error(e),
+                        Some(Ok(Message::Text(text))) => self.on_frame(text.as_bytes(), Format::Json).await,
+                        Some(Ok(Message::Binary(bytes))) => self.on_frame(&bytes, Format::MsgPack).await,
+                        Some(Ok(Message::Close(_))) => return Ending::quiet(CloseReason::Client),
+                        // Pings are answered by tungstenite; both only prove liveness.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                    };
+                    if let Err(e) = result {
+                        return e;
+                    }
+                }
+                first = self.outbox_rx.recv() => {
+                    // The session holds no sender itself, but the peer table does until unregister.
+                    let Some(first) = first else { return Ending::quiet(CloseReason::Client) };
+                    if let Err(e) = self.flush_outbox(first).await {
+                        return e;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if self.last_seen.elapsed() >= idle_timeout {
+                        return Ending::with(CloseReason::Idle, close::POLICY, "idle timeout");
+                    }
+                    if let Err(e) = self.send_frame(Message::Ping(Default::default()), 0).await {
+                        return e;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one data frame; replies go out as one frame.
+    async fn on_frame(&mut self, frame: &[u8], format: Format) -> Result<(), Ending> {
+        self.format = format;
+        let state = self.state.clone();
+        let metrics = state.metrics();
+        metrics.bytes_received.increment(frame.len() as u64);
+        let mut replies: Vec<ServerMsg<'static>> = Vec::new();
+        let now = Instant::now();
+
+        if !self.bucket.try_take(now) {
+            metrics.received(ReceivedKind::Invalid, format);
+            self.rate_limited(now, None, &mut replies);
+            return self.reply(replies).await;
+        }
+        if frame.len() > state.config().limits.max_message_bytes {
+            metrics.received(ReceivedKind::Invalid, format);
+            replies.push(error_msg(
+                ErrorCode::TooLarge,
+                format!(
+                    "message of {} bytes is over the limit of {}",
+                    frame.len(),
+                    state.config().limits.max_message_bytes
+                ),
+                None,
+            ));
+            return self.reply(replies).await;
+        }
+        match decode_client(frame, format, &state.config().limits.decode_limits()) {
+            Err(e) => {
+                metrics.received(ReceivedKind::Invalid, format);
+                debug!(peer = %self.id, error = %e, "refused message");
+                replies.push(error_msg(e.code(), e.to_string(), e.reference()));
+            }
+            Ok(Decoded::One(msg)) => self.on_message(msg, format, now, &mut replies).await,
+            Ok(Decoded::Batch(msgs)) => {
+                // The batch frame took the first token; each further message takes its own.
+                let mut first = true;
+                for msg in msgs {
+                    if !first && !self.bucket.try_take(now) {
+                        metrics.received(ReceivedKind::Invalid, format);
+                        self.rate_limited(now, Some("batch"), &mut replies);
+                        continue;
+                    }
+                    first = false;
+                    match msg {
+                        Ok(msg) => self.on_message(msg, format, now, &mut replies).await,
+                        Err(e) => {
+                            metrics.received(ReceivedKind::Invalid, format);
+                            replies.push(error_msg(e.code(), e.to_string(), e.reference()));
+                        }
+                    }
+                }
+            }
+        }
+        self.reply(replies).await
+    }
+
+    fn rate_limited(
+        &mut self,
+        now: Instant,
+        reference: Option<&'static str>,
+        replies: &mut Vec<ServerMsg<'static>>,
+    ) {
+        // Refusals are counted always but answered at most once a second, so a flood can't turn
+        // this instance into a reflector.
+        self.state.metrics().dropped(DropReason::RateLimited);
+        if self
+            .last_rate_error
+            .is_none_or(|t| now.saturating_duration_since(t) >= RATE_ERROR_INTERVAL)
+        {
+            self.last_rate_error = Some(now);
+            replies.push(error_msg(
+                ErrorCode::RateLimited,
+                "over the message rate; messages were dropped".to_string(),
+                reference,
+            ));
+        }
+    }
+
+    async fn on_message(
+        &mut self,
+        msg: ClientMsg<'_>,
+        format: Format,
+        now: Instant,
+        replies: &mut Vec<ServerMsg<'static>>,
+    ) {
+        let state = self.state.clone();
+        let metrics = state.metrics();
+        match msg {
+            ClientMsg::Join { swarm, want } => {
+                metrics.received(ReceivedKind::Join, format);
+                let already = self.joined.iter().any(|s| **s == *swarm);
+                if !already && self.joined.len() >= state.config().limits.max_swarms_per_connection
+                {
+                    replies.push(error_msg(
+                        ErrorCode::SwarmLimit,
+                        format!("already in {} swarms, the most allowed", self.joined.len()),
+                        Some("join"),
+                    ));
+                    return;
+                }
+                let joined = state.membership().join(self.id, &swarm, want).await;
+                if !already {
+                    self.joined.push(joined.swarm.clone());
+                }
+                replies.push(ServerMsg::Peers {
+                    swarm: Cow::Owned(joined.swarm.to_string()),
+                    peers: joined.peers,
+                });
+                metrics.join_seconds.record(now.elapsed().as_secs_f64());
+            }
+            ClientMsg::Leave { swarm } => {
+                metrics.received(ReceivedKind::Leave, format);
+                if state.membership().leave(self.id, &swarm) {
+                    self.joined.retain(|s| **s != *swarm);
+                }
+            }
+            ClientMsg::Offer(s) => {
+                metrics.received(ReceivedKind::Offer, format);
+                let body = Body::Sdp(s.m.into());
+                self.signal(
+                    SignalKind::Offer,
+                    &s.swarm,
+                    s.to,
+                    &s.sid,
+                    body,
+                    now,
+                    replies,
+                );
+            }
+            ClientMsg::Answer(s) => {
+                metrics.received(ReceivedKind::Answer, format);
+                let body = Body::Sdp(s.m.into());
+                self.signal(
+                    SignalKind::Answer,
+                    &s.swarm,
+                    s.to,
+                    &s.sid,
+                    body,
+                    now,
+                    replies,
+                );
+            }
+            ClientMsg::Cands(c) => {
+                metrics.received(ReceivedKind::Cands, format);
+                let body = Body::Cands {
+                    c: c.c.into_iter().map(Cow::into_owned).collect(),
+                    end: c.end,
+                };
+                self.signal(
+                    SignalKind::Cands,
+                    &c.swarm,
+                    c.to,
+                    &c.sid,
+                    body,
+                    now,
+                    replies,
+                );
+            }
+            ClientMsg::Ping => {
+                metrics.received(ReceivedKind::Ping, format);
+                replies.push(ServerMsg::Pong);
+            }
+            // The decoder never yields a nested batch.
+            ClientMsg::Batch { .. } => {
+                metrics.received(ReceivedKind::Invalid, format);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn signal(
+        &mut self,
+        kind: SignalKind,
+        swarm: &str,
+        to: PeerId,
+        sid: &str,
+        body: Body,
+        now: Instant,
+        replies: &mut Vec<ServerMsg<'static>>,
+    ) {
+        let Some(swarm) = self.joined.iter().find(|s| ***s == *swarm) else {
+            replies.push(error_msg(
+                ErrorCode::NotInSwarm,
+                "join the swarm before signaling in it".to_string(),
+                Some(kind.as_str()),
+            ));
+            return;
+        };
+        let signal = Box::new(Signal {
+            kind,
+            swarm: Arc::clone(swarm),
+            from: self.id,
+            to,
+            sid: sid.into(),
+            body,
+            received_at: now,
+        });
+        match self.state.relay().send(signal) {
+            Ok(()) => {}
+            Err(SendError::UnknownPeer) => replies.push(error_msg(
+                ErrorCode::UnknownPeer,
+                "target peer is gone or not in that swarm".to_string(),
+                Some(kind.as_str()),
+            )),
+            Err(SendError::Overloaded) => replies.push(error_msg(
+                ErrorCode::Overloaded,
+                "target peer is not keeping up; the message was dropped".to_string(),
+                Some(kind.as_str()),
+            )),
+        }
+    }
+
+    /// Writes replies to the viewer's own messages, coalesced into one frame.
+    async fn reply(&mut self, mut replies: Vec<ServerMsg<'static>>) -> Result<(), Ending> {
+        let metrics = Arc::clone(self.state.metrics());
+        for r in &replies {
+            if let ServerMsg::Error { code, .. } = r {
+                metrics.error_sent(*code);
+            }
+        }
+        match replies.len() {
+            0 => Ok(()),
+            1 => {
+                let msg = replies.pop();
+                match msg {
+                    Some(msg) => self.write(&msg).await,
+                    None => Ok(()),
+                }
+            }
+            n => {
+                let batch = ServerMsg::Batch { msgs: replies };
+                self.write_counted(&batch, n).await
+            }
+        }
+    }
+
+    /// Writes queued signals: `first` and whatever else is already queued, up to the coalescing
+    /// bound, as one frame.
+    async fn flush_outbox(&mut self, first: Box<Signal>) -> Result<(), Ending> {
+        let max = self.state.config().websocket.max_coalesce;
+        let mut queued = vec![first];
+        while queued.len() < max {
+            match self.outbox_rx.try_recv() {
+                Ok(s) => queued.push(s),
+                Err(_) => break,
+            }
+        }
+        let n = queued.len();
+        if n == 1 {
+            self.write(&queued[0].to_server_msg()).await?;
+        } else {
+            let batch = ServerMsg::Batch {
+                msgs: queued.iter().map(|s| s.to_server_msg()).collect(),
+            };
+            self.write_counted(&batch, n).await?;
+        }
+        let metrics = self.state.metrics();
+        for s in &queued {
+            metrics
+                .relay_seconds
+                .record(s.received_at.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, msg: &ServerMsg<'_>) -> Result<(), Ending> {
+        self.write_counted(msg, 1).await
+    }
+
+    /// Encodes `msg` (holding `count` messages) in the viewer's format and writes it.
+    async fn write_counted(&mut self, msg: &ServerMsg<'_>, count: usize) -> Result<(), Ending> {
+        let bytes = match encode(msg, self.format) {
+            Ok(b) => b,
+            Err(e) => {
+                // Our own fault: the message types always serialize.
+                warn!(peer = %self.id, error = %e, "dropping a message that failed to encode");
+                return Ok(());
+            }
+        };
+        let frame = match self.format {
+            Format::Json => match String::from_utf8(bytes) {
+                Ok(text) => Message::Text(text.into()),
+                Err(e) => Message::Binary(e.into_bytes().into()),
+            },
+            Format::MsgPack => Message::Binary(bytes.into()),
+        };
+        self.send_frame(frame, count).await
+    }
+
+    async fn send_frame(&mut self, frame: Message, count: usize) -> Result<(), Ending> {
+        let metrics = Arc::clone(self.state.metrics());
+        let len = match &frame {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        };
+        let timeout = Duration::from_secs(self.state.config().websocket.write_timeout_secs);
+        match tokio::time::timeout(timeout, self.socket.send(frame)).await {
+            Ok(Ok(())) => {
+                if count > 0 {
+                    metrics.frames_sent.increment(1);
+                    metrics.messages_sent.increment(count as u64);
+                    metrics.bytes_sent.increment(len as u64);
+                }
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Ending::quiet(CloseReason::Client)),
+            Err(_) => Err(Ending::with(
+                CloseReason::Slow,
+                close::POLICY,
+                "slow consumer",
+            )),
+        }
+    }
+}
+
+fn error_msg(code: ErrorCode, msg: String, reference: Option<&'static str>) -> ServerMsg<'static> {
+    ServerMsg::Error {
+        code,
+        msg: Cow::Owned(msg),
+        reference: reference.map(Cow::Borrowed),
+    }
+}
+
+/// Maps a read error to how the connection ends.
+fn read_error(e: axum::Error) -> Ending {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => {
+            Ending::with(CloseReason::TooBig, close::TOO_BIG, "frame too large")
+        }
+        Some(tungstenite::Error::Utf8(_)) => Ending::with(
+            CloseReason::Protocol,
+            close::INVALID_PAYLOAD,
+            "invalid UTF-8 in text frame",
+        ),
+        Some(tungstenite::Error::Protocol(_)) => Ending::with(
+            CloseReason::Protocol,
+            close::PROTOCOL_ERROR,
+            "protocol error",
+        ),
+        _ => Ending::quiet(CloseReason::Client),
+    }
+}

@@ -1,0 +1,61 @@
+//! A token bucket for one connection's message rate.
+//!
+//! Hand-written rather than `governor`: it lives inside one session task (no atomics needed),
+//! is 32 bytes per connection, and uses tokio's clock so tests can pause time.
+
+use tokio::time::Instant;
+
+/// Refills `rate` tokens per second up to `burst`; each message takes one.
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            rate: f64::from(rate),
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes a token if one is left.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn allows_a_burst_then_the_rate() {
+        let mut b = TokenBucket::new(10, 5);
+        let now = Instant::now();
+        assert_eq!((0..8).filter(|_| b.try_take(now)).count(), 5);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert_eq!((0..8).filter(|_| b.try_take(Instant::now())).count(), 3);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!((0..8).filter(|_| b.try_take(Instant::now())).count(), 5);
+    }
+}

@@ -1,0 +1,114 @@
+//! Drain and shutdown: who may connect, and how viewers are let go.
+//!
+//! Two tokens order the end of an instance. `draining` is cancelled first (SIGTERM or
+//! `POST /admin/drain`): readiness turns 503, new viewers are refused, and every session tells
+//! its viewer to `reconnect` after a jittered delay, then closes with 1012. `stop` is cancelled
+//! when no session is left or at the drain deadline: remaining sessions close at once. Sessions
+//! run on a [`TaskTracker`] because axum does not wait for upgraded connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::Metrics;
+
+/// Shared shutdown state of one tracker.
+pub struct Lifecycle {
+    /// Cancelled when the drain starts.
+    pub draining: CancellationToken,
+    /// Cancelled when every remaining session must close now.
+    pub stop: CancellationToken,
+    /// Every session task, so the tracker can wait for them.
+    pub sessions: TaskTracker,
+    connections: AtomicUsize,
+    max_connections: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Lifecycle {
+    /// A lifecycle admitting at most `max_connections` viewers at once.
+    pub fn new(max_connections: usize, stop: CancellationToken, metrics: Arc<Metrics>) -> Self {
+        Self {
+            draining: CancellationToken::new(),
+            stop,
+            sessions: TaskTracker::new(),
+            connections: AtomicUsize::new(0),
+            max_connections,
+            metrics,
+        }
+    }
+
+    /// Starts the drain; idempotent.
+    pub fn start_drain(&self) {
+        if !self.draining.is_cancelled() {
+            self.metrics.draining.set(1.0);
+            self.draining.cancel();
+        }
+    }
+
+    /// True while draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// True when this instance should get new viewers: not draining and not full.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.connections() < self.max_connections
+    }
+
+    /// Takes a connection slot, or `None` at the limit. The slot is freed when the guard drops.
+    pub fn try_admit(self: &Arc<Self>) -> Option<ConnectionGuard> {
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_connections).then_some(n + 1)
+            })
+            .ok()?;
+        self.metrics.connections.increment(1.0);
+        Some(ConnectionGuard {
+            lifecycle: Arc::clone(self),
+        })
+    }
+}
+
+/// One admitted connection; dropping it frees the slot.
+pub struct ConnectionGuard {
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.lifecycle.connections.fetch_sub(1, Ordering::AcqRel);
+        self.lifecycle.metrics.connections.decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admits_up_to_the_limit_and_frees_on_drop() {
+        let l = Arc::new(Lifecycle::new(
+            2,
+            CancellationToken::new(),
+            Arc::new(Metrics::new()),
+        ));
+        let a = l.try_admit();
+        let b = l.try_admit();
+        assert!(a.is_some() && b.is_some());
+        assert!(l.try_admit().is_none());
+        assert!(!l.is_ready());
+        drop(a);
+        assert!(l.is_ready());
+        assert!(l.try_admit().is_some());
+        l.start_drain();
+        assert!(!l.is_ready());
+    }
+}

@@ -1,0 +1,87 @@
+//! `AppState`: the handles every part of one tracker shares, built once in `run`.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::protocol::InstanceId;
+use crate::relay::{PeerTable, Relay};
+use crate::shutdown::Lifecycle;
+use crate::swarm::Membership;
+
+/// Cheap to clone: one `Arc`.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    instance: InstanceId,
+    peers: Arc<PeerTable>,
+    membership: Membership,
+    relay: Relay,
+    metrics: Arc<Metrics>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl AppState {
+    /// Builds the state of one tracker instance.
+    pub fn new(
+        config: Config,
+        instance: InstanceId,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let shards = config.swarm.shards;
+        let peers = Arc::new(PeerTable::new(instance, shards));
+        let membership = Membership::new(shards, Arc::clone(&peers), Arc::clone(&metrics));
+        let relay = Relay::new(instance, Arc::clone(&peers), Arc::clone(&metrics));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                instance,
+                peers,
+                membership,
+                relay,
+                metrics,
+                lifecycle,
+            }),
+        }
+    }
+
+    /// The configuration this instance runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> InstanceId {
+        self.inner.instance
+    }
+
+    /// This instance's viewers.
+    pub fn peers(&self) -> &Arc<PeerTable> {
+        &self.inner.peers
+    }
+
+    /// Swarm membership and pairing.
+    pub fn membership(&self) -> &Membership {
+        &self.inner.membership
+    }
+
+    /// Signal routing.
+    pub fn relay(&self) -> &Relay {
+        &self.inner.relay
+    }
+
+    /// Metric handles.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Drain and shutdown state.
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.inner.lifecycle
+    }
+}

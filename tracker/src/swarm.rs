@@ -1,0 +1,287 @@
+//! Swarm membership and pairing.
+//!
+//! [`SwarmIndex`] holds this instance's swarms: swarm id -> members, sharded by a hash of the
+//! id so joins in different swarms don't contend. [`Membership`] is what sessions call: it keeps
+//! the index and the peer table's per-viewer swarm lists in step, and is where the Redis-backed
+//! global membership plugs in (local peers first, then remote ones).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use indexmap::IndexSet;
+use rand::Rng;
+
+use crate::metrics::Metrics;
+use crate::protocol::PeerId;
+use crate::relay::PeerTable;
+
+type Members = IndexSet<PeerId, RandomState>;
+
+/// One shard: swarm id -> its local members.
+type Shard = HashMap<Arc<str>, Members>;
+
+/// This instance's swarms and their local members.
+pub struct SwarmIndex {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+}
+
+/// The result of adding a viewer to a swarm.
+#[derive(Debug)]
+pub struct Joined {
+    /// The swarm id, shared with the index (sessions keep this copy).
+    pub swarm: Arc<str>,
+    /// Other members to offer to, at most `want`, never the viewer itself.
+    pub peers: Vec<PeerId>,
+    /// False when the viewer was already a member (a re-join just samples again).
+    pub new_member: bool,
+    /// True when this join created the swarm on this instance.
+    pub new_swarm: bool,
+}
+
+impl SwarmIndex {
+    /// An empty index with `shards` shards (at least 1).
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, swarm: &str) -> MutexGuard<'_, Shard> {
+        let i = (self.hasher.hash_one(swarm) as usize) % self.shards.len();
+        // Every mutation below is a single map or set operation, so a poisoned lock still holds
+        // a consistent map.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds `peer` to `swarm` and samples up to `want` other members, uniformly at random.
+    pub fn join(&self, swarm: &str, peer: PeerId, want: usize, rng: &mut impl Rng) -> Joined {
+        let mut shard = self.shard(swarm);
+        let (swarm, members, new_swarm) = match shard.get_key_value(swarm) {
+            Some((k, _)) => {
+                let k = k.clone();
+                let members = shard.get_mut(&*k);
+                (k, members, false)
+            }
+            None => {
+                let k: Arc<str> = swarm.into();
+                shard.insert(k.clone(), Members::default());
+                let members = shard.get_mut(&*k);
+                (k, members, true)
+            }
+        };
+        let Some(members) = members else {
+            // Unreachable: the entry was found or inserted above under the same lock.
+            return Joined {
+                swarm,
+                peers: Vec::new(),
+                new_member: false,
+                new_swarm,
+            };
+        };
+        let peers = sample_except(members, peer, want, rng);
+        let new_member = members.insert(peer);
+        Joined {
+            swarm,
+            peers,
+            new_member,
+            new_swarm,
+        }
+    }
+
+    /// Removes `peer` from `swarm`; returns (was a member, swarm now gone).
+    pub fn leave(&self, swarm: &str, peer: PeerId) -> (bool, bool) {
+        let mut shard = self.shard(swarm);
+        let Some(members) = shard.get_mut(swarm) else {
+            return (false, false);
+        };
+        let removed = members.swap_remove(&peer);
+        if members.is_empty() {
+            shard.remove(swarm);
+            return (removed, true);
+        }
+        (removed, false)
+    }
+
+    /// Local members of a swarm (for tests and diagnostics).
+    pub fn members(&self, swarm: &str) -> Vec<PeerId> {
+        self.shard(swarm)
+            .get(swarm)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Up to `want` distinct members other than `me`, uniformly at random, without building a list
+/// of candidates: sample indices of the set with `me`'s index skipped.
+fn sample_except(members: &Members, me: PeerId, want: usize, rng: &mut impl Rng) -> Vec<PeerId> {
+    let me_index = members.get_index_of(&me);
+    let others = members.len() - usize::from(me_index.is_some());
+    let k = want.min(others);
+    let pick = |i: usize| {
+        let i = match me_index {
+            Some(m) if i >= m => i + 1,
+            _ => i,
+        };
+        members.get_index(i).copied()
+    };
+    if k == others {
+        return (0..others).filter_map(pick).collect();
+    }
+    rand::seq::index::sample(rng, others, k)
+        .into_iter()
+        .filter_map(pick)
+        .collect()
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The viewer is in as many swarms as allowed.
+    #[error("in too many swarms")]
+    SwarmLimit,
+}
+
+/// Swarm membership as sessions see it.
+pub struct Membership {
+    index: SwarmIndex,
+    peers: Arc<PeerTable>,
+    metrics: Arc<Metrics>,
+}
+
+impl Membership {
+    /// Membership over this instance's peer table.
+    pub fn new(shards: usize, peers: Arc<PeerTable>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            index: SwarmIndex::new(shards),
+            peers,
+            metrics,
+        }
+    }
+
+    /// Adds the viewer to a swarm and returns peers to offer to.
+    ///
+    /// Async because the cross-instance membership needs a Redis round trip here.
+    pub async fn join(&self, peer: PeerId, swarm: &str, want: u32) -> Joined {
+        let joined = self
+            .index
+            .join(swarm, peer, want as usize, &mut rand::rng());
+        if joined.new_member {
+            self.peers.add_swarm(peer, joined.swarm.clone());
+            self.metrics.memberships.increment(1.0);
+        }
+        if joined.new_swarm {
+            self.metrics.swarms.increment(1.0);
+        }
+        joined
+    }
+
+    /// Removes the viewer from a swarm; false if it wasn't a member.
+    pub fn leave(&self, peer: PeerId, swarm: &str) -> bool {
+        let (removed, gone) = self.index.leave(swarm, peer);
+        if removed {
+            self.peers.remove_swarm(peer, swarm);
+            self.metrics.memberships.decrement(1.0);
+        }
+        if gone {
+            self.metrics.swarms.decrement(1.0);
+        }
+        removed
+    }
+
+    /// Local members of a swarm (for tests and diagnostics).
+    pub fn local_members(&self, swarm: &str) -> Vec<PeerId> {
+        self.index.members(swarm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::InstanceId;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn ids(n: u32) -> Vec<PeerId> {
+        (0..n)
+            .map(|i| PeerId::new(InstanceId(1), i, u64::from(i)))
+            .collect()
+    }
+
+    #[test]
+    fn join_samples_others_never_self() {
+        let index = SwarmIndex::new(4);
+        let mut rng = rand::rng();
+        let p = ids(5);
+        assert!(index.join("v", p[0], 3, &mut rng).peers.is_empty());
+        let j = index.join("v", p[1], 3, &mut rng);
+        assert_eq!(j.peers, vec![p[0]]);
+        for &q in &p[2..] {
+            index.join("v", q, 3, &mut rng);
+        }
+        for _ in 0..50 {
+            let again = index.join("v", p[2], 3, &mut rng);
+            assert!(!again.new_member);
+            assert_eq!(again.peers.len(), 3);
+            assert!(!again.peers.contains(&p[2]));
+            let distinct: HashSet<_> = again.peers.iter().collect();
+            assert_eq!(distinct.len(), 3);
+        }
+    }
+
+    #[test]
+    fn leave_removes_from_pairing_and_drops_empty_swarms() {
+        let index = SwarmIndex::new(1);
+        let mut rng = rand::rng();
+        let p = ids(2);
+        assert!(index.join("v", p[0], 5, &mut rng).new_swarm);
+        index.join("v", p[1], 5, &mut rng);
+        assert_eq!(index.leave("v", p[0]), (true, false));
+        assert_eq!(index.leave("v", p[0]), (false, false));
+        assert!(index.join("w", p[0], 5, &mut rng).peers.is_empty());
+        assert_eq!(index.leave("v", p[1]), (true, true));
+        assert!(index.members("v").is_empty());
+    }
+
+    #[test]
+    fn sampling_is_roughly_uniform() {
+        let index = SwarmIndex::new(1);
+        let mut rng = rand::rng();
+        let p = ids(10);
+        for &q in &p {
+            index.join("v", q, 1, &mut rng);
+        }
+        let mut counts = HashMap::new();
+        for _ in 0..9_000 {
+            for q in index.join("v", p[0], 1, &mut rng).peers {
+                *counts.entry(q).or_insert(0u32) += 1;
+            }
+        }
+        assert!(!counts.contains_key(&p[0]));
+        assert_eq!(counts.len(), 9);
+        // Each of 9 peers expects 1,000 picks; 700 is more than 9 standard deviations away.
+        assert!(counts.values().all(|&c| c > 700), "{counts:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn sample_is_distinct_bounded_and_excludes_self(n in 0u32..40, me in 0u32..45, want in 0usize..50) {
+            let mut members = Members::default();
+            for id in ids(n) { members.insert(id); }
+            let me = PeerId::new(InstanceId(1), me, u64::from(me));
+            let got = sample_except(&members, me, want, &mut rand::rng());
+            let others = members.iter().filter(|&&m| m != me).count();
+            prop_assert_eq!(got.len(), want.min(others));
+            prop_assert!(!got.contains(&me));
+            let distinct: HashSet<_> = got.iter().collect();
+            prop_assert_eq!(distinct.len(), got.len());
+            prop_assert!(got.iter().all(|g| members.contains(g)));
+        }
+    }
+}
