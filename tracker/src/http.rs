@@ -4,14 +4,17 @@
 //! the admin listener when one is configured, else on the main one.
 
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use tracing::{debug, info};
 
+use serde::Deserialize;
+
 use crate::metrics::RefuseReason;
+use crate::protocol::Format;
 use crate::session::Session;
 use crate::state::AppState;
 
@@ -40,11 +43,26 @@ fn add_admin(r: Router<AppState>) -> Router<AppState> {
         .route("/admin/drain", post(drain))
 }
 
+/// Query parameters of `/v1/ws`; others (such as HAProxy's `swarm` routing key) are ignored.
+#[derive(Deserialize)]
+struct WsParams {
+    /// `json` (default) or `msgpack`: the format of `welcome`, until the client sends a frame.
+    format: Option<String>,
+}
+
 async fn ws_upgrade(
     State(state): State<AppState>,
+    Query(params): Query<WsParams>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let format = match params.format.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("msgpack") => Format::MsgPack,
+        Some(_) => {
+            return (StatusCode::BAD_REQUEST, "format must be json or msgpack\n").into_response();
+        }
+    };
     let lifecycle = state.lifecycle();
     let metrics = state.metrics();
     if !origin_allowed(&state.config().limits.allowed_origins, &headers) {
@@ -72,7 +90,7 @@ async fn ws_upgrade(
         .max_frame_size(c.limits.max_frame_bytes)
         .on_failed_upgrade(|e| debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| async move {
-            Session::new(state, socket, guard).run().await;
+            Session::new(state, socket, format, guard).run().await;
             drop(token);
         })
 }

@@ -327,6 +327,17 @@ pub fn encode(msg: &ServerMsg<'_>, format: Format) -> Result<Vec<u8>, EncodeErro
     }
 }
 
+/// Encodes a client message in the given format (for clients, tests and the simulator).
+///
+/// # Errors
+/// Only if serialization itself fails.
+pub fn encode_client(msg: &ClientMsg<'_>, format: Format) -> Result<Vec<u8>, EncodeError> {
+    match format {
+        Format::Json => serde_json::to_vec(msg).map_err(|e| EncodeError(e.to_string())),
+        Format::MsgPack => rmp_serde::to_vec_named(msg).map_err(|e| EncodeError(e.to_string())),
+    }
+}
+
 /// A server message could not be serialized.
 #[derive(Debug, thiserror::Error)]
 #[error("encoding failed: {0}")]

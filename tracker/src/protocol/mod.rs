@@ -12,7 +12,9 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-pub use codec::{DecodeLimits, Decoded, Format, ProtocolError, decode_client, encode};
+pub use codec::{
+    DecodeLimits, Decoded, EncodeError, Format, ProtocolError, decode_client, encode, encode_client,
+};
 pub use peer_id::{InstanceId, PEER_ID_LEN, PeerId};
 
 /// Longest negotiation id (`sid`) a client may use, in bytes.
@@ -146,6 +148,65 @@ pub enum ServerMsg<'a> {
     },
     /// Reply to `ping`.
     Pong,
+}
+
+impl ServerMsg<'_> {
+    /// The same message owning all its strings, for clients that keep messages around.
+    pub fn into_owned(self) -> ServerMsg<'static> {
+        fn own(s: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(s.into_owned())
+        }
+        match self {
+            ServerMsg::Welcome {
+                peer,
+                instance,
+                limits,
+            } => ServerMsg::Welcome {
+                peer,
+                instance,
+                limits,
+            },
+            ServerMsg::Peers { swarm, peers } => ServerMsg::Peers {
+                swarm: own(swarm),
+                peers,
+            },
+            ServerMsg::Offer(s) => ServerMsg::Offer(s.into_owned()),
+            ServerMsg::Answer(s) => ServerMsg::Answer(s.into_owned()),
+            ServerMsg::Cands(c) => ServerMsg::Cands(RelayedCands {
+                swarm: own(c.swarm),
+                from: c.from,
+                sid: own(c.sid),
+                c: Cow::Owned(c.c.into_owned()),
+                end: c.end,
+            }),
+            ServerMsg::Batch { msgs } => ServerMsg::Batch {
+                msgs: msgs.into_iter().map(ServerMsg::into_owned).collect(),
+            },
+            ServerMsg::Reconnect { after_ms } => ServerMsg::Reconnect { after_ms },
+            ServerMsg::Error {
+                code,
+                msg,
+                reference,
+            } => ServerMsg::Error {
+                code,
+                msg: own(msg),
+                reference: reference.map(own),
+            },
+            ServerMsg::Pong => ServerMsg::Pong,
+        }
+    }
+}
+
+impl RelayedSignal<'_> {
+    /// The same signal owning its strings.
+    pub fn into_owned(self) -> RelayedSignal<'static> {
+        RelayedSignal {
+            swarm: Cow::Owned(self.swarm.into_owned()),
+            from: self.from,
+            sid: Cow::Owned(self.sid.into_owned()),
+            m: Cow::Owned(self.m.into_owned()),
+        }
+    }
 }
 
 /// An offer or answer as relayed, with `from` set by the server.

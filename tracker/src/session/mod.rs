@@ -70,8 +70,9 @@ impl Ending {
 }
 
 impl Session {
-    /// Registers the viewer and prepares its task; `guard` holds its connection slot.
-    pub fn new(state: AppState, socket: WebSocket, guard: ConnectionGuard) -> Self {
+    /// Registers the viewer and prepares its task; `format` is used until the viewer sends a
+    /// frame, `guard` holds its connection slot.
+    pub fn new(state: AppState, socket: WebSocket, format: Format, guard: ConnectionGuard) -> Self {
         let (outbox_tx, outbox_rx) = mpsc::channel(state.config().websocket.outbox_capacity);
         let id = state.peers().register(outbox_tx);
         let limits = &state.config().limits;
@@ -81,7 +82,7 @@ impl Session {
             socket,
             id,
             outbox_rx,
-            format: Format::Json,
+            format,
             last_rate_error: None,
             joined: Vec::new(),
             last_seen: Instant::now(),
@@ -155,6 +156,15 @@ impl Session {
                 () = sleep_until(close_at.unwrap_or_else(Instant::now)), if close_at.is_some() => {
                     return Ending::with(CloseReason::Drain, close::RESTART, "draining");
                 }
+                // Queued output goes before more input: a viewer that floods can't starve the
+                // signals others sent it, and what was queued first is written first.
+                first = self.outbox_rx.recv() => {
+                    // The session holds no sender itself, but the peer table does until unregister.
+                    let Some(first) = first else { return Ending::quiet(CloseReason::Client) };
+                    if let Err(e) = self.flush_outbox(first).await {
+                        return e;
+                    }
+                }
                 frame = self.socket.recv() => {
                     self.last_seen = Instant::now();
                     let result = match frame {
@@ -167,13 +177,6 @@ impl Session {
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
                     };
                     if let Err(e) = result {
-                        return e;
-                    }
-                }
-                first = self.outbox_rx.recv() => {
-                    // The session holds no sender itself, but the peer table does until unregister.
-                    let Some(first) = first else { return Ending::quiet(CloseReason::Client) };
-                    if let Err(e) = self.flush_outbox(first).await {
                         return e;
                     }
                 }
