@@ -13,7 +13,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{
-    DecodeLimits, Decoded, EncodeError, Format, ProtocolError, decode_client, encode, encode_client,
+    DecodeLimits, Decoded, EncodeError, Format, Frame, ProtocolError, decode_client, encode,
+    encode_client,
 };
 pub use peer_id::{InstanceId, PEER_ID_LEN, PeerId};
 

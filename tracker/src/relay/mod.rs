@@ -76,6 +76,14 @@ pub struct Signal {
 }
 
 impl Signal {
+    /// Bytes of opaque payload this signal carries, to size encoding buffers.
+    pub fn payload_len(&self) -> usize {
+        match &self.body {
+            Body::Sdp(m) => m.len(),
+            Body::Cands { c, .. } => c.iter().map(|c| c.len() + 4).sum(),
+        }
+    }
+
     /// The server message the target receives.
     pub fn to_server_msg(&self) -> ServerMsg<'_> {
         match &self.body {

@@ -17,12 +17,12 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_tungstenite::tungstenite;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::metrics::{CloseReason, DropReason, ReceivedKind};
 use crate::protocol::{
-    ClientMsg, Decoded, ErrorCode, Format, PeerId, ServerMsg, WelcomeLimits, close, decode_client,
-    encode,
+    ClientMsg, Decoded, ErrorCode, Format, Frame, PeerId, ServerMsg, WelcomeLimits, close,
+    decode_client, encode,
 };
 use crate::relay::{Body, SendError, Signal, SignalKind};
 use crate::shutdown::ConnectionGuard;
@@ -91,7 +91,14 @@ impl Session {
     }
 
     /// Runs the connection to its end, then removes the viewer from every swarm.
-    pub async fn run(mut self) {
+    pub async fn run(self) {
+        // A debug span: free at the default `info` level, where an info span would keep a
+        // registry entry alive for every idle connection.
+        let span = tracing::debug_span!("session", peer = %self.id);
+        self.run_inner().instrument(span).await;
+    }
+
+    async fn run_inner(mut self) {
         let metrics = Arc::clone(self.state.metrics());
         metrics.connections_opened.increment(1);
         let ending = self.serve().await;
@@ -107,7 +114,7 @@ impl Session {
             self.state.membership().leave(self.id, &swarm);
         }
         self.state.peers().unregister(self.id);
-        debug!(peer = %self.id, reason = ?ending.reason, "session ended");
+        debug!(reason = ?ending.reason, "session ended");
     }
 
     async fn serve(&mut self) -> Ending {
@@ -222,7 +229,7 @@ impl Session {
         match decode_client(frame, format, &state.config().limits.decode_limits()) {
             Err(e) => {
                 metrics.received(ReceivedKind::Invalid, format);
-                debug!(peer = %self.id, error = %e, "refused message");
+                debug!(error = %e, "refused message");
                 replies.push(error_msg(e.code(), e.to_string(), e.reference()));
             }
             Ok(Decoded::One(msg)) => self.on_message(msg, format, now, &mut replies).await,
@@ -441,13 +448,15 @@ impl Session {
             }
         }
         let n = queued.len();
+        let payload: usize = queued.iter().map(|s| s.payload_len()).sum();
         if n == 1 {
-            self.write(&queued[0].to_server_msg()).await?;
+            self.write_sized(&queued[0].to_server_msg(), 1, payload)
+                .await?;
         } else {
             let batch = ServerMsg::Batch {
                 msgs: queued.iter().map(|s| s.to_server_msg()).collect(),
             };
-            self.write_counted(&batch, n).await?;
+            self.write_sized(&batch, n, payload).await?;
         }
         let metrics = self.state.metrics();
         for s in &queued {
@@ -459,25 +468,29 @@ impl Session {
     }
 
     async fn write(&mut self, msg: &ServerMsg<'_>) -> Result<(), Ending> {
-        self.write_counted(msg, 1).await
+        self.write_sized(msg, 1, 0).await
     }
 
-    /// Encodes `msg` (holding `count` messages) in the viewer's format and writes it.
     async fn write_counted(&mut self, msg: &ServerMsg<'_>, count: usize) -> Result<(), Ending> {
-        let bytes = match encode(msg, self.format) {
-            Ok(b) => b,
+        self.write_sized(msg, count, 0).await
+    }
+
+    /// Encodes `msg` (holding `count` messages with `payload` bytes of SDP or candidates) in
+    /// the viewer's format and writes it.
+    async fn write_sized(
+        &mut self,
+        msg: &ServerMsg<'_>,
+        count: usize,
+        payload: usize,
+    ) -> Result<(), Ending> {
+        let frame = match encode(msg, self.format, payload) {
+            Ok(Frame::Text(text)) => Message::Text(text.into()),
+            Ok(Frame::Binary(bytes)) => Message::Binary(bytes.into()),
             Err(e) => {
                 // Our own fault: the message types always serialize.
-                warn!(peer = %self.id, error = %e, "dropping a message that failed to encode");
+                warn!(error = %e, "dropping a message that failed to encode");
                 return Ok(());
             }
-        };
-        let frame = match self.format {
-            Format::Json => match String::from_utf8(bytes) {
-                Ok(text) => Message::Text(text.into()),
-                Err(e) => Message::Binary(e.into_bytes().into()),
-            },
-            Format::MsgPack => Message::Binary(bytes.into()),
         };
         self.send_frame(frame, count).await
     }
