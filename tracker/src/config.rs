@@ -124,11 +124,14 @@ pub struct WebSocketConfig {
     pub outbox_capacity: usize,
     /// Most queued messages coalesced into one `batch` frame.
     pub max_coalesce: usize,
+    /// Coalescing stops once a frame holds this many payload bytes (SDP, candidates).
+    pub max_coalesce_bytes: usize,
     /// A write that takes longer than this closes the connection as a slow consumer, seconds.
     pub write_timeout_secs: u64,
     /// Interval between server WebSocket pings, seconds.
     pub ping_interval_secs: u64,
-    /// A connection that sends nothing (not even a pong) for this long is closed, seconds.
+    /// A connection that sends nothing (not even a pong) for this long is closed, seconds; it is
+    /// checked at each ping, so the close comes up to one ping interval later.
     pub idle_timeout_secs: u64,
 }
 
@@ -138,6 +141,7 @@ impl Default for WebSocketConfig {
             read_buffer_bytes: 2048,
             outbox_capacity: 64,
             max_coalesce: 64,
+            max_coalesce_bytes: 32 * 1024,
             write_timeout_secs: 10,
             ping_interval_secs: 30,
             idle_timeout_secs: 90,
@@ -149,7 +153,7 @@ impl Default for WebSocketConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DrainConfig {
-    /// Viewers are told to reconnect after a delay drawn uniformly from 0..this, milliseconds,
+    /// Viewers are told to reconnect after a delay drawn uniformly from 0..=this, milliseconds,
     /// so they don't all arrive at the other instances at once.
     pub reconnect_window_ms: u64,
     /// After its `reconnect` delay, a viewer gets this long to leave before it is closed with
@@ -264,7 +268,7 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let l = &self.limits;
         let w = &self.websocket;
-        let checks: [(bool, &str); 13] = [
+        let checks: [(bool, &str); 15] = [
             (l.max_connections > 0, "limits.max_connections must be > 0"),
             (
                 l.max_message_bytes >= 256,
@@ -295,10 +299,21 @@ impl Config {
             ),
             (w.max_coalesce > 0, "websocket.max_coalesce must be > 0"),
             (
+                w.write_timeout_secs > 0,
+                "websocket.write_timeout_secs must be > 0",
+            ),
+            (
                 w.ping_interval_secs > 0 && w.idle_timeout_secs > w.ping_interval_secs,
                 "websocket.idle_timeout_secs must be > websocket.ping_interval_secs > 0",
             ),
-            (self.swarm.shards > 0, "swarm.shards must be > 0"),
+            (
+                (1..=65_536).contains(&self.swarm.shards),
+                "swarm.shards must be 1..=65536",
+            ),
+            (
+                self.websocket.read_buffer_bytes > 0,
+                "websocket.read_buffer_bytes must be > 0",
+            ),
         ];
         for (ok, msg) in checks {
             if !ok {

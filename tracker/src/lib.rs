@@ -149,7 +149,8 @@ pub async fn run(
         );
     }
     stop_sessions.cancel();
-    // Each session's close frame has its own short timeout, so this wait is bounded.
+    // Bounded: a session sees `stop` at its next await, at worst after a write times out
+    // (websocket.write_timeout_secs), then its close handshake has a 1 s timeout.
     lifecycle.sessions.wait().await;
     stop_http.cancel();
     tasks.close();

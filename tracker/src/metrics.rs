@@ -77,17 +77,20 @@ pub enum DropReason {
     QueueFull,
     /// The target is gone.
     UnknownPeer,
-    /// The target is not in that swarm.
-    NotInSwarm,
+    /// The target is not in that swarm (the sender gets `unknown_peer`).
+    TargetNotInSwarm,
+    /// The sender is not in that swarm (the sender gets `not_in_swarm`).
+    SenderNotInSwarm,
     /// The sender was over its message rate.
     RateLimited,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 4] = [
+    const ALL: [DropReason; 5] = [
         DropReason::QueueFull,
         DropReason::UnknownPeer,
-        DropReason::NotInSwarm,
+        DropReason::TargetNotInSwarm,
+        DropReason::SenderNotInSwarm,
         DropReason::RateLimited,
     ];
 
@@ -95,7 +98,8 @@ impl DropReason {
         match self {
             DropReason::QueueFull => "queue_full",
             DropReason::UnknownPeer => "unknown_peer",
-            DropReason::NotInSwarm => "not_in_swarm",
+            DropReason::TargetNotInSwarm => "target_not_in_swarm",
+            DropReason::SenderNotInSwarm => "sender_not_in_swarm",
             DropReason::RateLimited => "rate_limited",
         }
     }
@@ -149,7 +153,7 @@ pub enum ReceivedKind {
     Cands,
     /// `ping`
     Ping,
-    /// Anything that failed to decode.
+    /// Refused before its type was known: undecodable, too large, or over the rate.
     Invalid,
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use indexmap::IndexSet;
 use rand::Rng;
+use rand::seq::SliceRandom;
 
 use crate::metrics::Metrics;
 use crate::protocol::PeerId;
@@ -61,7 +62,17 @@ impl SwarmIndex {
     }
 
     /// Adds `peer` to `swarm` and samples up to `want` other members, uniformly at random.
-    pub fn join(&self, swarm: &str, peer: PeerId, want: usize, rng: &mut impl Rng) -> Joined {
+    ///
+    /// `on_new_member` runs under the shard lock when `peer` wasn't a member yet, so whatever it
+    /// records (the peer table's swarm list) is in place before anyone can sample `peer`.
+    pub fn join(
+        &self,
+        swarm: &str,
+        peer: PeerId,
+        want: usize,
+        rng: &mut impl Rng,
+        on_new_member: impl FnOnce(&Arc<str>),
+    ) -> Joined {
         let mut shard = self.shard(swarm);
         let (swarm, members, new_swarm) = match shard.get_key_value(swarm) {
             Some((k, _)) => {
@@ -86,7 +97,13 @@ impl SwarmIndex {
             };
         };
         let peers = sample_except(members, peer, want, rng);
-        let new_member = members.insert(peer);
+        let new_member = !members.contains(&peer);
+        if new_member {
+            // Lock order is always swarm shard, then peer-table shard; nothing takes them the
+            // other way round.
+            on_new_member(&swarm);
+            members.insert(peer);
+        }
         Joined {
             swarm,
             peers,
@@ -132,7 +149,10 @@ fn sample_except(members: &Members, me: PeerId, want: usize, rng: &mut impl Rng)
         members.get_index(i).copied()
     };
     if k == others {
-        return (0..others).filter_map(pick).collect();
+        // All of them, in random order so that every joiner doesn't try the same peer first.
+        let mut all: Vec<PeerId> = (0..others).filter_map(pick).collect();
+        all.shuffle(rng);
+        return all;
     }
     rand::seq::index::sample(rng, others, k)
         .into_iter()
@@ -171,9 +191,10 @@ impl Membership {
     pub async fn join(&self, peer: PeerId, swarm: &str, want: u32) -> Joined {
         let joined = self
             .index
-            .join(swarm, peer, want as usize, &mut rand::rng());
+            .join(swarm, peer, want as usize, &mut rand::rng(), |swarm| {
+                self.peers.add_swarm(peer, Arc::clone(swarm));
+            });
         if joined.new_member {
-            self.peers.add_swarm(peer, joined.swarm.clone());
             self.metrics.memberships.increment(1.0);
         }
         if joined.new_swarm {
@@ -219,14 +240,14 @@ mod tests {
         let index = SwarmIndex::new(4);
         let mut rng = rand::rng();
         let p = ids(5);
-        assert!(index.join("v", p[0], 3, &mut rng).peers.is_empty());
-        let j = index.join("v", p[1], 3, &mut rng);
+        assert!(index.join("v", p[0], 3, &mut rng, |_| {}).peers.is_empty());
+        let j = index.join("v", p[1], 3, &mut rng, |_| {});
         assert_eq!(j.peers, vec![p[0]]);
         for &q in &p[2..] {
-            index.join("v", q, 3, &mut rng);
+            index.join("v", q, 3, &mut rng, |_| {});
         }
         for _ in 0..50 {
-            let again = index.join("v", p[2], 3, &mut rng);
+            let again = index.join("v", p[2], 3, &mut rng, |_| {});
             assert!(!again.new_member);
             assert_eq!(again.peers.len(), 3);
             assert!(!again.peers.contains(&p[2]));
@@ -240,11 +261,11 @@ mod tests {
         let index = SwarmIndex::new(1);
         let mut rng = rand::rng();
         let p = ids(2);
-        assert!(index.join("v", p[0], 5, &mut rng).new_swarm);
-        index.join("v", p[1], 5, &mut rng);
+        assert!(index.join("v", p[0], 5, &mut rng, |_| {}).new_swarm);
+        index.join("v", p[1], 5, &mut rng, |_| {});
         assert_eq!(index.leave("v", p[0]), (true, false));
         assert_eq!(index.leave("v", p[0]), (false, false));
-        assert!(index.join("w", p[0], 5, &mut rng).peers.is_empty());
+        assert!(index.join("w", p[0], 5, &mut rng, |_| {}).peers.is_empty());
         assert_eq!(index.leave("v", p[1]), (true, true));
         assert!(index.members("v").is_empty());
     }
@@ -255,11 +276,11 @@ mod tests {
         let mut rng = rand::rng();
         let p = ids(10);
         for &q in &p {
-            index.join("v", q, 1, &mut rng);
+            index.join("v", q, 1, &mut rng, |_| {});
         }
         let mut counts = HashMap::new();
         for _ in 0..9_000 {
-            for q in index.join("v", p[0], 1, &mut rng).peers {
+            for q in index.join("v", p[0], 1, &mut rng, |_| {}).peers {
                 *counts.entry(q).or_insert(0u32) += 1;
             }
         }

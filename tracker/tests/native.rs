@@ -252,7 +252,7 @@ async fn leave_removes_the_viewer_from_pairing_and_signaling() {
     assert!(b.sync().await.is_empty(), "nothing was delivered to B");
     assert_eq!(
         server
-            .metric(r#"tracker_messages_dropped_total{reason="not_in_swarm"}"#)
+            .metric(r#"tracker_messages_dropped_total{reason="target_not_in_swarm"}"#)
             .await,
         1.0
     );
@@ -265,7 +265,11 @@ async fn disconnect_removes_the_viewer() {
     let mut b = Client::connect(&server, Format::Json).await;
     a.join("v", 5).await;
     let gone = a.peer;
-    a.close().await;
+    // A clean closing handshake: the server echoes the close frame (browsers see 1005, not 1006).
+    assert!(
+        a.close_handshake().await,
+        "the server echoes the close frame"
+    );
     server.wait_metric("tracker_connections", 1.0).await;
     assert!(b.join("v", 5).await.is_empty());
     b.send(&offer("v", gone, "s", "sdp")).await;

@@ -1,8 +1,9 @@
 //! Decoding and validating client frames, encoding server messages.
 //!
-//! Decoding is one pass into a flat [`Raw`] struct that borrows strings from the frame, then a
-//! validation step that builds the typed [`ClientMsg`]. This avoids serde's internally-tagged
-//! enums, which buffer every message into an intermediate tree before looking at `t`.
+//! Decoding is one pass into a flat [`Raw`] struct that borrows strings from the frame (those
+//! without escapes), then a validation step that builds the typed [`ClientMsg`]. This avoids
+//! serde's internally-tagged enums, which buffer every message into an intermediate tree before
+//! looking at `t`.
 
 use std::borrow::Cow;
 
@@ -97,49 +98,132 @@ pub enum Decoded<'a> {
     Batch(Vec<Result<ClientMsg<'a>, ProtocolError>>),
 }
 
-/// Every field any client message may carry; unknown fields are ignored for forward
-/// compatibility.
-#[derive(Deserialize)]
+/// Every field any client message may carry, as found in one map; unknown keys are ignored
+/// for forward compatibility. Hand-written rather than derived for two reasons: serde's derive
+/// accepts a struct as an array too (`["join","v",3]`), which the contract doesn't allow, and it
+/// copies every `Option<Cow<str>>` instead of borrowing it from the frame.
+#[derive(Default)]
 struct Raw<'a> {
-    #[serde(borrow)]
-    t: Cow<'a, str>,
-    #[serde(borrow, default)]
+    t: Option<Cow<'a, str>>,
     swarm: Option<Cow<'a, str>>,
-    #[serde(default)]
     want: Option<i64>,
-    #[serde(borrow, default)]
     to: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     sid: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     m: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     c: Option<Vec<Cow<'a, str>>>,
-    #[serde(default)]
     end: Option<bool>,
-    #[serde(borrow, default)]
-    msgs: Option<Vec<RawInner<'a>>>,
+    msgs: Option<Vec<Raw<'a>>>,
+    /// Inside a batch: a `msgs` field was present (and skipped, so batches can't nest).
+    nested_msgs: bool,
 }
 
-/// A message inside a batch: the same fields but `msgs`, so batches can't nest.
-#[derive(Deserialize)]
-struct RawInner<'a> {
-    #[serde(borrow)]
-    t: Cow<'a, str>,
-    #[serde(borrow, default)]
-    swarm: Option<Cow<'a, str>>,
-    #[serde(default)]
-    want: Option<i64>,
-    #[serde(borrow, default)]
-    to: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    sid: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    m: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    c: Option<Vec<Cow<'a, str>>>,
-    #[serde(default)]
-    end: Option<bool>,
+/// A string borrowed from the frame when it has no escapes, copied otherwise.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A list of strings, each borrowed where possible.
+struct StrList<'a>(Vec<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for StrList<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let items: Vec<Str<'de>> = Vec::deserialize(d)?;
+        Ok(StrList(items.into_iter().map(|s| s.0).collect()))
+    }
+}
+
+/// Deserializes a [`Raw`] from a map only; `top` says whether `msgs` may hold a batch.
+struct RawSeed {
+    top: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RawSeed {
+    type Value = Raw<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Raw<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RawSeed {
+    type Value = Raw<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a message object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
+        let mut raw = Raw::default();
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            match &*key.0 {
+                "t" => raw.t = Some(map.next_value::<Str<'de>>()?.0),
+                "swarm" => raw.swarm = map.next_value::<Option<Str<'de>>>()?.map(|s| s.0),
+                "want" => raw.want = map.next_value()?,
+                "to" => raw.to = map.next_value::<Option<Str<'de>>>()?.map(|s| s.0),
+                "sid" => raw.sid = map.next_value::<Option<Str<'de>>>()?.map(|s| s.0),
+                "m" => raw.m = map.next_value::<Option<Str<'de>>>()?.map(|s| s.0),
+                "c" => raw.c = map.next_value::<Option<StrList<'de>>>()?.map(|l| l.0),
+                "end" => raw.end = map.next_value()?,
+                "msgs" if self.top => raw.msgs = Some(map.next_value_seed(RawList)?),
+                "msgs" => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    raw.nested_msgs = true;
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(raw)
+    }
+}
+
+/// The `msgs` list of a batch: messages that may not themselves be batches.
+struct RawList;
+
+impl<'de> serde::de::DeserializeSeed<'de> for RawList {
+    type Value = Vec<Raw<'de>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RawList {
+    type Value = Vec<Raw<'de>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of messages")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // Bounded by the frame size; the batch limit is checked after decoding.
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(raw) = seq.next_element_seed(RawSeed { top: false })? {
+            out.push(raw);
+        }
+        Ok(out)
+    }
 }
 
 /// MessagePack nesting allowed; a valid message needs 3 levels (batch, list, message).
@@ -155,17 +239,26 @@ pub fn decode_client<'a>(
     format: Format,
     limits: &DecodeLimits,
 ) -> Result<Decoded<'a>, ProtocolError> {
+    use serde::de::DeserializeSeed;
+    let seed = RawSeed { top: true };
     let raw: Raw<'a> = match format {
         Format::Json => {
-            serde_json::from_slice(frame).map_err(|e| ProtocolError::Malformed(e.to_string()))?
+            let mut de = serde_json::Deserializer::from_slice(frame);
+            let raw = seed
+                .deserialize(&mut de)
+                .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+            de.end()
+                .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+            raw
         }
         Format::MsgPack => {
             let mut de = rmp_serde::Deserializer::from_read_ref(frame);
             de.set_max_depth(MAX_MSGPACK_DEPTH);
-            Raw::deserialize(&mut de).map_err(|e| ProtocolError::Malformed(e.to_string()))?
+            seed.deserialize(&mut de)
+                .map_err(|e| ProtocolError::Malformed(e.to_string()))?
         }
     };
-    if raw.t == "batch" {
+    if raw.t.as_deref() == Some("batch") {
         let msgs = raw.msgs.ok_or(ProtocolError::Invalid {
             t: "batch",
             reason: "missing field `msgs`".into(),
@@ -179,55 +272,18 @@ pub fn decode_client<'a>(
         let out = msgs
             .into_iter()
             .map(|m| {
-                if m.t == "batch" {
+                if m.t.as_deref() == Some("batch") || m.nested_msgs {
                     return Err(ProtocolError::Invalid {
                         t: "batch",
                         reason: "batches can't nest".into(),
                     });
                 }
-                validate(
-                    Fields {
-                        t: m.t,
-                        swarm: m.swarm,
-                        want: m.want,
-                        to: m.to,
-                        sid: m.sid,
-                        m: m.m,
-                        c: m.c,
-                        end: m.end,
-                    },
-                    limits,
-                )
+                validate(m, limits)
             })
             .collect();
         return Ok(Decoded::Batch(out));
     }
-    let msg = validate(
-        Fields {
-            t: raw.t,
-            swarm: raw.swarm,
-            want: raw.want,
-            to: raw.to,
-            sid: raw.sid,
-            m: raw.m,
-            c: raw.c,
-            end: raw.end,
-        },
-        limits,
-    )?;
-    Ok(Decoded::One(msg))
-}
-
-/// The fields shared by [`Raw`] and [`RawInner`].
-struct Fields<'a> {
-    t: Cow<'a, str>,
-    swarm: Option<Cow<'a, str>>,
-    want: Option<i64>,
-    to: Option<Cow<'a, str>>,
-    sid: Option<Cow<'a, str>>,
-    m: Option<Cow<'a, str>>,
-    c: Option<Vec<Cow<'a, str>>>,
-    end: Option<bool>,
+    Ok(Decoded::One(validate(raw, limits)?))
 }
 
 fn invalid(t: &'static str, reason: impl Into<Cow<'static, str>>) -> ProtocolError {
@@ -270,8 +326,11 @@ fn sid<'a>(t: &'static str, v: Option<Cow<'a, str>>) -> Result<Cow<'a, str>, Pro
     Ok(sid)
 }
 
-fn validate<'a>(f: Fields<'a>, limits: &DecodeLimits) -> Result<ClientMsg<'a>, ProtocolError> {
-    match &*f.t {
+fn validate<'a>(f: Raw<'a>, limits: &DecodeLimits) -> Result<ClientMsg<'a>, ProtocolError> {
+    let Some(t) = f.t else {
+        return Err(ProtocolError::Malformed("missing field `t`".into()));
+    };
+    match &*t {
         "join" => {
             let swarm = swarm_id("join", f.swarm, limits)?;
             let want = field("join", "want", f.want)?;
@@ -485,6 +544,41 @@ mod tests {
     }
 
     #[test]
+    fn only_maps_are_messages() {
+        assert!(json(r#"["ping"]"#).is_err());
+        assert!(json(r#"["join","v",3]"#).is_err());
+        let arr = rmp_serde::to_vec(&("join", "v", 3)).expect("encode");
+        assert!(decode_client(&arr, Format::MsgPack, &LIMITS).is_err());
+        assert!(json(r#"{"t":"ping"} trailing"#).is_err());
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed_from_the_frame() {
+        let to = peer().to_string();
+        let text = format!(r#"{{"t":"offer","swarm":"v","to":"{to}","sid":"s","m":"a\r\nb"}}"#);
+        let Ok(Decoded::One(ClientMsg::Offer(s))) = json(&text) else {
+            panic!("expected an offer")
+        };
+        assert!(matches!(s.swarm, Cow::Borrowed(_)));
+        assert!(matches!(s.sid, Cow::Borrowed(_)));
+        assert!(matches!(s.m, Cow::Owned(_)), "escapes need a copy");
+        assert_eq!(s.m, "a\r\nb");
+        let msg = ClientMsg::Offer(Signal {
+            m: "v=0\r\n".into(),
+            ..s.clone()
+        });
+        let bytes = rmp_serde::to_vec_named(&msg).expect("encode");
+        let Ok(Decoded::One(ClientMsg::Offer(p))) = decode_client(&bytes, Format::MsgPack, &LIMITS)
+        else {
+            panic!("expected an offer")
+        };
+        assert!(
+            matches!(p.m, Cow::Borrowed(_)),
+            "MessagePack strings are always borrowed"
+        );
+    }
+
+    #[test]
     fn batches_are_validated_per_message_and_bounded() {
         let Ok(Decoded::Batch(msgs)) =
             json(r#"{"t":"batch","msgs":[{"t":"ping"},{"t":"bogus"},{"t":"batch","msgs":[]}]}"#)
@@ -551,6 +645,7 @@ mod tests {
                     want: 16,
                     max_message: 16384,
                     rate: 50,
+                    burst: 200,
                 },
             },
             ServerMsg::Peers {

@@ -254,6 +254,9 @@ pub struct WelcomeLimits {
     pub max_message: u32,
     /// Messages per second allowed on average (a batch counts each message in it).
     pub rate: u32,
+    /// Messages allowed in a burst above the rate.
+    #[serde(default)]
+    pub burst: u32,
 }
 
 /// The error codes of the contract.
@@ -308,12 +311,10 @@ pub mod close {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame that is not valid UTF-8 (RFC 6455 requires failing the connection).
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// The viewer broke a rule (slow consumer, refused Origin after upgrade, idle).
+    /// The viewer broke a rule: a slow consumer, or idle past the timeout.
     pub const POLICY: u16 = 1008;
     /// A frame too big to read at all.
     pub const TOO_BIG: u16 = 1009;
     /// This instance is restarting or draining: reconnect.
     pub const RESTART: u16 = 1012;
-    /// The server is full: try again later.
-    pub const TRY_LATER: u16 = 1013;
 }

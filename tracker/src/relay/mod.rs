@@ -158,7 +158,9 @@ impl Relay {
             Err(e) => {
                 let (reason, err) = match e {
                     DeliverError::UnknownPeer => (DropReason::UnknownPeer, SendError::UnknownPeer),
-                    DeliverError::NotInSwarm => (DropReason::NotInSwarm, SendError::UnknownPeer),
+                    DeliverError::NotInSwarm => {
+                        (DropReason::TargetNotInSwarm, SendError::UnknownPeer)
+                    }
                     DeliverError::Full => (DropReason::QueueFull, SendError::Overloaded),
                 };
                 self.metrics.dropped(reason);

@@ -33,6 +33,9 @@ pub use rate::TokenBucket;
 /// How often a viewer is told it is rate limited, at most; further refusals are only counted.
 const RATE_ERROR_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long the closing handshake may take once the session is over.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// One viewer's connection state, owned by its task.
 pub struct Session {
     state: AppState,
@@ -102,18 +105,28 @@ impl Session {
         let metrics = Arc::clone(self.state.metrics());
         metrics.connections_opened.increment(1);
         let ending = self.serve().await;
-        if let Some((code, text)) = ending.close {
-            let frame = Message::Close(Some(CloseFrame {
-                code,
-                reason: text.into(),
-            }));
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.send(frame)).await;
-        }
-        metrics.closed(ending.reason);
+        // Leave first: from here on nobody is paired with this viewer or signals to it.
         for swarm in std::mem::take(&mut self.joined) {
             self.state.membership().leave(self.id, &swarm);
         }
         self.state.peers().unregister(self.id);
+        metrics.closed(ending.reason);
+        let closing = async {
+            match ending.close {
+                Some((code, text)) => {
+                    let frame = Message::Close(Some(CloseFrame {
+                        code,
+                        reason: text.into(),
+                    }));
+                    let _ = self.socket.send(frame).await;
+                }
+                // The viewer closed: tungstenite queued the echo of its close frame; send it.
+                None => {
+                    let _ = futures_util::SinkExt::flush(&mut self.socket).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
         debug!(reason = ?ending.reason, "session ended");
     }
 
@@ -128,6 +141,7 @@ impl Session {
                 want: limits.max_want,
                 max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
                 rate: limits.messages_per_sec,
+                burst: limits.burst,
             },
         };
         if let Err(e) = self.write(&welcome).await {
@@ -381,6 +395,7 @@ impl Session {
         replies: &mut Vec<ServerMsg<'static>>,
     ) {
         let Some(swarm) = self.joined.iter().find(|s| ***s == *swarm) else {
+            self.state.metrics().dropped(DropReason::SenderNotInSwarm);
             replies.push(error_msg(
                 ErrorCode::NotInSwarm,
                 "join the swarm before signaling in it".to_string(),
@@ -439,16 +454,22 @@ impl Session {
     /// Writes queued signals: `first` and whatever else is already queued, up to the coalescing
     /// bound, as one frame.
     async fn flush_outbox(&mut self, first: Box<Signal>) -> Result<(), Ending> {
-        let max = self.state.config().websocket.max_coalesce;
+        let ws = &self.state.config().websocket;
+        let (max, max_bytes) = (ws.max_coalesce, ws.max_coalesce_bytes);
+        let mut payload = first.payload_len();
         let mut queued = vec![first];
-        while queued.len() < max {
+        // Bounded in bytes too: tungstenite keeps its write buffer at the largest frame sent,
+        // for the connection's life.
+        while queued.len() < max && payload < max_bytes {
             match self.outbox_rx.try_recv() {
-                Ok(s) => queued.push(s),
+                Ok(s) => {
+                    payload += s.payload_len();
+                    queued.push(s);
+                }
                 Err(_) => break,
             }
         }
         let n = queued.len();
-        let payload: usize = queued.iter().map(|s| s.payload_len()).sum();
         if n == 1 {
             self.write_sized(&queued[0].to_server_msg(), 1, payload)
                 .await?;

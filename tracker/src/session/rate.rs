@@ -1,7 +1,7 @@
 //! A token bucket for one connection's message rate.
 //!
 //! Hand-written rather than `governor`: it lives inside one session task (no atomics needed),
-//! is 32 bytes per connection, and uses tokio's clock so tests can pause time.
+//! is 40 bytes per connection, and uses tokio's clock so tests can pause time.
 
 use tokio::time::Instant;
 

@@ -389,6 +389,23 @@ impl Client {
         .await
     }
 
+    /// Closes from the client side; true when the server echoed the close frame.
+    pub async fn close_handshake(mut self) -> bool {
+        within("client close", self.ws.send(Message::Close(None)))
+            .await
+            .expect("send close");
+        within("close echo", async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(_))) => return true,
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return false,
+                }
+            }
+        })
+        .await
+    }
+
     /// Closes from the client side.
     pub async fn close(mut self) {
         let _ = within("client close", self.ws.close(None)).await;
