@@ -118,7 +118,9 @@ impl LimitsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
     /// Read buffer per connection, in bytes. Allocated for the connection's whole life, so it
-    /// dominates idle memory; larger frames still work (the buffer grows for them).
+    /// is the largest part of an idle viewer's memory; larger frames still work (the buffer
+    /// grows for them), at one read per this many bytes. 1 KiB holds a complete data-channel
+    /// offer (884 B as JSON).
     pub read_buffer_bytes: usize,
     /// Messages queued for one viewer before further ones are dropped.
     pub outbox_capacity: usize,
@@ -138,7 +140,7 @@ pub struct WebSocketConfig {
 impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
-            read_buffer_bytes: 2048,
+            read_buffer_bytes: 1024,
             outbox_capacity: 64,
             max_coalesce: 64,
             max_coalesce_bytes: 32 * 1024,

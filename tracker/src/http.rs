@@ -89,10 +89,9 @@ async fn ws_upgrade(
         .max_message_size(c.limits.max_frame_bytes)
         .max_frame_size(c.limits.max_frame_bytes)
         .on_failed_upgrade(|e| debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
-            Session::new(state, socket, format, guard).run().await;
-            drop(token);
-        })
+        // A plain closure returning the session's future, not an async block around it: the
+        // task lives as long as the connection, and each async layer adds its captures to it.
+        .on_upgrade(move |socket| Session::new(state, socket, format, guard, token).run())
 }
 
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {

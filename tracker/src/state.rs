@@ -34,7 +34,11 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let shards = config.swarm.shards;
-        let peers = Arc::new(PeerTable::new(instance, shards));
+        let peers = Arc::new(PeerTable::new(
+            instance,
+            shards,
+            config.websocket.outbox_capacity,
+        ));
         let membership = Membership::new(shards, Arc::clone(&peers), Arc::clone(&metrics));
         let relay = Relay::new(instance, Arc::clone(&peers), Arc::clone(&metrics));
         Self {

@@ -1,7 +1,7 @@
 //! Getting a signal from one viewer to another.
 //!
 //! A signal for a viewer of this instance goes straight into the target session's bounded
-//! outbox through the [`PeerTable`]. A signal for a viewer of another instance (its peer id
+//! outbox in the [`PeerTable`]. A signal for a viewer of another instance (its peer id
 //! names the instance) goes to the cross-instance bus; on the embedded default there is none, so
 //! such a target can't exist and the sender gets `unknown_peer`. The Redis bus plugs in here
 //! without sessions changing: they only call [`Relay::send`].
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{InstanceId, PeerId, RelayedCands, RelayedSignal, ServerMsg};
 
-pub use peers::{DeliverError, Outbox, PeerTable};
+pub use peers::{DeliverError, PeerTable, TakeLimits};
 
 /// The three kinds of signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

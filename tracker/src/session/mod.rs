@@ -1,22 +1,23 @@
 //! One viewer's WebSocket connection.
 //!
 //! The session task is the only writer to its socket. It `select!`s over the next frame from the
-//! viewer, its bounded outbox (signals other sessions or the relay handed it), a heartbeat tick,
-//! and the drain and stop tokens. Queued signals are coalesced into one `batch` frame. Every
+//! viewer, its bounded outbox in the peer table (signals other sessions or the relay queued for
+//! it), one timer (ping, idle check, drain close) and the drain or stop token. Queued signals are coalesced into one `batch` frame. Every
 //! write has a timeout: a viewer that doesn't read is closed as a slow consumer, so it can never
 //! hold up anyone else (senders only ever `try_send` into the outbox).
 
 mod rate;
 
 use std::borrow::Cow;
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use rand::Rng;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{Instrument, debug, warn};
 
 use crate::metrics::{CloseReason, DropReason, ReceivedKind};
@@ -24,7 +25,7 @@ use crate::protocol::{
     ClientMsg, Decoded, ErrorCode, Format, Frame, PeerId, ServerMsg, WelcomeLimits, close,
     decode_client, encode,
 };
-use crate::relay::{Body, SendError, Signal, SignalKind};
+use crate::relay::{Body, SendError, Signal, SignalKind, TakeLimits};
 use crate::shutdown::ConnectionGuard;
 use crate::state::AppState;
 
@@ -41,13 +42,26 @@ pub struct Session {
     state: AppState,
     socket: WebSocket,
     id: PeerId,
-    outbox_rx: mpsc::Receiver<Box<Signal>>,
     format: Format,
     bucket: TokenBucket,
     last_rate_error: Option<Instant>,
     joined: Vec<Arc<str>>,
     last_seen: Instant,
     _guard: ConnectionGuard,
+    /// Keeps the session tracker non-empty until this session is over.
+    _tracked: TaskTrackerToken,
+}
+
+/// What woke the session loop.
+enum Event {
+    /// The token being watched was cancelled: the drain started, or (once draining) the stop.
+    Cancelled,
+    /// The ping, idle or drain-close time came.
+    Timer,
+    /// Signals were taken from the outbox.
+    Outbox,
+    /// The viewer sent something, or the socket ended.
+    Frame(Option<Result<Message, axum::Error>>),
 }
 
 /// Why the loop ended, and how to close the socket.
@@ -74,43 +88,75 @@ impl Ending {
 
 impl Session {
     /// Registers the viewer and prepares its task; `format` is used until the viewer sends a
-    /// frame, `guard` holds its connection slot.
-    pub fn new(state: AppState, socket: WebSocket, format: Format, guard: ConnectionGuard) -> Self {
-        let (outbox_tx, outbox_rx) = mpsc::channel(state.config().websocket.outbox_capacity);
-        let id = state.peers().register(outbox_tx);
+    /// frame, `guard` holds its connection slot and `tracked` its place in the session tracker.
+    pub fn new(
+        state: AppState,
+        socket: WebSocket,
+        format: Format,
+        guard: ConnectionGuard,
+        tracked: TaskTrackerToken,
+    ) -> Self {
+        let id = state.peers().register();
         let limits = &state.config().limits;
         Self {
             bucket: TokenBucket::new(limits.messages_per_sec, limits.burst),
             state,
             socket,
             id,
-            outbox_rx,
             format,
             last_rate_error: None,
             joined: Vec::new(),
             last_seen: Instant::now(),
             _guard: guard,
+            _tracked: tracked,
         }
     }
 
     /// Runs the connection to its end, then removes the viewer from every swarm.
-    pub async fn run(self) {
+    pub fn run(self) -> impl Future<Output = ()> + Send {
         // A debug span: free at the default `info` level, where an info span would keep a
         // registry entry alive for every idle connection.
         let span = tracing::debug_span!("session", peer = %self.id);
-        self.run_inner().instrument(span).await;
+        // Boxed because an async fn lays out a by-value argument twice (the argument and its
+        // local copy): 1 KB of a 504-byte struct per connection, as measured.
+        Box::new(self).run_inner().instrument(span)
     }
 
-    async fn run_inner(mut self) {
-        let metrics = Arc::clone(self.state.metrics());
-        metrics.connections_opened.increment(1);
-        let ending = self.serve().await;
+    // This future lives as long as the connection, so its size is per-viewer memory (it was
+    // 3 KB when written naively). Only the loop's state is laid out inline; the one-off welcome
+    // and ending, and every handler the loop calls, run boxed, allocated only while they work.
+    async fn run_inner(mut self: Box<Self>) {
+        self.state.metrics().connections_opened.increment(1);
+        let ending = match Box::pin(self.welcome()).await {
+            Ok(()) => self.serve().await,
+            Err(e) => e,
+        };
+        Box::pin(self.finish(ending)).await;
+    }
+
+    async fn welcome(&mut self) -> Result<(), Ending> {
+        let limits = &self.state.config().limits;
+        let welcome = ServerMsg::Welcome {
+            peer: self.id,
+            instance: self.state.instance(),
+            limits: WelcomeLimits {
+                want: limits.max_want,
+                max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
+                rate: limits.messages_per_sec,
+                burst: limits.burst,
+            },
+        };
+        self.write(&welcome).await
+    }
+
+    /// Leaves every swarm, then closes the socket.
+    async fn finish(mut self: Box<Self>, ending: Ending) {
         // Leave first: from here on nobody is paired with this viewer or signals to it.
         for swarm in std::mem::take(&mut self.joined) {
             self.state.membership().leave(self.id, &swarm);
         }
         self.state.peers().unregister(self.id);
-        metrics.closed(ending.reason);
+        self.state.metrics().closed(ending.reason);
         let closing = async {
             match ending.close {
                 Some((code, text)) => {
@@ -133,82 +179,85 @@ impl Session {
     async fn serve(&mut self) -> Ending {
         let state = self.state.clone();
         let config = state.config();
-        let limits = &config.limits;
-        let welcome = ServerMsg::Welcome {
-            peer: self.id,
-            instance: self.state.instance(),
-            limits: WelcomeLimits {
-                want: limits.max_want,
-                max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
-                rate: limits.messages_per_sec,
-                burst: limits.burst,
-            },
-        };
-        if let Err(e) = self.write(&welcome).await {
-            return e;
-        }
 
-        let lifecycle = Arc::clone(self.state.lifecycle());
+        // The select only decides what happened; handlers run boxed (see `run_inner`). One timer
+        // serves pings, the idle check and the drain's close; one token is watched at a time.
+        let lifecycle = Arc::clone(state.lifecycle());
+        let peers = Arc::clone(state.peers());
         let ws = &config.websocket;
-        let mut heartbeat = tokio::time::interval_at(
-            Instant::now() + Duration::from_secs(ws.ping_interval_secs),
-            Duration::from_secs(ws.ping_interval_secs),
-        );
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let ping_interval = Duration::from_secs(ws.ping_interval_secs);
         let idle_timeout = Duration::from_secs(ws.idle_timeout_secs);
+        let take = TakeLimits {
+            max_signals: ws.max_coalesce,
+            max_bytes: ws.max_coalesce_bytes,
+        };
+        let mut next_ping = Instant::now() + ping_interval;
         // Set once the drain reached this session: when it must be gone.
         let mut close_at: Option<Instant> = None;
+        let timer = tokio::time::sleep_until(next_ping);
+        tokio::pin!(timer);
+        let mut queued: Vec<Box<Signal>> = Vec::new();
 
         loop {
-            tokio::select! {
+            let deadline = close_at.map_or(next_ping, |c| c.min(next_ping));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            let cancel = match close_at {
+                None => &lifecycle.draining,
+                Some(_) => &lifecycle.stop,
+            };
+            let event = tokio::select! {
                 biased;
-                () = lifecycle.stop.cancelled() => {
-                    return Ending::with(CloseReason::Drain, close::RESTART, "shutting down");
-                }
-                () = lifecycle.draining.cancelled(), if close_at.is_none() => {
-                    let window = config.drain.reconnect_window_ms;
-                    let after_ms = rand::rng().random_range(0..=window);
-                    close_at = Some(Instant::now()
-                        + Duration::from_millis(after_ms + config.drain.close_grace_ms));
-                    if let Err(e) = self.write(&ServerMsg::Reconnect { after_ms }).await {
-                        return e;
-                    }
-                }
-                () = sleep_until(close_at.unwrap_or_else(Instant::now)), if close_at.is_some() => {
-                    return Ending::with(CloseReason::Drain, close::RESTART, "draining");
-                }
+                () = cancel.cancelled() => Event::Cancelled,
+                () = &mut timer => Event::Timer,
                 // Queued output goes before more input: a viewer that floods can't starve the
                 // signals others sent it, and what was queued first is written first.
-                first = self.outbox_rx.recv() => {
-                    // The session holds no sender itself, but the peer table does until unregister.
-                    let Some(first) = first else { return Ending::quiet(CloseReason::Client) };
-                    if let Err(e) = self.flush_outbox(first).await {
-                        return e;
-                    }
+                () = poll_fn(|cx| peers.poll_outbox(self.id, cx, &mut queued, take)) => Event::Outbox,
+                frame = self.socket.recv() => Event::Frame(frame),
+            };
+            let result = match event {
+                Event::Cancelled if close_at.is_some() => {
+                    return Ending::with(CloseReason::Drain, close::RESTART, "shutting down");
                 }
-                frame = self.socket.recv() => {
-                    self.last_seen = Instant::now();
-                    let result = match frame {
-                        None => return Ending::quiet(CloseReason::Client),
-                        Some(Err(e)) => return read_error(e),
-                        Some(Ok(Message::Text(text))) => self.on_frame(text.as_bytes(), Format::Json).await,
-                        Some(Ok(Message::Binary(bytes))) => self.on_frame(&bytes, Format::MsgPack).await,
-                        Some(Ok(Message::Close(_))) => return Ending::quiet(CloseReason::Client),
-                        // Pings are answered by tungstenite; both only prove liveness.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                    };
-                    if let Err(e) = result {
-                        return e;
-                    }
+                Event::Cancelled => {
+                    let after_ms = rand::rng().random_range(0..=config.drain.reconnect_window_ms);
+                    close_at = Some(
+                        Instant::now()
+                            + Duration::from_millis(after_ms + config.drain.close_grace_ms),
+                    );
+                    Box::pin(self.write(&ServerMsg::Reconnect { after_ms })).await
                 }
-                _ = heartbeat.tick() => {
+                Event::Timer if close_at.is_some_and(|c| c <= Instant::now()) => {
+                    return Ending::with(CloseReason::Drain, close::RESTART, "draining");
+                }
+                Event::Timer => {
+                    next_ping = Instant::now() + ping_interval;
                     if self.last_seen.elapsed() >= idle_timeout {
                         return Ending::with(CloseReason::Idle, close::POLICY, "idle timeout");
                     }
-                    if let Err(e) = self.send_frame(Message::Ping(Default::default()), 0).await {
-                        return e;
+                    Box::pin(self.send_frame(Message::Ping(Default::default()), 0)).await
+                }
+                Event::Outbox => Box::pin(self.flush_outbox(&mut queued)).await,
+                Event::Frame(frame) => {
+                    self.last_seen = Instant::now();
+                    match frame {
+                        None => return Ending::quiet(CloseReason::Client),
+                        Some(Err(e)) => return read_error(e),
+                        Some(Ok(Message::Text(text))) => {
+                            Box::pin(self.on_frame(text.as_bytes(), Format::Json)).await
+                        }
+                        Some(Ok(Message::Binary(bytes))) => {
+                            Box::pin(self.on_frame(&bytes, Format::MsgPack)).await
+                        }
+                        Some(Ok(Message::Close(_))) => return Ending::quiet(CloseReason::Client),
+                        // Pings are answered by tungstenite; both only prove liveness.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
                     }
                 }
+            };
+            if let Err(e) = result {
+                return e;
             }
         }
     }
@@ -451,25 +500,12 @@ impl Session {
         }
     }
 
-    /// Writes queued signals: `first` and whatever else is already queued, up to the coalescing
-    /// bound, as one frame.
-    async fn flush_outbox(&mut self, first: Box<Signal>) -> Result<(), Ending> {
-        let ws = &self.state.config().websocket;
-        let (max, max_bytes) = (ws.max_coalesce, ws.max_coalesce_bytes);
-        let mut payload = first.payload_len();
-        let mut queued = vec![first];
-        // Bounded in bytes too: tungstenite keeps its write buffer at the largest frame sent,
-        // for the connection's life.
-        while queued.len() < max && payload < max_bytes {
-            match self.outbox_rx.try_recv() {
-                Ok(s) => {
-                    payload += s.payload_len();
-                    queued.push(s);
-                }
-                Err(_) => break,
-            }
-        }
+    /// Writes the signals taken from the outbox as one frame, and empties `queued`.
+    // Boxed signals move from sender to outbox to here without copying ~100-byte structs.
+    #[allow(clippy::vec_box)]
+    async fn flush_outbox(&mut self, queued: &mut Vec<Box<Signal>>) -> Result<(), Ending> {
         let n = queued.len();
+        let payload: usize = queued.iter().map(|s| s.payload_len()).sum();
         if n == 1 {
             self.write_sized(&queued[0].to_server_msg(), 1, payload)
                 .await?;
@@ -480,7 +516,7 @@ impl Session {
             self.write_sized(&batch, n, payload).await?;
         }
         let metrics = self.state.metrics();
-        for s in &queued {
+        for s in queued.drain(..) {
             metrics
                 .relay_seconds
                 .record(s.received_at.elapsed().as_secs_f64());
