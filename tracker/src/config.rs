@@ -32,9 +32,95 @@ pub struct Config {
     pub drain: DrainConfig,
     /// Local swarm index.
     pub swarm: SwarmConfig,
+    /// Redis, for scale-out across instances; without it the tracker runs alone.
+    pub redis: RedisConfig,
     /// Admin bearer token, from the environment only.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
+    /// Redis password, from the environment only (`TRACKER_REDIS_PASSWORD`).
+    #[serde(skip)]
+    pub redis_password: Option<Secret>,
+}
+
+/// The environment variable that holds the Redis password.
+pub const REDIS_PASSWORD_ENV: &str = "TRACKER_REDIS_PASSWORD";
+
+/// Redis: the cross-instance relay and the global swarm membership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// A single Redis server, `redis://host:port[/db]`; the password, if any, comes from
+    /// `TRACKER_REDIS_PASSWORD`.
+    pub url: Option<String>,
+    /// Seed nodes of a Redis Cluster (`redis://host:port` each); instance channels then use
+    /// sharded pub/sub. Exclusive with `url`.
+    pub cluster: Vec<String>,
+    /// Prefix of every key and channel, so fleets can share a Redis.
+    pub key_prefix: String,
+    /// A member not refreshed for this long is no longer handed out, seconds.
+    pub membership_ttl_secs: u64,
+    /// How often each instance refreshes its members' expiry, seconds (well below the TTL).
+    pub refresh_interval_secs: u64,
+    /// Most signals in one publish.
+    pub batch_max_messages: usize,
+    /// A batch is published once it holds this many payload bytes.
+    pub batch_max_bytes: usize,
+    /// A batch waits at most this long for more signals, microseconds; 0 publishes every
+    /// signal at once (no batching).
+    pub batch_window_us: u64,
+    /// Batches whose MessagePack form is at least this long are deflated, bytes.
+    pub compress_threshold_bytes: usize,
+    /// Largest batch accepted from Redis after inflating, bytes.
+    pub max_inbound_batch_bytes: usize,
+    /// Signals waiting to be batched; beyond it remote sends are dropped (counted).
+    pub outbound_queue: usize,
+    /// Received batches waiting to be delivered; beyond it they are dropped (counted), so the
+    /// subscriber connection is never slowed (Redis drops subscribers that fall behind).
+    pub inbound_queue: usize,
+    /// Publishes in flight at once.
+    pub max_inflight_publishes: usize,
+    /// Timeout of every Redis command, milliseconds.
+    pub command_timeout_ms: u64,
+    /// Timeout of a connection attempt, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Reconnect backoff starts here and doubles up to `reconnect_max_backoff_ms`, ms.
+    pub reconnect_min_backoff_ms: u64,
+    /// Longest wait between reconnect attempts (retried forever), milliseconds.
+    pub reconnect_max_backoff_ms: u64,
+    /// How often a quiet connection is checked with PING, milliseconds.
+    pub health_check_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            cluster: Vec::new(),
+            key_prefix: "st".into(),
+            membership_ttl_secs: 30,
+            refresh_interval_secs: 10,
+            batch_max_messages: 64,
+            batch_max_bytes: 64 * 1024,
+            batch_window_us: 2_000,
+            compress_threshold_bytes: 512,
+            max_inbound_batch_bytes: 4 << 20,
+            outbound_queue: 65_536,
+            inbound_queue: 4_096,
+            max_inflight_publishes: 64,
+            command_timeout_ms: 2_000,
+            connect_timeout_ms: 2_000,
+            reconnect_min_backoff_ms: 100,
+            reconnect_max_backoff_ms: 5_000,
+            health_check_ms: 1_000,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// True when a single server or a cluster is configured.
+    pub fn enabled(&self) -> bool {
+        self.url.is_some() || !self.cluster.is_empty()
+    }
 }
 
 /// Where the tracker listens.
@@ -218,6 +304,10 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--admin-listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// `--redis-url`.
+    pub redis_url: Option<String>,
+    /// `--redis-cluster`, split at commas.
+    pub redis_cluster: Option<Vec<String>>,
 }
 
 impl Config {
@@ -242,6 +332,16 @@ impl Config {
         if let Some(admin) = overrides.admin_listen {
             config.server.admin_listen = Some(admin);
         }
+        if let Some(url) = &overrides.redis_url {
+            config.redis.url = Some(url.clone());
+        }
+        if let Some(nodes) = &overrides.redis_cluster {
+            config.redis.cluster = nodes.clone();
+        }
+        config.redis_password = std::env::var(REDIS_PASSWORD_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new);
         config.admin_token = std::env::var(ADMIN_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty())
@@ -320,6 +420,48 @@ impl Config {
         for (ok, msg) in checks {
             if !ok {
                 bail!("{msg}");
+            }
+        }
+        let r = &self.redis;
+        let redis_checks: [(bool, &str); 7] = [
+            (
+                r.url.is_none() || r.cluster.is_empty(),
+                "redis.url and redis.cluster are exclusive",
+            ),
+            (
+                r.refresh_interval_secs > 0 && r.membership_ttl_secs > r.refresh_interval_secs,
+                "redis.membership_ttl_secs must be > redis.refresh_interval_secs > 0",
+            ),
+            (
+                r.batch_max_messages > 0,
+                "redis.batch_max_messages must be > 0",
+            ),
+            (
+                r.outbound_queue > 0 && r.inbound_queue > 0,
+                "redis queues must be > 0",
+            ),
+            (
+                r.max_inflight_publishes > 0,
+                "redis.max_inflight_publishes must be > 0",
+            ),
+            (
+                r.command_timeout_ms > 0 && r.connect_timeout_ms > 0 && r.health_check_ms > 0,
+                "redis timeouts must be > 0",
+            ),
+            (
+                r.reconnect_min_backoff_ms > 0
+                    && r.reconnect_max_backoff_ms >= r.reconnect_min_backoff_ms,
+                "redis.reconnect_max_backoff_ms must be >= reconnect_min_backoff_ms > 0",
+            ),
+        ];
+        for (ok, msg) in redis_checks {
+            if !ok {
+                bail!("{msg}");
+            }
+        }
+        for url in r.url.iter().chain(&r.cluster) {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                bail!("redis URL {url:?} must start with redis:// or rediss://");
             }
         }
         Ok(())

@@ -5,6 +5,7 @@
 //! ([`shutdown`]). The binary parses the command line, binds the listeners and calls `run`;
 //! tests call `run` with listeners on `127.0.0.1:0`.
 
+pub mod backplane;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -24,11 +25,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use tokio::sync::mpsc;
+
+use crate::backplane::Backplane;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::InstanceId;
+use crate::relay::{PeerTable, remote};
 use crate::shutdown::Lifecycle;
 use crate::state::AppState;
+use crate::swarm::{Directory, SwarmIndex};
 
 /// The sockets a tracker serves on, bound by the caller.
 pub struct Listeners {
@@ -79,11 +85,59 @@ pub async fn run(
         Arc::clone(&metrics),
     ));
     let drain_deadline = Duration::from_secs(config.drain.deadline_secs);
+    let shards = config.swarm.shards;
+    let peers = Arc::new(PeerTable::new(
+        instance,
+        shards,
+        config.websocket.outbox_capacity,
+    ));
+    let index = Arc::new(SwarmIndex::new(shards));
+
+    // The Redis side: started before viewers arrive, stopped after they are gone.
+    let background = TaskTracker::new();
+    let stop_background = CancellationToken::new();
+    let (remote, directory) = if config.redis.enabled() {
+        let backplane = Backplane::new(
+            &config.redis,
+            config.redis_password.as_ref(),
+            Arc::clone(&metrics),
+        )
+        .context("redis configuration")?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.redis.inbound_queue);
+        let channel = remote::channel_name(&config.redis.key_prefix, instance);
+        info!(%channel, cluster = backplane.is_cluster(), "scale-out through redis");
+        backplane.start(&background, stop_background.clone(), channel, inbound_tx);
+        let remote = remote::start(
+            &background,
+            stop_background.clone(),
+            backplane.clone(),
+            &config.redis,
+            Arc::clone(&peers),
+            Arc::clone(&metrics),
+            inbound_rx,
+        );
+        let directory = Directory::start(
+            &background,
+            stop_background.clone(),
+            backplane,
+            &config.redis,
+            instance,
+            Arc::clone(&index),
+            Arc::clone(&metrics),
+        );
+        (Some(remote), Some(directory))
+    } else {
+        (None, None)
+    };
     let state = AppState::new(
         config,
         instance,
         Arc::clone(&lifecycle),
         Arc::clone(&metrics),
+        peers,
+        index,
+        remote,
+        directory,
     );
 
     let stop_http = CancellationToken::new();
@@ -155,6 +209,10 @@ pub async fn run(
     stop_http.cancel();
     tasks.close();
     tasks.wait().await;
+    // Every Redis call has a timeout, so this wait is bounded.
+    stop_background.cancel();
+    background.close();
+    background.wait().await;
 
     main_server
         .await

@@ -29,6 +29,12 @@ struct Cli {
     /// Separate address for /metrics and /admin.
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// A single Redis server for scale-out, e.g. redis://127.0.0.1:6379.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated (sharded pub/sub).
+    #[arg(long, value_delimiter = ',')]
+    redis_cluster: Option<Vec<String>>,
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -68,6 +74,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     let overrides = Overrides {
         listen: cli.listen,
         admin_listen: cli.admin_listen,
+        redis_url: cli.redis_url,
+        redis_cluster: cli.redis_cluster,
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     if let Some(Command::PrintConfig) = cli.command {

@@ -136,6 +136,63 @@ pub struct Metrics {
     pub join_seconds: Histogram,
     /// Time from a signal's arrival to its write on the target's socket.
     pub relay_seconds: Histogram,
+    /// 1 while the Redis command link is up (0 also when Redis isn't configured).
+    pub redis_up: Gauge,
+    /// Reconnections of the Redis command link.
+    pub redis_reconnects: Counter,
+    /// Resubscriptions of the relay channel (each one may have lost messages).
+    pub redis_resubscribes: Counter,
+    /// Batches received from Redis and dropped because the inbound queue was full.
+    pub remote_inbound_dropped: Counter,
+    relayed_remote: [Counter; 3],
+    remote_dropped: [Counter; RemoteDrop::ALL.len()],
+    /// Batches published to other instances.
+    pub batches_published: Counter,
+    /// Batches received from other instances.
+    pub batches_received: Counter,
+    /// Signals per published batch.
+    pub batch_messages: Histogram,
+    /// Bytes per published batch, as sent to Redis.
+    pub batch_bytes: Histogram,
+    /// MessagePack bytes of published batches, before compression.
+    pub batch_raw_bytes_total: Counter,
+    /// Bytes of published batches as sent to Redis.
+    pub batch_wire_bytes_total: Counter,
+    /// Published batches that were deflated.
+    pub batches_compressed: Counter,
+    /// Membership and pairing commands that failed (Redis down, timeout, error).
+    pub redis_errors: Counter,
+}
+
+/// Why a signal for or from another instance was dropped; a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteDrop {
+    /// Redis was down when the signal was to be sent.
+    RedisDown,
+    /// The outbound queue to the batcher was full.
+    OutboundFull,
+    /// The publish failed.
+    PublishFailed,
+    /// A received batch didn't decode.
+    BadBatch,
+}
+
+impl RemoteDrop {
+    const ALL: [RemoteDrop; 4] = [
+        RemoteDrop::RedisDown,
+        RemoteDrop::OutboundFull,
+        RemoteDrop::PublishFailed,
+        RemoteDrop::BadBatch,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RemoteDrop::RedisDown => "redis_down",
+            RemoteDrop::OutboundFull => "outbound_full",
+            RemoteDrop::PublishFailed => "publish_failed",
+            RemoteDrop::BadBatch => "bad_batch",
+        }
+    }
 }
 
 /// What a received message was, for `tracker_messages_received_total{kind}`.
@@ -243,6 +300,11 @@ impl Metrics {
             .map(|r| counter!("tracker_messages_dropped_total", "reason" => r.as_str()));
         let errors =
             ErrorCode::ALL.map(|c| counter!("tracker_errors_sent_total", "code" => c.as_str()));
+        let relayed_remote = SignalKind::ALL.map(|k| {
+            counter!("tracker_messages_relayed_total", "kind" => k.as_str(), "path" => "remote")
+        });
+        let remote_dropped = RemoteDrop::ALL
+            .map(|r| counter!("tracker_remote_dropped_total", "reason" => r.as_str()));
         Self {
             handle,
             connections: gauge!("tracker_connections"),
@@ -262,6 +324,20 @@ impl Metrics {
             draining: gauge!("tracker_draining"),
             join_seconds: histogram!("tracker_join_seconds"),
             relay_seconds: histogram!("tracker_relay_seconds"),
+            redis_up: gauge!("tracker_redis_up"),
+            redis_reconnects: counter!("tracker_redis_reconnects_total"),
+            redis_resubscribes: counter!("tracker_redis_resubscribes_total"),
+            remote_inbound_dropped: counter!("tracker_remote_inbound_dropped_total"),
+            relayed_remote,
+            remote_dropped,
+            batches_published: counter!("tracker_batches_published_total"),
+            batches_received: counter!("tracker_batches_received_total"),
+            batch_messages: histogram!("tracker_batch_messages"),
+            batch_bytes: histogram!("tracker_batch_bytes"),
+            batch_raw_bytes_total: counter!("tracker_batch_raw_bytes_total"),
+            batch_wire_bytes_total: counter!("tracker_batch_wire_bytes_total"),
+            batches_compressed: counter!("tracker_batches_compressed_total"),
+            redis_errors: counter!("tracker_redis_errors_total"),
         }
     }
 
@@ -283,6 +359,16 @@ impl Metrics {
     /// Counts a signal handed to a local target.
     pub fn relayed_local(&self, kind: SignalKind) {
         self.relayed_local[kind as usize].increment(1);
+    }
+
+    /// Counts a signal from another instance handed to a local target.
+    pub fn relayed_remote(&self, kind: SignalKind) {
+        self.relayed_remote[kind as usize].increment(1);
+    }
+
+    /// Counts a signal to or from another instance that was dropped.
+    pub fn remote_dropped(&self, reason: RemoteDrop, n: u64) {
+        self.remote_dropped[reason as usize].increment(n);
     }
 
     /// Counts an undelivered signal.
@@ -316,9 +402,30 @@ impl Default for Metrics {
 }
 
 fn build_recorder() -> PrometheusRecorder {
-    let builder = PrometheusBuilder::new();
-    // Suffix matchers with fixed, non-empty buckets can't fail; fall back to summaries if they do.
-    match builder.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS) {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("tracker_batch_messages".into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("tracker_batch_bytes".into()),
+                &[
+                    256.0,
+                    1024.0,
+                    4096.0,
+                    16384.0,
+                    65536.0,
+                    262_144.0,
+                    1_048_576.0,
+                ],
+            )
+        });
+    // Fixed, non-empty bucket lists can't fail; fall back to summaries if they ever do.
+    match builder {
         Ok(b) => b.build_recorder(),
         Err(_) => PrometheusBuilder::new().build_recorder(),
     }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::InstanceId;
+use crate::relay::remote::RemoteRelay;
 use crate::relay::{PeerTable, Relay};
 use crate::shutdown::Lifecycle;
-use crate::swarm::Membership;
+use crate::swarm::{Directory, Membership, SwarmIndex};
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone)]
@@ -26,21 +27,22 @@ struct Inner {
 }
 
 impl AppState {
-    /// Builds the state of one tracker instance.
+    /// Builds the state of one tracker instance from its parts; `remote` and `directory` are
+    /// the Redis side, present when Redis is configured.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
         instance: InstanceId,
         lifecycle: Arc<Lifecycle>,
         metrics: Arc<Metrics>,
+        peers: Arc<PeerTable>,
+        index: Arc<SwarmIndex>,
+        remote: Option<RemoteRelay>,
+        directory: Option<Directory>,
     ) -> Self {
-        let shards = config.swarm.shards;
-        let peers = Arc::new(PeerTable::new(
-            instance,
-            shards,
-            config.websocket.outbox_capacity,
-        ));
-        let membership = Membership::new(shards, Arc::clone(&peers), Arc::clone(&metrics));
-        let relay = Relay::new(instance, Arc::clone(&peers), Arc::clone(&metrics));
+        let membership =
+            Membership::new(index, Arc::clone(&peers), directory, Arc::clone(&metrics));
+        let relay = Relay::new(instance, Arc::clone(&peers), remote, Arc::clone(&metrics));
         Self {
             inner: Arc::new(Inner {
                 config,

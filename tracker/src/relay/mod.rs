@@ -1,12 +1,14 @@
 //! Getting a signal from one viewer to another.
 //!
 //! A signal for a viewer of this instance goes straight into the target session's bounded
-//! outbox in the [`PeerTable`]. A signal for a viewer of another instance (its peer id
-//! names the instance) goes to the cross-instance bus; on the embedded default there is none, so
-//! such a target can't exist and the sender gets `unknown_peer`. The Redis bus plugs in here
-//! without sessions changing: they only call [`Relay::send`].
+//! outbox in the [`PeerTable`]. A signal for a viewer of another instance (its peer id names
+//! the instance) goes to the Redis relay ([`remote`]), batched per target instance; on the
+//! embedded default there is no Redis, so such a target can't exist and the sender gets
+//! `unknown_peer`. Sessions only call [`Relay::send`] either way.
 
+pub mod codec;
 mod peers;
+pub mod remote;
 
 use std::sync::Arc;
 
@@ -126,15 +128,22 @@ pub enum SendError {
 pub struct Relay {
     instance: InstanceId,
     peers: Arc<PeerTable>,
+    remote: Option<remote::RemoteRelay>,
     metrics: Arc<Metrics>,
 }
 
 impl Relay {
-    /// A relay for this instance's viewers.
-    pub fn new(instance: InstanceId, peers: Arc<PeerTable>, metrics: Arc<Metrics>) -> Self {
+    /// A relay for this instance's viewers; `remote` reaches other instances, if configured.
+    pub fn new(
+        instance: InstanceId,
+        peers: Arc<PeerTable>,
+        remote: Option<remote::RemoteRelay>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             instance,
             peers,
+            remote,
             metrics,
         }
     }
@@ -146,9 +155,14 @@ impl Relay {
     pub fn send(&self, signal: Box<Signal>) -> Result<(), SendError> {
         let kind = signal.kind;
         if signal.to.instance() != self.instance {
-            // No cross-instance bus on the embedded default: no such viewer can exist.
-            self.metrics.dropped(DropReason::UnknownPeer);
-            return Err(SendError::UnknownPeer);
+            return match &self.remote {
+                Some(remote) => remote.send(signal),
+                None => {
+                    // No Redis on the embedded default: no such viewer can exist.
+                    self.metrics.dropped(DropReason::UnknownPeer);
+                    Err(SendError::UnknownPeer)
+                }
+            };
         }
         match self.peers.deliver(signal) {
             Ok(()) => {

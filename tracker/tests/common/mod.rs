@@ -4,6 +4,9 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
+pub mod process;
+pub mod redis;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -57,6 +60,31 @@ where
             panic!("timed out waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A deadline for polling loops that need `&mut` access (which `eventually` can't lend):
+/// `let d = Deadline::new("x"); loop { if done { break } d.tick().await }`.
+pub struct Deadline {
+    what: String,
+    until: tokio::time::Instant,
+}
+
+impl Deadline {
+    /// Starts the clock ([`DEADLINE`]).
+    pub fn new(what: &str) -> Self {
+        Self {
+            what: what.to_string(),
+            until: tokio::time::Instant::now() + DEADLINE,
+        }
+    }
+
+    /// Fails the test past the deadline, else waits a little before the next poll.
+    pub async fn tick(&self) {
+        if tokio::time::Instant::now() > self.until {
+            panic!("timed out waiting for {}", self.what);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -244,9 +272,14 @@ pub async fn connect_ws(url: &str, headers: &[(&str, &str)]) -> Result<Ws, Refus
 impl Client {
     /// Connects and reads `welcome`.
     pub async fn connect(server: &TestServer, format: Format) -> Self {
+        Self::connect_url(&server.ws_url(), format).await
+    }
+
+    /// Connects to a `/v1/ws` URL and reads `welcome`.
+    pub async fn connect_url(ws_url: &str, format: Format) -> Self {
         let url = match format {
-            Format::Json => server.ws_url(),
-            Format::MsgPack => format!("{}?format=msgpack", server.ws_url()),
+            Format::Json => ws_url.to_string(),
+            Format::MsgPack => format!("{ws_url}?format=msgpack"),
         };
         let ws = connect_ws(&url, &[]).await.expect("upgrade refused");
         Self::from_ws(ws, format).await

@@ -1,9 +1,5 @@
-//! Swarm membership and pairing.
-//!
-//! [`SwarmIndex`] holds this instance's swarms: swarm id -> members, sharded by a hash of the
-//! id so joins in different swarms don't contend. [`Membership`] is what sessions call: it keeps
-//! the index and the peer table's per-viewer swarm lists in step, and is where the Redis-backed
-//! global membership plugs in (local peers first, then remote ones).
+//! This instance's swarms: swarm id -> local members, sharded by a hash of the id so joins in
+//! different swarms don't contend, with uniform sampling that never copies a member set.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -13,9 +9,7 @@ use indexmap::IndexSet;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::metrics::Metrics;
 use crate::protocol::PeerId;
-use crate::relay::PeerTable;
 
 type Members = IndexSet<PeerId, RandomState>;
 
@@ -160,65 +154,18 @@ fn sample_except(members: &Members, me: PeerId, want: usize, rng: &mut impl Rng)
         .collect()
 }
 
-/// Why a join was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum JoinError {
-    /// The viewer is in as many swarms as allowed.
-    #[error("in too many swarms")]
-    SwarmLimit,
-}
-
-/// Swarm membership as sessions see it.
-pub struct Membership {
-    index: SwarmIndex,
-    peers: Arc<PeerTable>,
-    metrics: Arc<Metrics>,
-}
-
-impl Membership {
-    /// Membership over this instance's peer table.
-    pub fn new(shards: usize, peers: Arc<PeerTable>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            index: SwarmIndex::new(shards),
-            peers,
-            metrics,
+impl SwarmIndex {
+    /// Every (swarm, member) pair, for refreshing the global membership; takes each shard lock
+    /// in turn, so not for the message path.
+    pub fn memberships(&self) -> Vec<(Arc<str>, PeerId)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (swarm, members) in shard.iter() {
+                out.extend(members.iter().map(|m| (Arc::clone(swarm), *m)));
+            }
         }
-    }
-
-    /// Adds the viewer to a swarm and returns peers to offer to.
-    ///
-    /// Async because the cross-instance membership needs a Redis round trip here.
-    pub async fn join(&self, peer: PeerId, swarm: &str, want: u32) -> Joined {
-        let joined = self
-            .index
-            .join(swarm, peer, want as usize, &mut rand::rng(), |swarm| {
-                self.peers.add_swarm(peer, Arc::clone(swarm));
-            });
-        if joined.new_member {
-            self.metrics.memberships.increment(1.0);
-        }
-        if joined.new_swarm {
-            self.metrics.swarms.increment(1.0);
-        }
-        joined
-    }
-
-    /// Removes the viewer from a swarm; false if it wasn't a member.
-    pub fn leave(&self, peer: PeerId, swarm: &str) -> bool {
-        let (removed, gone) = self.index.leave(swarm, peer);
-        if removed {
-            self.peers.remove_swarm(peer, swarm);
-            self.metrics.memberships.decrement(1.0);
-        }
-        if gone {
-            self.metrics.swarms.decrement(1.0);
-        }
-        removed
-    }
-
-    /// Local members of a swarm (for tests and diagnostics).
-    pub fn local_members(&self, swarm: &str) -> Vec<PeerId> {
-        self.index.members(swarm)
+        out
     }
 }
 

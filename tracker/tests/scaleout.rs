@@ -1,0 +1,317 @@
+//! Scale-out: several trackers and a real Redis (one server, or a 3-node cluster) behave as one.
+
+mod common;
+
+use common::process::TrackerProcess;
+use common::redis::{RedisCluster, RedisServer};
+use common::{Client, Deadline, TestServer, test_config};
+use tracker::config::Config;
+use tracker::protocol::{Cands, ClientMsg, Format, PeerId, ServerMsg, Signal};
+
+const OFFER_SDP: &str = include_str!("fixtures/chrome-datachannel-offer-complete.sdp");
+const ANSWER_SDP: &str = include_str!("fixtures/firefox-datachannel-answer-complete.sdp");
+
+/// How long one polling attempt waits for a relayed signal before trying again.
+const SHORT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A tracker config on Redis with short timers, so expiry and reconnects happen within a test.
+fn redis_config(url: Option<String>, cluster: Vec<String>) -> Config {
+    let mut c = test_config();
+    c.redis.url = url;
+    c.redis.cluster = cluster;
+    c.redis.membership_ttl_secs = 3;
+    c.redis.refresh_interval_secs = 1;
+    c.redis.reconnect_min_backoff_ms = 20;
+    c.redis.reconnect_max_backoff_ms = 200;
+    c.redis.health_check_ms = 200;
+    c.redis.command_timeout_ms = 500;
+    c.redis.connect_timeout_ms = 500;
+    c
+}
+
+async fn redis_ready(server: &TestServer) {
+    server.wait_metric("tracker_redis_up", 1.0).await;
+}
+
+fn offer<'a>(swarm: &'a str, to: PeerId, sid: &'a str, m: &'a str) -> ClientMsg<'a> {
+    ClientMsg::Offer(Signal {
+        swarm: swarm.into(),
+        to,
+        sid: sid.into(),
+        m: m.into(),
+    })
+}
+
+/// Joins `b` until Redis hands it `a` (the subscriber and the first refresh may still be on
+/// their way when the test starts).
+async fn join_until_paired(b: &mut Client, swarm: &str, a: PeerId) {
+    let deadline = Deadline::new("remote pairing");
+    while !b.join(swarm, 8).await.contains(&a) {
+        deadline.tick().await;
+    }
+}
+
+/// Offer, answer and candidates between viewers on two instances.
+async fn exchange_across(a: &mut Client, b: &mut Client, swarm: &str) {
+    b.send(&offer(swarm, a.peer, "x1", OFFER_SDP)).await;
+    match a.recv().await {
+        ServerMsg::Offer(s) => assert_eq!((s.from, &*s.m), (b.peer, OFFER_SDP)),
+        m => panic!("expected the offer, got {m:?}"),
+    }
+    a.send(&ClientMsg::Answer(Signal {
+        swarm: swarm.into(),
+        to: b.peer,
+        sid: "x1".into(),
+        m: ANSWER_SDP.into(),
+    }))
+    .await;
+    match b.recv().await {
+        ServerMsg::Answer(s) => assert_eq!((s.from, &*s.m), (a.peer, ANSWER_SDP)),
+        m => panic!("expected the answer, got {m:?}"),
+    }
+    b.send(&ClientMsg::Cands(Cands {
+        swarm: swarm.into(),
+        to: a.peer,
+        sid: "x1".into(),
+        c: vec!["candidate:1 1 udp 2113937151 192.0.2.1 5000 typ host".into()],
+        end: Some(true),
+    }))
+    .await;
+    match a.recv().await {
+        ServerMsg::Cands(c) => assert_eq!((c.from, c.end), (b.peer, Some(true))),
+        m => panic!("expected candidates, got {m:?}"),
+    }
+}
+
+#[tokio::test]
+async fn viewers_on_two_instances_are_paired_and_signal_in_both_formats() {
+    let redis = RedisServer::start();
+    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+
+    for (swarm, fa, fb) in [
+        ("v-json", Format::Json, Format::Json),
+        ("v-mixed", Format::MsgPack, Format::Json),
+    ] {
+        let mut a = Client::connect(&one, fa).await;
+        let mut b = Client::connect(&two, fb).await;
+        assert_ne!(a.instance, b.instance);
+        assert!(a.join(swarm, 8).await.is_empty());
+        join_until_paired(&mut b, swarm, a.peer).await;
+        exchange_across(&mut a, &mut b, swarm).await;
+    }
+    assert!(
+        one.metric(r#"tracker_messages_relayed_total{kind="offer",path="remote"}"#)
+            .await
+            >= 2.0
+    );
+    assert!(two.metric("tracker_batches_published_total").await >= 2.0);
+}
+
+#[tokio::test]
+async fn local_peers_come_first_then_remote_ones() {
+    let redis = RedisServer::start();
+    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+    let mut remote = Client::connect(&two, Format::Json).await;
+    remote.join("v", 8).await;
+    let mut local = Client::connect(&one, Format::Json).await;
+    local.join("v", 8).await;
+    let mut joiner = Client::connect(&one, Format::Json).await;
+    let deadline = Deadline::new("both peers");
+    let peers = loop {
+        let p = joiner.join("v", 8).await;
+        if p.len() == 2 {
+            break p;
+        }
+        deadline.tick().await;
+    };
+    assert_eq!(peers[0], local.peer, "the local peer first");
+    assert_eq!(peers[1], remote.peer);
+    // With want 1, the local peer alone: no remote peer needed.
+    assert_eq!(joiner.join("v", 1).await, vec![local.peer]);
+}
+
+#[tokio::test]
+async fn a_signal_to_a_viewer_that_left_is_counted_not_delivered() {
+    let redis = RedisServer::start();
+    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+    let mut a = Client::connect(&one, Format::Json).await;
+    let mut b = Client::connect(&two, Format::Json).await;
+    a.join("v", 8).await;
+    join_until_paired(&mut b, "v", a.peer).await;
+    a.send(&ClientMsg::Leave { swarm: "v".into() }).await;
+    assert!(a.sync().await.is_empty());
+    b.send(&offer("v", a.peer, "late", "sdp")).await;
+    one.wait_metric(
+        r#"tracker_messages_dropped_total{reason="target_not_in_swarm"}"#,
+        1.0,
+    )
+    .await;
+    assert!(a.sync().await.is_empty(), "nothing delivered to A");
+}
+
+#[tokio::test]
+async fn members_of_a_killed_instance_expire() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut doomed = TrackerProcess::spawn(
+        &["--redis-url", &url],
+        &[
+            ("TRACKER__REDIS__MEMBERSHIP_TTL_SECS", "2"),
+            ("TRACKER__REDIS__REFRESH_INTERVAL_SECS", "1"),
+        ],
+    )
+    .await;
+    let survivor = TestServer::with_config(redis_config(Some(url), vec![])).await;
+    redis_ready(&survivor).await;
+    let mut gone = Client::connect_url(&doomed.ws_url(), Format::Json).await;
+    gone.join("v", 8).await;
+    let mut b = Client::connect(&survivor, Format::Json).await;
+    join_until_paired(&mut b, "v", gone.peer).await;
+    doomed.kill();
+    // After the TTL, the dead instance's viewer is never handed out again.
+    let deadline = Deadline::new("expiry of the dead instance's member");
+    while !b.join("v", 8).await.is_empty() {
+        deadline.tick().await;
+    }
+    for _ in 0..5 {
+        assert!(b.join("v", 8).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn redis_restart_local_relay_never_stops_and_cross_instance_recovers() {
+    let mut redis = RedisServer::start();
+    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+    let mut a = Client::connect(&one, Format::Json).await;
+    let mut a2 = Client::connect(&one, Format::Json).await;
+    let mut b = Client::connect(&two, Format::Json).await;
+    a.join("v", 8).await;
+    a2.join("v", 8).await;
+    join_until_paired(&mut b, "v", a.peer).await;
+
+    redis.kill();
+    one.wait_metric("tracker_redis_up", 0.0).await;
+    // Local pairing and relay go on.
+    a2.send(&offer("v", a.peer, "local", "sdp")).await;
+    assert!(matches!(a.recv().await, ServerMsg::Offer(s) if s.from == a2.peer));
+    let mut c = Client::connect(&one, Format::Json).await;
+    let peers = c.join("v", 8).await;
+    assert!(peers.contains(&a.peer) && peers.contains(&a2.peer));
+    // Remote sends are refused as overloaded and counted.
+    b.send(&offer("v", a.peer, "lost", "sdp")).await;
+    b.expect_error("overloaded").await;
+    assert!(
+        two.metric(r#"tracker_remote_dropped_total{reason="redis_down"}"#)
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        common::http(one.addr, "GET", "/readyz", &[]).await.0,
+        200,
+        "ready while degraded"
+    );
+
+    redis.restart();
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+    // Membership is re-registered and the relay channel resubscribed.
+    join_until_paired(&mut b, "v", a.peer).await;
+    let deadline = Deadline::new("cross-instance relay back");
+    loop {
+        b.send(&offer("v", a.peer, "back", "sdp")).await;
+        // Earlier attempts may arrive late: any offer from B proves the path works.
+        if let Ok(ServerMsg::Offer(s)) = tokio::time::timeout(SHORT, a.recv()).await
+            && s.from == b.peer
+        {
+            break;
+        }
+        deadline.tick().await;
+    }
+    assert!(one.metric("tracker_redis_reconnects_total").await >= 1.0);
+    assert!(one.metric("tracker_redis_resubscribes_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn batching_turns_many_signals_into_fewer_publishes() {
+    let redis = RedisServer::start();
+    let mut config = redis_config(Some(redis.url()), vec![]);
+    config.redis.batch_window_us = 20_000;
+    // Fifty real offers in one client frame: ~45 KB.
+    config.limits.max_message_bytes = 256 * 1024;
+    config.limits.max_frame_bytes = 512 * 1024;
+    let one = TestServer::with_config(config.clone()).await;
+    let two = TestServer::with_config(config).await;
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+    let mut a = Client::connect(&one, Format::Json).await;
+    let mut b = Client::connect(&two, Format::Json).await;
+    a.join("v", 8).await;
+    join_until_paired(&mut b, "v", a.peer).await;
+    let before = two.metric("tracker_batches_published_total").await;
+    let sids: Vec<String> = (0..50).map(|i| format!("s{i}")).collect();
+    let msgs = sids
+        .iter()
+        .map(|s| offer("v", a.peer, s, OFFER_SDP))
+        .collect();
+    b.send(&ClientMsg::Batch { msgs }).await;
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        match a.recv().await {
+            ServerMsg::Offer(s) => got.push(s.sid.into_owned()),
+            m => panic!("expected offers, got {m:?}"),
+        }
+    }
+    assert_eq!(got, sids, "all delivered, in order");
+    let publishes = two.metric("tracker_batches_published_total").await - before;
+    assert!(
+        (1.0..=5.0).contains(&publishes),
+        "50 signals took {publishes} publishes"
+    );
+    assert!(two.metric("tracker_batches_compressed_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn the_same_exchange_on_a_redis_cluster_with_sharded_pubsub() {
+    let cluster = RedisCluster::start(3);
+    let one = TestServer::with_config(redis_config(None, cluster.urls())).await;
+    let two = TestServer::with_config(redis_config(None, cluster.urls())).await;
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+    let mut a = Client::connect(&one, Format::MsgPack).await;
+    let mut b = Client::connect(&two, Format::Json).await;
+    a.join("cluster-video", 8).await;
+    join_until_paired(&mut b, "cluster-video", a.peer).await;
+    exchange_across(&mut a, &mut b, "cluster-video").await;
+
+    // Move A's relay channel to another node: the subscriber is told (sunsubscribe) and
+    // resubscribes, and relay to A works again.
+    let channel = tracker::relay::remote::channel_name("st", a.instance);
+    let slot = cluster.slot_of(&channel);
+    let owner = cluster.owner_of(slot);
+    cluster.migrate_slot(slot, (owner + 1) % cluster.len());
+    one.wait_metric("tracker_redis_resubscribes_total", 1.0)
+        .await;
+    let deadline = Deadline::new("relay after the slot moved");
+    loop {
+        b.send(&offer("cluster-video", a.peer, "moved", "sdp"))
+            .await;
+        if let Ok(ServerMsg::Offer(s)) = tokio::time::timeout(SHORT, a.recv()).await
+            && s.sid == "moved"
+        {
+            break;
+        }
+        deadline.tick().await;
+    }
+}
