@@ -76,6 +76,10 @@ pub struct RelayArgs {
     /// The tracker's native endpoint, e.g. ws://127.0.0.1:8000/v1/ws (loopback only).
     #[arg(long)]
     url: String,
+    /// A second tracker: each pair's offerer connects here, so every signal crosses instances
+    /// (through Redis). Without it both viewers of a pair use `--url`.
+    #[arg(long)]
+    url2: Option<String>,
     /// Pairs of viewers (two connections each).
     #[arg(long, default_value_t = 200)]
     pairs: usize,
@@ -170,6 +174,10 @@ pub async fn run(args: RelayArgs, started: Instant) -> anyhow::Result<ExitCode> 
     }
     let format = args.format.format();
     let target = Target::parse(&args.url, Some(format))?;
+    let target2 = match &args.url2 {
+        Some(url) => Some(Target::parse(url, Some(format))?),
+        None => None,
+    };
     let payload = Arc::new(Payload::load(args.payload)?);
 
     eprintln!(
@@ -179,7 +187,7 @@ pub async fn run(args: RelayArgs, started: Instant) -> anyhow::Result<ExitCode> 
         format.as_str(),
         args.payload.as_str()
     );
-    let Some(pairs) = open_pairs(&target, &args, format).await else {
+    let Some(pairs) = open_pairs(&target, target2.as_ref(), &args, format).await else {
         return Ok(ExitCode::FAILURE);
     };
 
@@ -279,11 +287,28 @@ pub async fn run(args: RelayArgs, started: Instant) -> anyhow::Result<ExitCode> 
 }
 
 /// Opens every pair with bounded concurrency; `None` (after reporting on stderr) if any failed.
-async fn open_pairs(target: &Target, args: &RelayArgs, format: Format) -> Option<Vec<Pair>> {
+async fn open_pairs(
+    target: &Target,
+    target2: Option<&Target>,
+    args: &RelayArgs,
+    format: Format,
+) -> Option<Vec<Pair>> {
+    // Swarm names unique to this run: with Redis, an earlier run's members outlive it until
+    // they expire.
+    let run = format!("{:08x}", rand::random::<u32>());
     let results = tokio::time::timeout(
         SETUP_TIMEOUT,
         futures_util::stream::iter(0..args.pairs)
-            .map(|i| open_pair(target, i, args.source_addrs, format))
+            .map(|i| {
+                open_pair(
+                    target,
+                    target2.unwrap_or(target),
+                    &run,
+                    i,
+                    args.source_addrs,
+                    format,
+                )
+            })
             .buffer_unordered(args.concurrency)
             .collect::<Vec<_>>(),
     )
@@ -331,21 +356,34 @@ struct Pair {
     answerer: Viewer,
 }
 
-/// Connects the answerer, then the offerer, to swarm `pair-<i>` and checks the pairing.
-async fn open_pair(target: &Target, i: usize, sources: u8, format: Format) -> anyhow::Result<Pair> {
-    let swarm = format!("pair-{i}");
+/// Connects the answerer (to `target`), then the offerer (to `offerer_target`), to swarm
+/// `pair-<run>-<i>` and checks the pairing.
+async fn open_pair(
+    target: &Target,
+    offerer_target: &Target,
+    run: &str,
+    i: usize,
+    sources: u8,
+    format: Format,
+) -> anyhow::Result<Pair> {
+    let swarm = format!("pair-{run}-{i}");
     let config = WebSocketConfig::default();
-    let open = |n: usize| async move {
+    async fn open(
+        target: &Target,
+        n: usize,
+        sources: u8,
+        config: WebSocketConfig,
+    ) -> anyhow::Result<Viewer> {
         let mut ws = conn::connect(target, conn::source_addr(n, sources), config).await?;
         let id = conn::welcome(&mut ws, STEP_TIMEOUT).await?;
-        anyhow::Ok(Viewer { ws, id })
-    };
-    let mut answerer = open(2 * i).await?;
+        Ok(Viewer { ws, id })
+    }
+    let mut answerer = open(target, 2 * i, sources, config).await?;
     let peers = conn::join(&mut answerer.ws, &swarm, 1, format, STEP_TIMEOUT).await?;
     if !peers.is_empty() {
         bail!("swarm {swarm} already had viewers: is another load generator running?");
     }
-    let mut offerer = open(2 * i + 1).await?;
+    let mut offerer = open(offerer_target, 2 * i + 1, sources, config).await?;
     let peers = conn::join(&mut offerer.ws, &swarm, 1, format, STEP_TIMEOUT).await?;
     if peers != [answerer.id] {
         bail!("the second viewer of {swarm} got peers {peers:?}, not the first viewer");

@@ -20,24 +20,26 @@
 //! sent: the receiver stamps its own clock, which is all a latency figure on one host can use.
 //!
 //! Compression is raw deflate (RFC 1951): no zlib header, dictionary id or Adler-32 trailer,
-//! which would add 10 bytes to every publish (4 % of a single Chrome offer) for nothing: Redis
+//! which would add 10 bytes to every publish (3 % of a single Chrome offer) for nothing: Redis
 //! runs over TCP, and the dictionary is part of the format version. The deflater is primed with
-//! [`SDP_DICTIONARY`], the text that recurs in every browser's data-channel SDP and candidates,
-//! so even a one-signal batch compresses to about a third of the client's JSON (see the tests).
+//! [`SDP_DICTIONARY`], the text that recurs in every browser's data-channel SDP and candidates:
+//! a batch of 20 mixed signals goes out at 30 % of the JSON its viewers sent, a lone Chrome offer
+//! at 38 % (see `fixture_sizes` in the tests).
 //!
 //! Invariants:
 //! - A batch is deflated only if its MessagePack form is at least the caller's threshold AND the
 //!   deflated form is strictly smaller; otherwise it goes plain.
 //! - Changing the dictionary or the payload layout requires a new [`FORMAT_VERSION`]: an old
 //!   tracker then refuses the batch instead of inflating garbage. A test pins the dictionary.
-//! - Decoding never panics and never holds more than `max_decompressed` bytes of payload, or more
-//!   than a constant times that in decoded signals, whatever the input. Every structural error
-//!   (flag, deflate stream, MessagePack shape, kind, peer-id length, UTF-8, trailing bytes) is a
-//!   [`CodecError`].
+//! - Decoding never panics, whatever the input. It holds at most `max_decompressed` bytes of
+//!   payload, inflated or not, and the decoded signals take at most ~24 bytes per payload byte
+//!   (the worst case, an empty candidate, is 1 byte of MessagePack and a 24-byte `String`). Every
+//!   structural error (flag, deflate stream, MessagePack shape, kind, peer-id length, UTF-8,
+//!   trailing bytes) is a [`CodecError`].
 //!
 //! # The dictionary
 //!
-//! `sdp.dict` (about 2 KB; deflate only sees the last 32 KB anyway) was built from the captures
+//! `sdp.dict` (1977 bytes; deflate's window is 32 KB) was built from the captures
 //! in the project's shared `fixtures/sdp` (Chromium 156, Firefox ESR 153):
 //! 1. Take `{chrome,firefox}-datachannel-{offer,answer}-complete.sdp` and the `candidate`
 //!    strings of `{chrome,firefox}[-turn]-datachannel-candidates.jsonl` (the trickle SDPs and the
@@ -79,10 +81,11 @@ const PLAIN: u8 = 0;
 /// Compression nibble: the payload is raw deflate of the MessagePack, with [`SDP_DICTIONARY`].
 const DEFLATE_SDP: u8 = 1;
 
-/// Level 6 rather than 1: on the fixtures, zlib-rs's level 1 (a static-Huffman fast path)
-/// gives a single Chrome offer about 10 % more bytes and a mixed batch ~25 % more, while level 6
-/// still deflates a 20-signal batch in tens of microseconds; Redis throughput is counted in
-/// bytes and publishes, not tracker CPU. Measured by `fixture_sizes` in the tests.
+/// Level 6 rather than 1, measured on the fixtures (`fixture_sizes`, release build): zlib-rs's
+/// level 1 is a static-Huffman fast path that makes a lone Chrome offer 18 % larger (397 vs
+/// 335 B) and a 20-signal batch 34 % larger (6.3 vs 4.7 KB), to save ~10 us per publish (single
+/// signal) to ~60 us (20 signals). Redis, one shared thread per shard, pays for every byte of
+/// every publish, while trackers scale out; levels 7-9 gain nothing more here.
 const DEFLATE_LEVEL: u32 = 6;
 
 /// Signals preallocated for a decoded batch before the elements prove the header's count.
@@ -1210,9 +1213,11 @@ mod tests {
     }
 
     fn measure(signals: &[Signal], level: u32) -> Measured {
-        const RUNS: u32 = 20;
+        const RUNS: u32 = 100;
         let json = signals.iter().map(json_len).sum();
         let mut wire = Vec::new();
+        // Warm the allocator and caches first; timings are indicative only (a shared machine).
+        encode_with_level(signals, 0, level, &mut wire).expect("encodes");
         let started = std::time::Instant::now();
         let mut stats = None;
         for _ in 0..RUNS {
@@ -1274,7 +1279,7 @@ mod tests {
         assert_eq!(json_len(&chrome_offer[0]), 884, "the README's figure");
 
         println!(
-            "{:<24} {:>3} {:>6} {:>8} {:>6} {:>6} {:>7} {:>6} {:>9} {:>9}",
+            "{:<24} {:>3} {:>6} {:>8} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8}",
             "batch",
             "n",
             "JSON",
@@ -1283,6 +1288,7 @@ mod tests {
             "wire6",
             "wire6/n",
             "ratio6",
+            "enc1 us",
             "enc6 us",
             "dec6 us"
         );
@@ -1292,13 +1298,14 @@ mod tests {
             let n = signals.len();
             let ratio = l6.stats.wire_bytes as f64 / l6.json as f64;
             println!(
-                "{name:<24} {n:>3} {:>6} {:>8} {:>6} {:>6} {:>7.1} {:>5.1}% {:>9.1} {:>9.1}",
+                "{name:<24} {n:>3} {:>6} {:>8} {:>6} {:>6} {:>7.1} {:>5.1}% {:>8.1} {:>8.1} {:>8.1}",
                 l6.json,
                 l6.stats.raw_bytes,
                 l1.stats.wire_bytes,
                 l6.stats.wire_bytes,
                 l6.stats.wire_bytes as f64 / n as f64,
                 ratio * 100.0,
+                l1.encode_us,
                 l6.encode_us,
                 l6.decode_us,
             );
