@@ -279,10 +279,19 @@ impl Inner {
                 }
             }
         };
-        match tokio::time::timeout(connect * 2, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(BackplaneError::Timeout),
-        }
+        within_connect_deadline(connect, attempt).await
+    }
+}
+
+/// A whole connection attempt (TCP, handshake, cluster discovery) gets twice the connect
+/// timeout; redis-rs' own timeouts cover single steps only.
+async fn within_connect_deadline<T>(
+    connect: Duration,
+    attempt: impl Future<Output = Result<T, BackplaneError>>,
+) -> Result<T, BackplaneError> {
+    match tokio::time::timeout(connect * 2, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(BackplaneError::Timeout),
     }
 }
 
@@ -540,8 +549,5 @@ async fn connect_subscriber(
             }
         }
     };
-    match tokio::time::timeout(connect * 2, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(BackplaneError::Timeout),
-    }
+    within_connect_deadline(connect, attempt).await
 }

@@ -3,21 +3,12 @@
 
 mod common;
 
-use common::{Client, Refused, TestServer, connect_ws, eventually, http, test_config};
+use common::{Client, Refused, TestServer, connect_ws, eventually, http, offer, test_config};
 use proptest::prelude::*;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tracker::protocol::{ClientMsg, Format, InstanceId, PeerId, ServerMsg, Signal};
-
-fn offer<'a>(swarm: &'a str, to: PeerId, sid: &'a str) -> ClientMsg<'a> {
-    ClientMsg::Offer(Signal {
-        swarm: swarm.into(),
-        to,
-        sid: sid.into(),
-        m: "v=0".into(),
-    })
-}
+use tracker::protocol::{ClientMsg, Format, InstanceId, PeerId, ServerMsg};
 
 async fn text(c: &mut Client, s: impl Into<String>) {
     c.send_frame(Message::Text(s.into().into())).await;
@@ -220,24 +211,24 @@ async fn signaling_errors() {
     a.join("v", 2).await;
     b.join("v", 2).await;
     // not_in_swarm: a swarm the sender never joined.
-    a.send(&offer("w", b.peer, "s")).await;
+    a.send(&offer("w", b.peer, "s", "v=0")).await;
     assert_eq!(
         a.expect_error("not_in_swarm").await.as_deref(),
         Some("offer")
     );
     // unknown_peer: a well-formed id nobody holds, here and on another instance.
     let nobody = PeerId::new(a.instance, 4_000_000, 1);
-    a.send(&offer("v", nobody, "s")).await;
+    a.send(&offer("v", nobody, "s", "v=0")).await;
     assert_eq!(
         a.expect_error("unknown_peer").await.as_deref(),
         Some("offer")
     );
     let elsewhere = PeerId::new(InstanceId(a.instance.0 ^ 1), b.peer.slot(), b.peer.nonce());
-    a.send(&offer("v", elsewhere, "s")).await;
+    a.send(&offer("v", elsewhere, "s", "v=0")).await;
     a.expect_error("unknown_peer").await;
     // unknown_peer: the target exists but is not in that swarm.
     a.join("only-a", 2).await;
-    a.send(&offer("only-a", b.peer, "s")).await;
+    a.send(&offer("only-a", b.peer, "s", "v=0")).await;
     a.expect_error("unknown_peer").await;
     // swarm_limit: a third swarm; re-joining one it is in is fine.
     a.send(&ClientMsg::Join {
@@ -273,7 +264,7 @@ async fn a_full_outbox_drops_and_tells_the_sender_overloaded() {
     b.join("v", 2).await;
     // The tests run on one thread: all five are handed over before B's session runs.
     let sids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
-    let msgs = sids.iter().map(|s| offer("v", b.peer, s)).collect();
+    let msgs = sids.iter().map(|s| offer("v", b.peer, s, "v=0")).collect();
     a.send(&ClientMsg::Batch { msgs }).await;
     for _ in 0..3 {
         assert_eq!(a.expect_error("overloaded").await.as_deref(), Some("offer"));
@@ -413,7 +404,7 @@ proptest! {
                     m => panic!("unexpected {m:?}"),
                 }
             }
-            a.send(&offer("v", b.peer, "ok")).await;
+            a.send(&offer("v", b.peer, "ok", "v=0")).await;
             match b.recv().await {
                 ServerMsg::Offer(s) => assert_eq!(s.from, a.peer),
                 m => panic!("expected the offer, got {m:?}"),

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Client, TestServer, connect_ws, eventually, http, test_config};
+use common::{ADMIN_TOKEN, Client, TestServer, connect_ws, eventually, http, offer, test_config};
 use tokio_tungstenite::tungstenite::Message;
 use tracker::protocol::{Cands, ClientMsg, Format, PeerId, ServerMsg, Signal};
 
@@ -17,15 +17,6 @@ fn candidates() -> Vec<String> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v.get("candidate")?.as_str().map(str::to_string))
         .collect()
-}
-
-fn offer<'a>(swarm: &'a str, to: PeerId, sid: &'a str, m: &'a str) -> ClientMsg<'a> {
-    ClientMsg::Offer(Signal {
-        swarm: swarm.into(),
-        to,
-        sid: sid.into(),
-        m: m.into(),
-    })
 }
 
 fn answer<'a>(swarm: &'a str, to: PeerId, sid: &'a str, m: &'a str) -> ClientMsg<'a> {

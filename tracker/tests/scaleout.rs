@@ -4,7 +4,7 @@ mod common;
 
 use common::process::TrackerProcess;
 use common::redis::{RedisCluster, RedisServer};
-use common::{Client, Deadline, TestServer, test_config};
+use common::{Client, Deadline, TestServer, offer, test_config};
 use tracker::config::Config;
 use tracker::protocol::{Cands, ClientMsg, Format, PeerId, ServerMsg, Signal};
 
@@ -31,15 +31,6 @@ fn redis_config(url: Option<String>, cluster: Vec<String>) -> Config {
 
 async fn redis_ready(server: &TestServer) {
     server.wait_metric("tracker_redis_up", 1.0).await;
-}
-
-fn offer<'a>(swarm: &'a str, to: PeerId, sid: &'a str, m: &'a str) -> ClientMsg<'a> {
-    ClientMsg::Offer(Signal {
-        swarm: swarm.into(),
-        to,
-        sid: sid.into(),
-        m: m.into(),
-    })
 }
 
 /// Joins `b` until Redis hands it `a` (the subscriber and the first refresh may still be on

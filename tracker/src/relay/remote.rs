@@ -178,7 +178,9 @@ impl Batcher {
     /// Hands a batch to a publish task: encoding (deflate with the dictionary: ~20 µs a signal)
     /// runs there, concurrently with other publishes, not in this loop.
     fn flush(&mut self, instance: InstanceId) {
-        let Some(p) = self.pending.remove(&instance) else { return };
+        let Some(p) = self.pending.remove(&instance) else {
+            return;
+        };
         let channel = channel_name(&self.config.key_prefix, instance);
         let backplane = self.backplane.clone();
         let metrics = Arc::clone(&self.metrics);
@@ -197,8 +199,12 @@ impl Batcher {
             drop(p);
             metrics.batch_messages.record(stats.signals as f64);
             metrics.batch_bytes.record(stats.wire_bytes as f64);
-            metrics.batch_raw_bytes_total.increment(stats.raw_bytes as u64);
-            metrics.batch_wire_bytes_total.increment(stats.wire_bytes as u64);
+            metrics
+                .batch_raw_bytes_total
+                .increment(stats.raw_bytes as u64);
+            metrics
+                .batch_wire_bytes_total
+                .increment(stats.wire_bytes as u64);
             if stats.compressed {
                 metrics.batches_compressed.increment(1);
             }

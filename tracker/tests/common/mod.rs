@@ -29,6 +29,16 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// The admin token test servers use.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// An `offer` message.
+pub fn offer<'a>(swarm: &'a str, to: PeerId, sid: &'a str, m: &'a str) -> ClientMsg<'a> {
+    ClientMsg::Offer(tracker::protocol::Signal {
+        swarm: swarm.into(),
+        to,
+        sid: sid.into(),
+        m: m.into(),
+    })
+}
+
 /// A config for tests: loopback, an admin token, defaults otherwise.
 pub fn test_config() -> Config {
     let mut c = Config::default();
