@@ -213,19 +213,20 @@ impl Backplane {
         }
     }
 
-    /// Publishes one payload on a relay channel: PUBLISH, or SPUBLISH on a cluster.
+    /// Publishes one payload on a relay channel: PUBLISH, or SPUBLISH on a cluster. Returns
+    /// how many subscribers received it (0: nobody is subscribed to that channel now).
     ///
     /// # Errors
     /// As [`Backplane::query`].
-    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BackplaneError> {
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<i64, BackplaneError> {
         let verb = if self.is_cluster() {
             "SPUBLISH"
         } else {
             "PUBLISH"
         };
         let mut pipe = redis::pipe();
-        pipe.cmd(verb).arg(channel).arg(payload).ignore();
-        self.query::<()>(&pipe).await
+        pipe.cmd(verb).arg(channel).arg(payload);
+        self.query::<(i64,)>(&pipe).await.map(|(n,)| n)
     }
 
     fn conn(&self) -> Result<Conn, BackplaneError> {
@@ -446,6 +447,7 @@ async fn subscribe(
             }
             continue;
         };
+        inner.metrics.redis_subscribed.set(1.0);
         if subscribed_before {
             // Whatever was published meanwhile is lost: count the gap.
             inner.metrics.redis_resubscribes.increment(1);
@@ -487,6 +489,7 @@ async fn subscribe(
                 }
             }
         }
+        inner.metrics.redis_subscribed.set(0.0);
         warn!(channel, "redis subscriber link lost; reconnecting");
     }
 }

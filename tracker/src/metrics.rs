@@ -138,6 +138,8 @@ pub struct Metrics {
     pub relay_seconds: Histogram,
     /// 1 while the Redis command link is up (0 also when Redis isn't configured).
     pub redis_up: Gauge,
+    /// 1 while this instance is subscribed to its relay channel.
+    pub redis_subscribed: Gauge,
     /// Reconnections of the Redis command link.
     pub redis_reconnects: Counter,
     /// Resubscriptions of the relay channel (each one may have lost messages).
@@ -175,14 +177,18 @@ pub enum RemoteDrop {
     PublishFailed,
     /// A received batch didn't decode.
     BadBatch,
+    /// Published, but no instance was subscribed to that channel (the target instance is
+    /// gone or resubscribing).
+    NoSubscriber,
 }
 
 impl RemoteDrop {
-    const ALL: [RemoteDrop; 4] = [
+    const ALL: [RemoteDrop; 5] = [
         RemoteDrop::RedisDown,
         RemoteDrop::OutboundFull,
         RemoteDrop::PublishFailed,
         RemoteDrop::BadBatch,
+        RemoteDrop::NoSubscriber,
     ];
 
     fn as_str(self) -> &'static str {
@@ -191,6 +197,7 @@ impl RemoteDrop {
             RemoteDrop::OutboundFull => "outbound_full",
             RemoteDrop::PublishFailed => "publish_failed",
             RemoteDrop::BadBatch => "bad_batch",
+            RemoteDrop::NoSubscriber => "no_subscriber",
         }
     }
 }
@@ -325,6 +332,7 @@ impl Metrics {
             join_seconds: histogram!("tracker_join_seconds"),
             relay_seconds: histogram!("tracker_relay_seconds"),
             redis_up: gauge!("tracker_redis_up"),
+            redis_subscribed: gauge!("tracker_redis_subscribed"),
             redis_reconnects: counter!("tracker_redis_reconnects_total"),
             redis_resubscribes: counter!("tracker_redis_resubscribes_total"),
             remote_inbound_dropped: counter!("tracker_remote_inbound_dropped_total"),

@@ -29,8 +29,10 @@ fn redis_config(url: Option<String>, cluster: Vec<String>) -> Config {
     c
 }
 
+/// Both Redis links up: commands, and the subscription to the instance's relay channel.
 async fn redis_ready(server: &TestServer) {
     server.wait_metric("tracker_redis_up", 1.0).await;
+    server.wait_metric("tracker_redis_subscribed", 1.0).await;
 }
 
 /// Joins `b` until Redis hands it `a` (the subscriber and the first refresh may still be on
@@ -305,4 +307,36 @@ async fn the_same_exchange_on_a_redis_cluster_with_sharded_pubsub() {
         }
         deadline.tick().await;
     }
+}
+
+#[tokio::test]
+async fn redis_unreachable_at_start_then_up_later() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    // Serving on the embedded path meanwhile: ready, local pairing and relay work.
+    assert_eq!(common::http(one.addr, "GET", "/readyz", &[]).await.0, 200);
+    assert_eq!(one.metric("tracker_redis_up").await, 0.0);
+    let mut a = Client::connect(&one, Format::Json).await;
+    let mut a2 = Client::connect(&one, Format::Json).await;
+    a.join("v", 8).await;
+    assert_eq!(a2.join("v", 8).await, vec![a.peer]);
+    a2.send(&offer("v", a.peer, "s", "sdp")).await;
+    assert!(matches!(a.recv().await, ServerMsg::Offer(_)));
+
+    redis.restart();
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+    // The members registered before Redis came up are registered by the first refresh.
+    let mut b = Client::connect(&two, Format::Json).await;
+    let deadline = Deadline::new("pairing with members from before Redis was up");
+    loop {
+        let peers = b.join("v", 8).await;
+        if peers.contains(&a.peer) && peers.contains(&a2.peer) {
+            break;
+        }
+        deadline.tick().await;
+    }
+    exchange_across(&mut a, &mut b, "v").await;
 }

@@ -209,7 +209,8 @@ impl Batcher {
                 metrics.batches_compressed.increment(1);
             }
             match backplane.publish(&channel, &buf).await {
-                Ok(()) => metrics.batches_published.increment(1),
+                Ok(0) => metrics.remote_dropped(RemoteDrop::NoSubscriber, n),
+                Ok(_) => metrics.batches_published.increment(1),
                 Err(_) => metrics.remote_dropped(RemoteDrop::PublishFailed, n),
             }
         });
