@@ -422,7 +422,12 @@ async fn subscribe(
                         }
                         Ok(())
                     }
-                    _ => control_tx.try_send(push).map_err(|_| ()),
+                    // Always Ok: an error may read as "receiver gone" to a push sender's caller.
+                    // A full control queue only delays a reconnect until the health PING.
+                    _ => {
+                        let _ = control_tx.try_send(push);
+                        Ok(())
+                    }
                 }
             }
         };

@@ -6,6 +6,7 @@
 
 pub mod process;
 pub mod redis;
+pub mod resp;
 
 use std::collections::VecDeque;
 use std::future::Future;
