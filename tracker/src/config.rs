@@ -49,8 +49,8 @@ pub const REDIS_PASSWORD_ENV: &str = "TRACKER_REDIS_PASSWORD";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// A single Redis server, `redis://host:port[/db]`; the password, if any, comes from
-    /// `TRACKER_REDIS_PASSWORD`.
+    /// A single Redis server, `redis://host:port[/db]` (no TLS); the password, if any, comes
+    /// from `TRACKER_REDIS_PASSWORD`.
     pub url: Option<String>,
     /// Seed nodes of a Redis Cluster (`redis://host:port` each); instance channels then use
     /// sharded pub/sub. Exclusive with `url`.
@@ -460,8 +460,14 @@ impl Config {
             }
         }
         for url in r.url.iter().chain(&r.cluster) {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                bail!("redis URL {url:?} must start with redis:// or rediss://");
+            if url.starts_with("rediss://") {
+                // Fail at start rather than retry a connection that can never succeed.
+                bail!(
+                    "redis URL {url:?}: TLS to Redis is not built in; use redis:// on a private network or a TLS proxy"
+                );
+            }
+            if !url.starts_with("redis://") {
+                bail!("redis URL {url:?} must start with redis://");
             }
         }
         Ok(())
@@ -491,6 +497,13 @@ mod tests {
         assert!(Config::from_toml("[limits]\nmax_want = 0\n").is_err());
         assert!(Config::from_toml("[limits]\nmax_swarm_id_bytes = 300\n").is_err());
         assert!(Config::from_toml("[server]\nlisten = \"nope\"\n").is_err());
+        assert!(Config::from_toml("[redis]\nurl = \"rediss://h:6380\"\n").is_err());
+        assert!(Config::from_toml("[redis]\nurl = \"http://h\"\n").is_err());
+        assert!(
+            Config::from_toml("[redis]\nurl = \"redis://a:1\"\ncluster = [\"redis://b:1\"]\n")
+                .is_err()
+        );
+        assert!(Config::from_toml("[redis]\nurl = \"redis://127.0.0.1:6379\"\n").is_ok());
         let c = Config::from_toml("[limits]\nmax_want = 4\n").expect("valid");
         assert_eq!(c.limits.max_want, 4);
         assert_eq!(c.limits.burst, LimitsConfig::default().burst);

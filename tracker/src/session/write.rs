@@ -1,0 +1,127 @@
+//! The session's write path: replies to the viewer's own messages and the signals queued for it
+//! in its outbox, encoded in the viewer's format and coalesced into one frame, and the write
+//! timeout that closes a viewer that doesn't read as a slow consumer.
+//!
+//! Invariant: only the session task writes to its socket. These methods take `&mut Session`,
+//! which only that task holds; everyone else reaches the viewer through its outbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use tracing::warn;
+
+use super::{Ending, Session};
+use crate::metrics::CloseReason;
+use crate::protocol::{Frame, ServerMsg, close, encode};
+use crate::relay::Signal;
+
+impl Session {
+    /// Writes replies to the viewer's own messages, coalesced into one frame.
+    pub(super) async fn reply(
+        &mut self,
+        mut replies: Vec<ServerMsg<'static>>,
+    ) -> Result<(), Ending> {
+        let metrics = Arc::clone(self.state.metrics());
+        for r in &replies {
+            if let ServerMsg::Error { code, .. } = r {
+                metrics.error_sent(*code);
+            }
+        }
+        match replies.len() {
+            0 => Ok(()),
+            1 => {
+                let msg = replies.pop();
+                match msg {
+                    Some(msg) => self.write(&msg).await,
+                    None => Ok(()),
+                }
+            }
+            n => {
+                let batch = ServerMsg::Batch { msgs: replies };
+                self.write_counted(&batch, n).await
+            }
+        }
+    }
+
+    /// Writes the signals taken from the outbox as one frame, and empties `queued`.
+    // Boxed signals move from sender to outbox to here without copying ~100-byte structs.
+    #[allow(clippy::vec_box)]
+    pub(super) async fn flush_outbox(
+        &mut self,
+        queued: &mut Vec<Box<Signal>>,
+    ) -> Result<(), Ending> {
+        let n = queued.len();
+        let payload: usize = queued.iter().map(|s| s.payload_len()).sum();
+        if n == 1 {
+            self.write_sized(&queued[0].to_server_msg(), 1, payload)
+                .await?;
+        } else {
+            let batch = ServerMsg::Batch {
+                msgs: queued.iter().map(|s| s.to_server_msg()).collect(),
+            };
+            self.write_sized(&batch, n, payload).await?;
+        }
+        let metrics = self.state.metrics();
+        for s in queued.drain(..) {
+            metrics
+                .relay_seconds
+                .record(s.received_at.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    pub(super) async fn write(&mut self, msg: &ServerMsg<'_>) -> Result<(), Ending> {
+        self.write_sized(msg, 1, 0).await
+    }
+
+    async fn write_counted(&mut self, msg: &ServerMsg<'_>, count: usize) -> Result<(), Ending> {
+        self.write_sized(msg, count, 0).await
+    }
+
+    /// Encodes `msg` (holding `count` messages with `payload` bytes of SDP or candidates) in
+    /// the viewer's format and writes it.
+    async fn write_sized(
+        &mut self,
+        msg: &ServerMsg<'_>,
+        count: usize,
+        payload: usize,
+    ) -> Result<(), Ending> {
+        let frame = match encode(msg, self.format, payload) {
+            Ok(Frame::Text(text)) => Message::Text(text.into()),
+            Ok(Frame::Binary(bytes)) => Message::Binary(bytes.into()),
+            Err(e) => {
+                // Our own fault: the message types always serialize.
+                warn!(error = %e, "dropping a message that failed to encode");
+                return Ok(());
+            }
+        };
+        self.send_frame(frame, count).await
+    }
+
+    pub(super) async fn send_frame(&mut self, frame: Message, count: usize) -> Result<(), Ending> {
+        let metrics = Arc::clone(self.state.metrics());
+        let len = match &frame {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        };
+        let timeout = Duration::from_secs(self.state.config().websocket.write_timeout_secs);
+        match tokio::time::timeout(timeout, self.socket.send(frame)).await {
+            Ok(Ok(())) => {
+                if count > 0 {
+                    metrics.frames_sent.increment(1);
+                    metrics.messages_sent.increment(count as u64);
+                    metrics.bytes_sent.increment(len as u64);
+                }
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Ending::quiet(CloseReason::Client)),
+            Err(_) => Err(Ending::with(
+                CloseReason::Slow,
+                close::POLICY,
+                "slow consumer",
+            )),
+        }
+    }
+}
