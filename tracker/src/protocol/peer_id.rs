@@ -89,6 +89,12 @@ impl PeerId {
         &self.0
     }
 
+    /// An id from its raw 16 bytes, as [`PeerId::as_bytes`] gives them (the trackers' batch
+    /// format carries ids this way).
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
     /// Parses the 22-character wire form; `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         if s.len() != PEER_ID_LEN {
@@ -155,6 +161,7 @@ mod tests {
             prop_assert_eq!(back.instance(), InstanceId(instance));
             prop_assert_eq!(back.slot(), slot);
             prop_assert_eq!(back.nonce(), nonce);
+            prop_assert_eq!(PeerId::from_bytes(*id.as_bytes()), id);
         }
 
         #[test]

@@ -12,7 +12,7 @@ use serde::{Deserializer, Serialize};
 use tokio::time::Instant;
 
 use super::{PREALLOC_CANDS, PREALLOC_SIGNALS};
-use crate::protocol::{InstanceId, PeerId};
+use crate::protocol::PeerId;
 use crate::relay::{Body, Signal, SignalKind};
 
 // The wire code of each kind, spelled out so that reordering the enum can't change the format.
@@ -229,14 +229,7 @@ impl Visitor<'_> for PeerIdVisitor {
         let b: [u8; 16] = v
             .try_into()
             .map_err(|_| E::invalid_length(v.len(), &self))?;
-        // PeerId's layout is instance (4) | slot (4) | nonce (8), big-endian (protocol/peer_id.rs);
-        // rebuilding it from its parts reproduces the same 16 bytes.
-        let [i0, i1, i2, i3, s0, s1, s2, s3, n @ ..] = b;
-        Ok(PeerId::new(
-            InstanceId(u32::from_be_bytes([i0, i1, i2, i3])),
-            u32::from_be_bytes([s0, s1, s2, s3]),
-            u64::from_be_bytes(n),
-        ))
+        Ok(PeerId::from_bytes(b))
     }
 }
 
