@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::config::{RedisConfig, Secret};
 use crate::metrics::Metrics;
+use crate::protocol::InstanceId;
 
 /// Why a Redis operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,14 @@ impl ConnectionLike for Conn {
             Conn::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// Draws of a new instance id before giving up on a unique one (each clash has odds ~n/2^32).
+const MAX_ID_CLAIMS: usize = 8;
+
+/// The key that records which tracker holds an instance id.
+pub fn instance_key(prefix: &str, id: InstanceId) -> String {
+    format!("{prefix}:instance:{id}")
 }
 
 /// A received batch, as published by another instance.
@@ -227,6 +236,41 @@ impl Backplane {
         let mut pipe = redis::pipe();
         pipe.cmd(verb).arg(channel).arg(payload);
         self.query::<(i64,)>(&pipe).await.map(|(n,)| n)
+    }
+
+    /// Claims a unique instance id before the links start: `SET {prefix}:instance:{id} token
+    /// NX PX ttl` on a one-off connection, drawing a new random id while one is taken. With
+    /// Redis unreachable, the random id is kept (a clash among 32-bit ids is unlikely) and the
+    /// refresh claims it once Redis is back.
+    pub async fn claim_instance_id(&self, token: &str, ttl: Duration) -> InstanceId {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut id = InstanceId::random();
+        let Ok(mut conn) = self.inner.connect_commands().await else {
+            warn!(instance = %id, "redis unreachable at start: instance id not claimed yet");
+            return id;
+        };
+        for _ in 0..MAX_ID_CLAIMS {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(instance_key(&self.inner.config.key_prefix, id))
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms);
+            let claim = cmd.query_async::<Option<String>>(&mut conn);
+            let timeout = Duration::from_millis(self.inner.config.command_timeout_ms);
+            match tokio::time::timeout(timeout, claim).await {
+                Ok(Ok(Some(_))) => return id,
+                Ok(Ok(None)) => {
+                    warn!(instance = %id, "instance id taken by another tracker: drawing another");
+                    id = InstanceId::random();
+                }
+                _ => {
+                    warn!(instance = %id, "could not claim the instance id: keeping it");
+                    return id;
+                }
+            }
+        }
+        id
     }
 
     fn conn(&self) -> Result<Conn, BackplaneError> {

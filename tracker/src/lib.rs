@@ -76,8 +76,27 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let instance = InstanceId::random();
     let metrics = Arc::new(Metrics::new());
+    let backplane = match config.redis.enabled() {
+        true => Some(
+            Backplane::new(
+                &config.redis,
+                config.redis_password.as_ref(),
+                Arc::clone(&metrics),
+            )
+            .context("redis configuration")?,
+        ),
+        false => None,
+    };
+    // Peer ids route by instance id, so instances sharing a Redis must not share an id.
+    let instance_token = format!("{:016x}", rand::random::<u64>());
+    let instance = match &backplane {
+        Some(b) => {
+            let ttl = Duration::from_secs(config.redis.membership_ttl_secs);
+            b.claim_instance_id(&instance_token, ttl).await
+        }
+        None => InstanceId::random(),
+    };
     let stop_sessions = CancellationToken::new();
     let lifecycle = Arc::new(Lifecycle::new(
         config.limits.max_connections,
@@ -96,13 +115,7 @@ pub async fn run(
     // The Redis side: started before viewers arrive, stopped after they are gone.
     let background = TaskTracker::new();
     let stop_background = CancellationToken::new();
-    let (remote, directory) = if config.redis.enabled() {
-        let backplane = Backplane::new(
-            &config.redis,
-            config.redis_password.as_ref(),
-            Arc::clone(&metrics),
-        )
-        .context("redis configuration")?;
+    let (remote, directory) = if let Some(backplane) = backplane {
         let (inbound_tx, inbound_rx) = mpsc::channel(config.redis.inbound_queue);
         let channel = remote::channel_name(&config.redis.key_prefix, instance);
         info!(%channel, cluster = backplane.is_cluster(), "scale-out through redis");
@@ -121,7 +134,7 @@ pub async fn run(
             stop_background.clone(),
             backplane,
             &config.redis,
-            instance,
+            (instance, instance_token),
             Arc::clone(&index),
             Arc::clone(&metrics),
         );

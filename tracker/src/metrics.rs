@@ -164,6 +164,8 @@ pub struct Metrics {
     pub batches_compressed: Counter,
     /// Membership and pairing commands that failed (Redis down, timeout, error).
     pub redis_errors: Counter,
+    /// Refreshes that found this instance's id held by another tracker.
+    pub instance_id_conflicts: Counter,
 }
 
 /// Why a signal for or from another instance was dropped; a metric label.
@@ -290,6 +292,68 @@ impl Metrics {
             "tracker_relay_seconds",
             "Time from a signal's arrival to its write to the target."
         );
+        for (name, help) in [
+            ("tracker_redis_up", "1 while the Redis command link is up."),
+            (
+                "tracker_redis_subscribed",
+                "1 while subscribed to this instance's relay channel.",
+            ),
+        ] {
+            describe_gauge!(name, help);
+        }
+        for (name, help) in [
+            (
+                "tracker_redis_reconnects_total",
+                "Reconnections of the Redis command link.",
+            ),
+            (
+                "tracker_redis_resubscribes_total",
+                "Resubscriptions of the relay channel; messages published meanwhile are lost.",
+            ),
+            (
+                "tracker_remote_dropped_total",
+                "Signals to or from other instances dropped, by reason.",
+            ),
+            (
+                "tracker_remote_inbound_dropped_total",
+                "Received batches dropped because the inbound queue was full.",
+            ),
+            (
+                "tracker_batches_published_total",
+                "Batches published to other instances.",
+            ),
+            (
+                "tracker_batches_received_total",
+                "Batches received from other instances.",
+            ),
+            (
+                "tracker_batch_raw_bytes_total",
+                "MessagePack bytes of published batches before compression.",
+            ),
+            (
+                "tracker_batch_wire_bytes_total",
+                "Bytes of published batches as sent to Redis.",
+            ),
+            (
+                "tracker_batches_compressed_total",
+                "Published batches that were deflated.",
+            ),
+            (
+                "tracker_redis_errors_total",
+                "Membership commands that failed or were skipped (Redis down, timeout, error).",
+            ),
+            (
+                "tracker_instance_id_conflicts_total",
+                "Refreshes that found this instance's id held by another tracker.",
+            ),
+        ] {
+            describe_counter!(name, help);
+        }
+        describe_histogram!("tracker_batch_messages", "Signals per published batch.");
+        describe_histogram!(
+            "tracker_batch_bytes",
+            "Bytes per published batch, as sent to Redis."
+        );
 
         let closed = CloseReason::ALL
             .map(|r| counter!("tracker_connections_closed_total", "reason" => r.as_str()));
@@ -346,6 +410,7 @@ impl Metrics {
             batch_wire_bytes_total: counter!("tracker_batch_wire_bytes_total"),
             batches_compressed: counter!("tracker_batches_compressed_total"),
             redis_errors: counter!("tracker_redis_errors_total"),
+            instance_id_conflicts: counter!("tracker_instance_id_conflicts_total"),
         }
     }
 

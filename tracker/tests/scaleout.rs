@@ -340,3 +340,31 @@ async fn redis_unreachable_at_start_then_up_later() {
     }
     exchange_across(&mut a, &mut b, "v").await;
 }
+
+#[tokio::test]
+async fn each_instance_claims_its_id_in_redis() {
+    let redis = RedisServer::start();
+    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+    let a = Client::connect(&one, Format::Json).await;
+    let b = Client::connect(&two, Format::Json).await;
+    assert_ne!(a.instance, b.instance);
+    let holders: Vec<String> = [a.instance, b.instance]
+        .iter()
+        .map(|i| redis.command(&["GET", &format!("st:instance:{i}")]))
+        .collect();
+    assert!(
+        holders.iter().all(|h| h.len() == 16),
+        "claimed with a token: {holders:?}"
+    );
+    assert_ne!(holders[0], holders[1], "each by its own tracker");
+    let ttl: i64 = redis
+        .command(&["PTTL", &format!("st:instance:{}", a.instance)])
+        .trim()
+        .parse()
+        .expect("ttl");
+    assert!(ttl > 0, "the claim expires if the tracker dies");
+    assert_eq!(one.metric("tracker_instance_id_conflicts_total").await, 0.0);
+}

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::SwarmIndex;
-use crate::backplane::Backplane;
+use crate::backplane::{Backplane, instance_key};
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
 use crate::protocol::{InstanceId, PeerId};
@@ -62,13 +62,14 @@ fn key(prefix: &str, swarm: &str) -> String {
 }
 
 impl Directory {
-    /// Starts the writer (queued writes and periodic refresh of `index`'s members).
+    /// Starts the writer (queued writes, and the periodic refresh of `index`'s members and of
+    /// the instance id's claim, held with `token`).
     pub fn start(
         tasks: &TaskTracker,
         cancel: CancellationToken,
         backplane: Backplane,
         config: &RedisConfig,
-        instance: InstanceId,
+        (instance, token): (InstanceId, String),
         index: Arc<SwarmIndex>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -83,6 +84,7 @@ impl Directory {
         };
         let writer = Writer {
             backplane,
+            claim: (instance_key(&config.key_prefix, instance), token),
             prefix: config.key_prefix.clone(),
             ttl: directory.ttl,
             refresh: Duration::from_secs(config.refresh_interval_secs),
@@ -150,8 +152,40 @@ impl Directory {
     }
 }
 
+impl Writer {
+    /// Keeps the instance id claimed: re-claims it if Redis lost it, extends it if it is ours,
+    /// and says so loudly if another tracker holds it (signals would be misrouted).
+    async fn refresh_claim(&self) {
+        let (key, token) = &self.claim;
+        let ttl_ms = self.ttl_ms() * 3;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore();
+        pipe.cmd("GET").arg(key);
+        match self.backplane.query::<(Option<String>,)>(&pipe).await {
+            Ok((Some(holder),)) if holder == *token => {
+                let mut extend = redis::pipe();
+                extend.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
+                let _ = self.backplane.query::<()>(&extend).await;
+            }
+            Ok(_) => {
+                self.metrics.instance_id_conflicts.increment(1);
+                tracing::error!(%key, "another tracker holds this instance id: restart this one");
+            }
+            Err(_) => self.metrics.redis_errors.increment(1),
+        }
+    }
+}
+
 struct Writer {
     backplane: Backplane,
+    /// The instance id's key and this process's token in it.
+    claim: (String, String),
     prefix: String,
     ttl: Duration,
     refresh: Duration,
@@ -231,6 +265,7 @@ impl Writer {
         if !self.backplane.is_up() {
             return;
         }
+        self.refresh_claim().await;
         let members = self.index.memberships();
         for chunk in members.chunks(PIPELINE_MAX / 2) {
             let ops = chunk
