@@ -44,6 +44,30 @@ async fn join_until_paired(b: &mut Client, swarm: &str, a: PeerId) {
     }
 }
 
+/// Sends offers from `b` to `a` until one arrives: after an outage, the first ones may be lost.
+async fn relay_until_delivered(b: &mut Client, a: &mut Client, swarm: &str, what: &str) {
+    let deadline = Deadline::new(what);
+    loop {
+        b.send(&offer(swarm, a.peer, "retry", "sdp")).await;
+        // Earlier attempts may arrive late: any offer from B proves the path works.
+        if let Ok(ServerMsg::Offer(s)) = tokio::time::timeout(SHORT, a.recv()).await
+            && s.from == b.peer
+        {
+            return;
+        }
+        deadline.tick().await;
+    }
+}
+
+/// Two trackers on the same Redis, both links up.
+async fn two_trackers(config: Config) -> (TestServer, TestServer) {
+    let one = TestServer::with_config(config.clone()).await;
+    let two = TestServer::with_config(config).await;
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+    (one, two)
+}
+
 /// Offer, answer and candidates between viewers on two instances.
 async fn exchange_across(a: &mut Client, b: &mut Client, swarm: &str) {
     b.send(&offer(swarm, a.peer, "x1", OFFER_SDP)).await;
@@ -79,10 +103,7 @@ async fn exchange_across(a: &mut Client, b: &mut Client, swarm: &str) {
 #[tokio::test]
 async fn viewers_on_two_instances_are_paired_and_signal_in_both_formats() {
     let redis = RedisServer::start();
-    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
-    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
-    redis_ready(&one).await;
-    redis_ready(&two).await;
+    let (one, two) = two_trackers(redis_config(Some(redis.url()), vec![])).await;
 
     for (swarm, fa, fb) in [
         ("v-json", Format::Json, Format::Json),
@@ -106,10 +127,7 @@ async fn viewers_on_two_instances_are_paired_and_signal_in_both_formats() {
 #[tokio::test]
 async fn local_peers_come_first_then_remote_ones() {
     let redis = RedisServer::start();
-    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
-    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
-    redis_ready(&one).await;
-    redis_ready(&two).await;
+    let (one, two) = two_trackers(redis_config(Some(redis.url()), vec![])).await;
     let mut remote = Client::connect(&two, Format::Json).await;
     remote.join("v", 8).await;
     let mut local = Client::connect(&one, Format::Json).await;
@@ -132,10 +150,7 @@ async fn local_peers_come_first_then_remote_ones() {
 #[tokio::test]
 async fn a_signal_to_a_viewer_that_left_is_counted_not_delivered() {
     let redis = RedisServer::start();
-    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
-    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
-    redis_ready(&one).await;
-    redis_ready(&two).await;
+    let (one, two) = two_trackers(redis_config(Some(redis.url()), vec![])).await;
     let mut a = Client::connect(&one, Format::Json).await;
     let mut b = Client::connect(&two, Format::Json).await;
     a.join("v", 8).await;
@@ -183,10 +198,7 @@ async fn members_of_a_killed_instance_expire() {
 #[tokio::test]
 async fn redis_restart_local_relay_never_stops_and_cross_instance_recovers() {
     let mut redis = RedisServer::start();
-    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
-    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
-    redis_ready(&one).await;
-    redis_ready(&two).await;
+    let (one, two) = two_trackers(redis_config(Some(redis.url()), vec![])).await;
     let mut a = Client::connect(&one, Format::Json).await;
     let mut a2 = Client::connect(&one, Format::Json).await;
     let mut b = Client::connect(&two, Format::Json).await;
@@ -221,17 +233,7 @@ async fn redis_restart_local_relay_never_stops_and_cross_instance_recovers() {
     redis_ready(&two).await;
     // Membership is re-registered and the relay channel resubscribed.
     join_until_paired(&mut b, "v", a.peer).await;
-    let deadline = Deadline::new("cross-instance relay back");
-    loop {
-        b.send(&offer("v", a.peer, "back", "sdp")).await;
-        // Earlier attempts may arrive late: any offer from B proves the path works.
-        if let Ok(ServerMsg::Offer(s)) = tokio::time::timeout(SHORT, a.recv()).await
-            && s.from == b.peer
-        {
-            break;
-        }
-        deadline.tick().await;
-    }
+    relay_until_delivered(&mut b, &mut a, "v", "cross-instance relay back").await;
     assert!(one.metric("tracker_redis_reconnects_total").await >= 1.0);
     assert!(one.metric("tracker_redis_resubscribes_total").await >= 1.0);
 }
@@ -244,10 +246,7 @@ async fn batching_turns_many_signals_into_fewer_publishes() {
     // Fifty real offers in one client frame: ~45 KB.
     config.limits.max_message_bytes = 256 * 1024;
     config.limits.max_frame_bytes = 512 * 1024;
-    let one = TestServer::with_config(config.clone()).await;
-    let two = TestServer::with_config(config).await;
-    redis_ready(&one).await;
-    redis_ready(&two).await;
+    let (one, two) = two_trackers(config).await;
     let mut a = Client::connect(&one, Format::Json).await;
     let mut b = Client::connect(&two, Format::Json).await;
     a.join("v", 8).await;
@@ -278,10 +277,7 @@ async fn batching_turns_many_signals_into_fewer_publishes() {
 #[tokio::test]
 async fn the_same_exchange_on_a_redis_cluster_with_sharded_pubsub() {
     let cluster = RedisCluster::start(3);
-    let one = TestServer::with_config(redis_config(None, cluster.urls())).await;
-    let two = TestServer::with_config(redis_config(None, cluster.urls())).await;
-    redis_ready(&one).await;
-    redis_ready(&two).await;
+    let (one, two) = two_trackers(redis_config(None, cluster.urls())).await;
     let mut a = Client::connect(&one, Format::MsgPack).await;
     let mut b = Client::connect(&two, Format::Json).await;
     a.join("cluster-video", 8).await;
@@ -296,17 +292,13 @@ async fn the_same_exchange_on_a_redis_cluster_with_sharded_pubsub() {
     cluster.migrate_slot(slot, (owner + 1) % cluster.len());
     one.wait_metric("tracker_redis_resubscribes_total", 1.0)
         .await;
-    let deadline = Deadline::new("relay after the slot moved");
-    loop {
-        b.send(&offer("cluster-video", a.peer, "moved", "sdp"))
-            .await;
-        if let Ok(ServerMsg::Offer(s)) = tokio::time::timeout(SHORT, a.recv()).await
-            && s.sid == "moved"
-        {
-            break;
-        }
-        deadline.tick().await;
-    }
+    relay_until_delivered(
+        &mut b,
+        &mut a,
+        "cluster-video",
+        "relay after the slot moved",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -344,10 +336,7 @@ async fn redis_unreachable_at_start_then_up_later() {
 #[tokio::test]
 async fn each_instance_claims_its_id_in_redis() {
     let redis = RedisServer::start();
-    let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
-    let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
-    redis_ready(&one).await;
-    redis_ready(&two).await;
+    let (one, two) = two_trackers(redis_config(Some(redis.url()), vec![])).await;
     let a = Client::connect(&one, Format::Json).await;
     let b = Client::connect(&two, Format::Json).await;
     assert_ne!(a.instance, b.instance);
