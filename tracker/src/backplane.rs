@@ -315,17 +315,26 @@ impl Inner {
                     ))
                 }
                 Target::Cluster(nodes) => {
-                    let client = ClusterClient::builder(nodes.clone())
-                        .connection_timeout(connect)
-                        .response_timeout(response)
-                        .retries(2)
-                        .build()?;
+                    let client = cluster_builder(nodes, connect, response).build()?;
                     Ok(Conn::Cluster(client.get_async_connection().await?))
                 }
             }
         };
         within_connect_deadline(connect, attempt).await
     }
+}
+
+/// A cluster client with the link timeouts; few retries inside redis-rs, because the
+/// supervisors here retry forever themselves.
+fn cluster_builder(
+    nodes: &[ConnectionInfo],
+    connect: Duration,
+    response: Duration,
+) -> redis::cluster::ClusterClientBuilder {
+    ClusterClient::builder(nodes.to_vec())
+        .connection_timeout(connect)
+        .response_timeout(response)
+        .retries(2)
 }
 
 /// A whole connection attempt (TCP, handshake, cluster discovery) gets twice the connect
@@ -590,12 +599,9 @@ async fn connect_subscriber(
                 ))
             }
             Target::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.clone())
+                let client = cluster_builder(nodes, connect, response)
                     .use_protocol(ProtocolVersion::RESP3)
                     .push_sender(sender)
-                    .connection_timeout(connect)
-                    .response_timeout(response)
-                    .retries(2)
                     .build()?;
                 Ok(SubLink::Cluster(client.get_async_connection().await?))
             }

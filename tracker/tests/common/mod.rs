@@ -419,12 +419,13 @@ impl Client {
         }
     }
 
-    /// Waits for the server to close the connection and returns the close frame.
-    pub async fn expect_close(&mut self) -> Option<CloseFrame> {
+    /// Reads until the connection ends: `Some(frame)` when it ended with a close frame (whose
+    /// payload may be empty), `None` when the socket just went away.
+    async fn next_close(&mut self) -> Option<Option<CloseFrame>> {
         within("close", async {
             loop {
                 match self.ws.next().await {
-                    Some(Ok(Message::Close(frame))) => return frame,
+                    Some(Ok(Message::Close(frame))) => return Some(frame),
                     Some(Ok(_)) => continue,
                     Some(Err(_)) | None => return None,
                 }
@@ -433,21 +434,17 @@ impl Client {
         .await
     }
 
+    /// Waits for the server to close the connection and returns the close frame.
+    pub async fn expect_close(&mut self) -> Option<CloseFrame> {
+        self.next_close().await.flatten()
+    }
+
     /// Closes from the client side; true when the server echoed the close frame.
     pub async fn close_handshake(mut self) -> bool {
         within("client close", self.ws.send(Message::Close(None)))
             .await
             .expect("send close");
-        within("close echo", async {
-            loop {
-                match self.ws.next().await {
-                    Some(Ok(Message::Close(_))) => return true,
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => return false,
-                }
-            }
-        })
-        .await
+        self.next_close().await.is_some()
     }
 
     /// Closes from the client side.
