@@ -9,12 +9,14 @@ pub mod backplane;
 pub mod config;
 pub mod http;
 pub mod metrics;
-pub mod protocol;
 pub mod relay;
 pub mod session;
 pub mod shutdown;
 pub mod state;
 pub mod swarm;
+
+/// The native wire protocol, from its own crate so the simulator shares it.
+pub use swarmtrack_protocol as protocol;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -444,7 +444,7 @@ pub struct EncodeError(String);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{InstanceId, RelayedCands, RelayedSignal, WelcomeLimits};
+    use crate::{InstanceId, RelayedCands, RelayedSignal, WelcomeLimits};
     use proptest::prelude::*;
 
     const LIMITS: DecodeLimits = DecodeLimits {
