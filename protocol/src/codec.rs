@@ -673,6 +673,7 @@ mod tests {
                 code: ErrorCode::UnknownPeer,
                 msg: "gone".into(),
                 reference: Some("offer".into()),
+                sid: Some("s1".into()),
             },
             ServerMsg::Reconnect { after_ms: 1500 },
             ServerMsg::Pong,

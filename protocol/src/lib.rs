@@ -146,6 +146,10 @@ pub enum ServerMsg<'a> {
             borrow
         )]
         reference: Option<Cow<'a, str>>,
+        /// The `sid` of the refused offer, answer or candidates, so the sender knows which
+        /// negotiation failed; absent for other refusals.
+        #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+        sid: Option<Cow<'a, str>>,
     },
     /// Reply to `ping`.
     Pong,
@@ -188,10 +192,12 @@ impl ServerMsg<'_> {
                 code,
                 msg,
                 reference,
+                sid,
             } => ServerMsg::Error {
                 code,
                 msg: own(msg),
                 reference: reference.map(own),
+                sid: sid.map(own),
             },
             ServerMsg::Pong => ServerMsg::Pong,
         }

@@ -445,10 +445,11 @@ impl Session {
     ) {
         let Some(swarm) = self.joined.iter().find(|s| ***s == *swarm) else {
             self.state.metrics().dropped(DropReason::SenderNotInSwarm);
-            replies.push(error_msg(
+            replies.push(signal_error(
                 ErrorCode::NotInSwarm,
-                "join the swarm before signaling in it".to_string(),
-                Some(kind.as_str()),
+                "join the swarm before signaling in it",
+                kind,
+                sid,
             ));
             return;
         };
@@ -463,15 +464,17 @@ impl Session {
         });
         match self.state.relay().send(signal) {
             Ok(()) => {}
-            Err(SendError::UnknownPeer) => replies.push(error_msg(
+            Err(SendError::UnknownPeer) => replies.push(signal_error(
                 ErrorCode::UnknownPeer,
-                "target peer is gone or not in that swarm".to_string(),
-                Some(kind.as_str()),
+                "target peer is gone or not in that swarm",
+                kind,
+                sid,
             )),
-            Err(SendError::Overloaded) => replies.push(error_msg(
+            Err(SendError::Overloaded) => replies.push(signal_error(
                 ErrorCode::Overloaded,
-                "target peer is not keeping up; the message was dropped".to_string(),
-                Some(kind.as_str()),
+                "target peer is not keeping up; the message was dropped",
+                kind,
+                sid,
             )),
         }
     }
@@ -482,6 +485,22 @@ fn error_msg(code: ErrorCode, msg: String, reference: Option<&'static str>) -> S
         code,
         msg: Cow::Owned(msg),
         reference: reference.map(Cow::Borrowed),
+        sid: None,
+    }
+}
+
+/// The refusal of one signal, naming its negotiation so the sender can abandon it.
+fn signal_error(
+    code: ErrorCode,
+    msg: &'static str,
+    kind: SignalKind,
+    sid: &str,
+) -> ServerMsg<'static> {
+    ServerMsg::Error {
+        code,
+        msg: Cow::Borrowed(msg),
+        reference: Some(Cow::Borrowed(kind.as_str())),
+        sid: Some(Cow::Owned(sid.to_string())),
     }
 }
 

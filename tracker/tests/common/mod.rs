@@ -411,6 +411,7 @@ impl Client {
                 code: c,
                 reference,
                 msg,
+                ..
             } => {
                 assert_eq!(c.as_str(), code, "error message: {msg}");
                 reference.map(|r| r.into_owned())
