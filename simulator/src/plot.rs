@@ -1,0 +1,137 @@
+//! The SVG plot: throughput and latency over time, with steps and the knee marked.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::report::{Point, Report};
+
+fn err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("plot: {e}")
+}
+
+/// One panel: some series of the timeline against time.
+struct Panel<'a> {
+    title: &'a str,
+    unit: &'a str,
+    series: Vec<(&'a str, RGBColor, fn(&Point) -> f64)>,
+}
+
+/// Writes `report`'s timeline as an SVG to `path`.
+///
+/// # Errors
+/// When the file can't be written.
+pub fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
+    let points = &report.timeline;
+    let t_max = points.iter().map(|p| p.t_s).fold(1.0, f64::max);
+    // Where each step starts, for the vertical rules; and where the knee's step ends.
+    let mut step_starts = Vec::new();
+    let mut prev = usize::MAX;
+    let mut t_prev = 0.0;
+    for p in points {
+        if p.step != prev {
+            step_starts.push((p.step, t_prev));
+            prev = p.step;
+        }
+        t_prev = p.t_s;
+    }
+    let knee_end = report.knee.as_ref().and_then(|k| {
+        points
+            .iter()
+            .filter(|p| p.step == k.step)
+            .map(|p| p.t_s)
+            .reduce(f64::max)
+    });
+    let panels = [
+        Panel {
+            title: "relayed messages per second",
+            unit: "msg/s",
+            series: vec![
+                ("sent", BLUE, |p| p.msg_rate),
+                ("delivered", GREEN, |p| p.delivered_rate),
+            ],
+        },
+        Panel {
+            title: "connections per second, and viewers / 100",
+            unit: "per s",
+            series: vec![
+                ("connections/s", MAGENTA, |p| p.conn_rate),
+                ("viewers / 100", CYAN, |p| p.viewers as f64 / 100.0),
+            ],
+        },
+        Panel {
+            title: "latency",
+            unit: "ms",
+            series: vec![
+                ("relay p50", GREEN, |p| p.relay_p50_ms),
+                ("relay p99", RED, |p| p.relay_p99_ms),
+                ("join p99", BLUE, |p| p.join_p99_ms),
+            ],
+        },
+    ];
+    let root = SVGBackend::new(path, (1100, 960)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let title = match &report.knee {
+        Some(k) => format!(
+            "swarmtrack simulator {}: knee at step {} ({:.0} conn/s, {:.0} msg/s, relay p99 {:.1} ms)",
+            report.mode, k.step, k.conn_rate, k.msg_rate, k.relay_p99_ms
+        ),
+        None => format!("swarmtrack simulator {}", report.mode),
+    };
+    let root = root.titled(&title, ("sans-serif", 20)).map_err(err)?;
+    for (panel, area) in panels.iter().zip(root.split_evenly((3, 1))) {
+        let y_max = points
+            .iter()
+            .flat_map(|p| panel.series.iter().map(move |(_, _, f)| f(p)))
+            .fold(0.0, f64::max)
+            .max(1e-3)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(panel.title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc(panel.unit)
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(
+                step_starts
+                    .iter()
+                    .map(|(_, t)| PathElement::new(vec![(*t, 0.0), (*t, y_max)], BLACK.mix(0.15))),
+            )
+            .map_err(err)?;
+        if let Some(t) = knee_end {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(t, 0.0), (t, y_max)],
+                    RED.stroke_width(2),
+                )))
+                .map_err(err)?
+                .label("knee")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2)));
+        }
+        for (name, color, f) in &panel.series {
+            let color = *color;
+            chart
+                .draw_series(LineSeries::new(points.iter().map(|p| (p.t_s, f(p))), color))
+                .map_err(err)?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}

@@ -1,0 +1,627 @@
+//! One simulated viewer: a browser player's signaling, from connect to leave.
+//!
+//! A viewer connects, waits for `welcome`, joins its video's swarm, offers to every peer it is
+//! given, answers every offer it receives, and trickles its candidates on the capture's
+//! timeline. When its watch time is up (or the run winds down) it finishes what it started,
+//! sends `leave`, lingers to receive what is still in flight, and closes. `reconnect` sends it
+//! back to the same URL after `after_ms`; a broken connection, after a jittered backoff.
+
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use swarmtrack_protocol::{Cands, ClientMsg, Format, PeerId, ServerMsg, Signal, encode_client};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::engine::Ctx;
+use crate::ledger::{Dir, Key, Receipt};
+use crate::payload::{Browser, Side};
+use crate::stats::{C, Kind};
+use crate::target::{Ws, connect, source_addr};
+
+/// How long a leaving viewer keeps reading what is still in flight to it.
+const LINGER: Duration = Duration::from_millis(1000);
+/// How long to wait for `welcome` and for the TCP + WebSocket handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Backoff after a failure: from this, doubling, up to [`BACKOFF_MAX`], jittered.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Renegotiation requests a viewer may have queued.
+pub const COMMAND_QUEUE: usize = 4;
+
+/// A request from the engine to a viewer.
+#[derive(Debug)]
+pub enum Command {
+    /// Ask for one more peer and offer to it.
+    Renegotiate,
+}
+
+/// How a connection ended.
+enum Outcome {
+    /// The tracker asked for a reconnect after this delay.
+    Reconnect(Duration),
+    /// The connection failed or was closed by the tracker.
+    Broken,
+    /// The viewer left.
+    Done,
+}
+
+/// Runs viewer `id` until it has watched its time or the run winds down.
+pub async fn run(ctx: Arc<Ctx>, id: u64) {
+    let mut rng = StdRng::seed_from_u64(ctx.spec.seed ^ id.wrapping_mul(0xA24B_AED4_963E_E407));
+    let browser = if rng.random_bool(ctx.spec.firefox_share) {
+        Browser::Firefox
+    } else {
+        Browser::Chrome
+    };
+    let swarm = ctx.swarm_for(&mut rng);
+    let (lo, hi) = ctx.spec.watch_ms;
+    let watch = Duration::from_millis(rng.random_range(lo..=hi));
+    let deadline = Instant::now() + watch;
+    let target = &ctx.targets[(id as usize) % ctx.targets.len()];
+    let url = target.url_for(&swarm);
+    let source = source_addr(ctx.spec.worker, id, ctx.spec.sources);
+    let mut failures = 0u32;
+    loop {
+        if ctx.finish.is_cancelled() || Instant::now() >= deadline {
+            return;
+        }
+        let started = Instant::now();
+        let ws = match connect(target, &url, source, CONNECT_TIMEOUT).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                ctx.stats.connect_failed(&e.label());
+                failures += 1;
+                if !pause(&ctx, backoff(failures, &mut rng), deadline).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let session = Session {
+            ctx: &ctx,
+            swarm: &swarm,
+            browser,
+            deadline,
+            started,
+            rng: &mut rng,
+        };
+        match session.run(ws).await {
+            Outcome::Done => return,
+            Outcome::Reconnect(after) => {
+                ctx.stats.count(C::reconnects, 1);
+                failures = 0;
+                if !pause(&ctx, after, deadline).await {
+                    return;
+                }
+            }
+            Outcome::Broken => {
+                failures += 1;
+                if !pause(&ctx, backoff(failures, &mut rng), deadline).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn backoff(failures: u32, rng: &mut StdRng) -> Duration {
+    let exp = BACKOFF_MIN
+        .saturating_mul(1 << failures.min(6))
+        .min(BACKOFF_MAX);
+    // Full jitter, so viewers that failed together don't come back together.
+    exp.mul_f64(rng.random_range(0.5..=1.0))
+}
+
+/// Waits `d`, unless the run winds down or the watch time ends first; false then.
+async fn pause(ctx: &Ctx, d: Duration, deadline: Instant) -> bool {
+    let until = Instant::now() + d;
+    if until >= deadline {
+        return false;
+    }
+    tokio::select! {
+        () = sleep_until(until) => true,
+        () = ctx.finish.cancelled() => false,
+    }
+}
+
+/// A negotiation this viewer takes part in.
+struct Nego {
+    /// The other viewer.
+    peer: PeerId,
+    /// The `sid` on the wire.
+    sid: String,
+    /// True when this viewer made the offer.
+    offerer: bool,
+    /// Messages sent so far (the next one's position).
+    sent_n: u32,
+    /// Messages received so far.
+    recv_n: u32,
+    /// Positions and kinds sent, for matching refusals.
+    sent: VecDeque<(u32, Kind)>,
+    /// The tracker refused a message of it: send nothing more.
+    abandoned: bool,
+}
+
+impl Nego {
+    fn out_dir(&self) -> Dir {
+        if self.offerer {
+            Dir::ToAnswerer
+        } else {
+            Dir::ToOfferer
+        }
+    }
+
+    fn in_dir(&self) -> Dir {
+        if self.offerer {
+            Dir::ToOfferer
+        } else {
+            Dir::ToAnswerer
+        }
+    }
+}
+
+/// A message due at a time.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at: Instant,
+    seq: u64,
+    nego: u64,
+    /// `None`: the offer or answer; `Some(i)`: candidate batch `i`.
+    batch: Option<usize>,
+}
+
+struct Session<'a> {
+    ctx: &'a Ctx,
+    swarm: &'a str,
+    browser: Browser,
+    deadline: Instant,
+    started: Instant,
+    rng: &'a mut StdRng,
+}
+
+/// The state of one connection.
+struct Live<'a> {
+    ctx: &'a Ctx,
+    swarm: &'a str,
+    browser: Browser,
+    format: Format,
+    sink: SplitSink<Ws, Message>,
+    negos: HashMap<u64, Nego>,
+    due: BinaryHeap<Reverse<Due>>,
+    seq: u64,
+    /// `join`s sent and not yet answered, with when they were sent.
+    joins: VecDeque<Instant>,
+    finishing: bool,
+}
+
+/// Counts a viewer as connected for as long as it lives.
+struct Connected<'a>(&'a Ctx);
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.stats.viewers_add(false);
+    }
+}
+
+impl Session<'_> {
+    async fn run(self, ws: Ws) -> Outcome {
+        let ctx = self.ctx;
+        let (sink, mut stream) = ws.split();
+        // welcome first; anything else is a broken tracker.
+        let welcome = tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await;
+        let ok = match welcome {
+            Ok(Some(Ok(frame))) => {
+                count_in(ctx, &frame);
+                matches!(decode(&frame), Some(ServerMsg::Welcome { .. }))
+            }
+            _ => false,
+        };
+        if !ok {
+            ctx.stats.connect_failed("no_welcome");
+            return Outcome::Broken;
+        }
+        ctx.stats.connected(self.started.elapsed());
+        ctx.stats.viewers_add(true);
+        let _connected = Connected(ctx);
+        let (tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
+        let _registered = ctx.registry.register(tx);
+        let mut live = Live {
+            ctx,
+            swarm: self.swarm,
+            browser: self.browser,
+            format: if ctx.spec.msgpack {
+                Format::MsgPack
+            } else {
+                Format::Json
+            },
+            sink,
+            negos: HashMap::new(),
+            due: BinaryHeap::new(),
+            seq: 0,
+            joins: VecDeque::new(),
+            finishing: false,
+        };
+        if live.join(ctx.spec.want).await.is_err() {
+            return Outcome::Broken;
+        }
+        let mut linger_until: Option<Instant> = None;
+        loop {
+            let next_due = live.due.peek().map(|Reverse(d)| d.at);
+            tokio::select! {
+                biased;
+                frame = stream.next() => {
+                    let frame = match frame {
+                        Some(Ok(f)) => f,
+                        Some(Err(_)) | None => {
+                            if linger_until.is_some() {
+                                return Outcome::Done;
+                            }
+                            ctx.stats.close("eof");
+                            return Outcome::Broken;
+                        }
+                    };
+                    count_in(ctx, &frame);
+                    if let Message::Close(close) = &frame {
+                        if linger_until.is_some() {
+                            return Outcome::Done;
+                        }
+                        let code = close.as_ref().map_or(1005, |c| u16::from(c.code));
+                        ctx.stats.close(&code.to_string());
+                        return Outcome::Broken;
+                    }
+                    match decode(&frame) {
+                        Some(msg) => {
+                            if let Some(after) = live.on_message(msg, self.rng).await {
+                                live.close().await;
+                                return Outcome::Reconnect(after);
+                            }
+                        }
+                        None if matches!(frame, Message::Text(_) | Message::Binary(_)) => {
+                            ctx.stats.count(C::bad_frames, 1);
+                        }
+                        None => {}
+                    }
+                }
+                () = sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
+                    if live.send_due().await.is_err() {
+                        ctx.stats.close("eof");
+                        return Outcome::Broken;
+                    }
+                }
+                Some(Command::Renegotiate) = commands.recv(), if !live.finishing => {
+                    ctx.stats.count(C::renegotiations, 1);
+                    if live.join(1).await.is_err() {
+                        return Outcome::Broken;
+                    }
+                }
+                () = ctx.finish.cancelled(), if !live.finishing => live.finishing = true,
+                () = sleep_until(self.deadline), if !live.finishing => live.finishing = true,
+                () = sleep_until(linger_until.unwrap_or_else(Instant::now)), if linger_until.is_some() => {
+                    live.close().await;
+                    return Outcome::Done;
+                }
+            }
+            // Finished what it started: leave, then linger for what is in flight to it.
+            if live.finishing
+                && linger_until.is_none()
+                && live.due.is_empty()
+                && live.joins.is_empty()
+            {
+                let leave = ClientMsg::Leave {
+                    swarm: Cow::Borrowed(live.swarm),
+                };
+                if live.send(&leave).await.is_err() || live.sink.flush().await.is_err() {
+                    return Outcome::Done;
+                }
+                linger_until = Some(Instant::now() + LINGER);
+            }
+        }
+    }
+}
+
+fn count_in(ctx: &Ctx, frame: &Message) {
+    ctx.stats.count(C::frames_in, 1);
+    ctx.stats.count(C::bytes_in, frame.len() as u64);
+}
+
+fn decode(frame: &Message) -> Option<ServerMsg<'_>> {
+    match frame {
+        Message::Text(t) => serde_json::from_str(t.as_str()).ok(),
+        Message::Binary(b) => rmp_serde::from_slice(b).ok(),
+        _ => None,
+    }
+}
+
+fn parse_sid(sid: &str) -> Option<u64> {
+    u64::from_str_radix(sid, 16).ok()
+}
+
+impl Live<'_> {
+    fn side(&self, offerer: bool) -> &Side {
+        let script = self.ctx.payloads.script(self.browser);
+        if offerer {
+            &script.offerer
+        } else {
+            &script.answerer
+        }
+    }
+
+    async fn send(&mut self, msg: &ClientMsg<'_>) -> Result<(), ()> {
+        let bytes = encode_client(msg, self.format).map_err(|_| ())?;
+        let len = bytes.len();
+        let frame = match self.format {
+            Format::Json => Message::Text(String::from_utf8(bytes).map_err(|_| ())?.into()),
+            Format::MsgPack => Message::Binary(bytes.into()),
+        };
+        self.sink.feed(frame).await.map_err(|_| ())?;
+        self.ctx.stats.frame_out(len);
+        Ok(())
+    }
+
+    async fn join(&mut self, want: u32) -> Result<(), ()> {
+        let msg = ClientMsg::Join {
+            swarm: Cow::Borrowed(self.swarm),
+            want,
+        };
+        self.send(&msg).await?;
+        self.sink.flush().await.map_err(|_| ())?;
+        self.ctx.stats.count(C::joins, 1);
+        self.joins.push_back(Instant::now());
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        let _ = self.sink.send(Message::Close(None)).await;
+    }
+
+    /// Schedules this side's SDP now and its candidate batches on the capture's timeline.
+    fn schedule(&mut self, nego: u64, offerer: bool) {
+        let now = Instant::now();
+        let batches: Vec<Duration> = self.side(offerer).batches.iter().map(|b| b.after).collect();
+        self.seq += 1;
+        self.due.push(Reverse(Due {
+            at: now,
+            seq: self.seq,
+            nego,
+            batch: None,
+        }));
+        for (i, after) in batches.into_iter().enumerate() {
+            self.seq += 1;
+            self.due.push(Reverse(Due {
+                at: now + after,
+                seq: self.seq,
+                nego,
+                batch: Some(i),
+            }));
+        }
+    }
+
+    fn offer_to(&mut self, peer: PeerId) {
+        let id = self.ctx.new_nego();
+        self.negos.insert(
+            id,
+            Nego {
+                peer,
+                sid: format!("{id:x}"),
+                offerer: true,
+                sent_n: 0,
+                recv_n: 0,
+                sent: VecDeque::new(),
+                abandoned: false,
+            },
+        );
+        self.ctx.stats.count(C::negotiations, 1);
+        self.schedule(id, true);
+    }
+
+    /// Sends every message that is due, in one flush.
+    async fn send_due(&mut self) -> Result<(), ()> {
+        let now = Instant::now();
+        let mut any = false;
+        while let Some(Reverse(d)) = self.due.peek() {
+            if d.at > now {
+                break;
+            }
+            let Some(Reverse(d)) = self.due.pop() else {
+                break;
+            };
+            any |= self.send_one(&d).await?;
+        }
+        if any {
+            self.sink.flush().await.map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    async fn send_one(&mut self, d: &Due) -> Result<bool, ()> {
+        let ctx = self.ctx;
+        let Some(nego) = self.negos.get(&d.nego) else {
+            return Ok(false);
+        };
+        if nego.abandoned {
+            return Ok(false);
+        }
+        let offerer = nego.offerer;
+        let side = self.side(offerer);
+        let (kind, msg) = match d.batch {
+            None => {
+                let signal = Signal {
+                    swarm: Cow::Borrowed(self.swarm),
+                    to: nego.peer,
+                    sid: Cow::Borrowed(&nego.sid),
+                    m: Cow::Borrowed(&side.sdp),
+                };
+                if offerer {
+                    (Kind::Offer, ClientMsg::Offer(signal))
+                } else {
+                    (Kind::Answer, ClientMsg::Answer(signal))
+                }
+            }
+            Some(i) => {
+                let Some(batch) = side.batches.get(i) else {
+                    return Ok(false);
+                };
+                let cands = Cands {
+                    swarm: Cow::Borrowed(self.swarm),
+                    to: nego.peer,
+                    sid: Cow::Borrowed(&nego.sid),
+                    c: batch
+                        .cands
+                        .iter()
+                        .map(|c| Cow::Borrowed(c.as_str()))
+                        .collect(),
+                    end: batch.end.then_some(true),
+                };
+                (Kind::Cands, ClientMsg::Cands(cands))
+            }
+        };
+        let bytes = encode_client(&msg, self.format).map_err(|_| ())?;
+        let Some(nego) = self.negos.get_mut(&d.nego) else {
+            return Ok(false);
+        };
+        let key = Key {
+            nego: d.nego,
+            dir: nego.out_dir(),
+            n: nego.sent_n,
+        };
+        nego.sent.push_back((nego.sent_n, kind));
+        nego.sent_n += 1;
+        // In the ledger before it leaves, so even the fastest receiver finds it.
+        ctx.ledger.sent(key, kind, std::time::Instant::now());
+        ctx.stats.sent(kind, bytes.len());
+        let frame = match self.format {
+            Format::Json => Message::Text(String::from_utf8(bytes).map_err(|_| ())?.into()),
+            Format::MsgPack => Message::Binary(bytes.into()),
+        };
+        self.sink.feed(frame).await.map_err(|_| ())?;
+        Ok(true)
+    }
+
+    /// Handles one message; returns the delay of a `reconnect`.
+    async fn on_message(&mut self, msg: ServerMsg<'_>, rng: &mut StdRng) -> Option<Duration> {
+        match msg {
+            ServerMsg::Batch { msgs } => {
+                for m in msgs {
+                    if let Some(after) = Box::pin(self.on_message(m, rng)).await {
+                        return Some(after);
+                    }
+                }
+            }
+            ServerMsg::Peers { peers, .. } => {
+                if let Some(sent) = self.joins.pop_front() {
+                    self.ctx.stats.join(sent.elapsed());
+                }
+                self.ctx.stats.count(C::peers, 1);
+                if !self.finishing {
+                    for p in peers {
+                        self.offer_to(p);
+                    }
+                }
+            }
+            ServerMsg::Offer(s) => self.on_relayed(Kind::Offer, &s.sid, s.from),
+            ServerMsg::Answer(s) => self.on_relayed(Kind::Answer, &s.sid, s.from),
+            ServerMsg::Cands(c) => self.on_relayed(Kind::Cands, &c.sid, c.from),
+            ServerMsg::Reconnect { after_ms } => {
+                // Spread as the server asked; a little jitter of our own on top is harmless.
+                let jitter = rng.random_range(0..=after_ms / 10 + 1);
+                return Some(Duration::from_millis(after_ms + jitter));
+            }
+            ServerMsg::Error {
+                code,
+                reference,
+                sid,
+                ..
+            } => {
+                self.ctx.stats.error(code.as_str());
+                if let (Some(kind), Some(nego)) = (
+                    reference.as_deref().and_then(Kind::from_ref),
+                    sid.as_deref().and_then(parse_sid),
+                ) {
+                    self.on_refused(nego, kind);
+                }
+            }
+            ServerMsg::Welcome { .. } | ServerMsg::Pong => {}
+        }
+        None
+    }
+
+    fn on_relayed(&mut self, kind: Kind, sid: &str, from: PeerId) {
+        let ctx = self.ctx;
+        let Some(id) = parse_sid(sid) else {
+            ctx.stats.count(C::unmatched, 1);
+            return;
+        };
+        let mut answer = false;
+        let nego = match self.negos.get_mut(&id) {
+            Some(n) => n,
+            None if kind == Kind::Offer => {
+                answer = !self.finishing;
+                self.negos.entry(id).or_insert(Nego {
+                    peer: from,
+                    sid: sid.to_string(),
+                    offerer: false,
+                    sent_n: 0,
+                    recv_n: 0,
+                    sent: VecDeque::new(),
+                    abandoned: false,
+                })
+            }
+            None => {
+                // Candidates or an answer for a negotiation this connection doesn't know: the
+                // viewer reconnected since, and the message was sent before.
+                ctx.stats.count(C::unmatched, 1);
+                return;
+            }
+        };
+        let key = Key {
+            nego: id,
+            dir: nego.in_dir(),
+            n: nego.recv_n,
+        };
+        nego.recv_n += 1;
+        match ctx.ledger.received(key, kind, std::time::Instant::now()) {
+            Receipt::Delivered {
+                latency,
+                misordered,
+            } => {
+                ctx.stats.delivered(kind);
+                ctx.stats.relay(kind, latency);
+                if misordered {
+                    ctx.stats.count(C::misordered, 1);
+                }
+            }
+            Receipt::Unknown => ctx.stats.count(C::late, 1),
+        }
+        if answer {
+            self.schedule(id, false);
+        }
+    }
+
+    /// The tracker refused a message of negotiation `id`: account for the oldest one of that
+    /// kind still outstanding, and send nothing more in it.
+    fn on_refused(&mut self, id: u64, kind: Kind) {
+        let ctx = self.ctx;
+        let Some(nego) = self.negos.get_mut(&id) else {
+            return;
+        };
+        nego.abandoned = true;
+        let dir = nego.out_dir();
+        let found = nego
+            .sent
+            .iter()
+            .position(|&(n, k)| k == kind && ctx.ledger.refused(Key { nego: id, dir, n }));
+        if let Some(i) = found {
+            nego.sent.remove(i);
+            ctx.stats.count(C::refused, 1);
+        }
+    }
+}
