@@ -4,12 +4,11 @@ mod common;
 
 use common::process::TrackerProcess;
 use common::redis::{RedisCluster, RedisServer};
-use common::{Client, Deadline, TestServer, offer, test_config};
+use common::{
+    Client, Deadline, OFFER_SDP, TestServer, exchange_across, join_until_paired, offer, test_config,
+};
 use tracker::config::Config;
-use tracker::protocol::{Cands, ClientMsg, Format, PeerId, ServerMsg, Signal};
-
-const OFFER_SDP: &str = include_str!("fixtures/chrome-datachannel-offer-complete.sdp");
-const ANSWER_SDP: &str = include_str!("fixtures/firefox-datachannel-answer-complete.sdp");
+use tracker::protocol::{ClientMsg, Format, ServerMsg};
 
 /// How long one polling attempt waits for a relayed signal before trying again.
 const SHORT: std::time::Duration = std::time::Duration::from_millis(300);
@@ -35,15 +34,6 @@ async fn redis_ready(server: &TestServer) {
     server.wait_metric("tracker_redis_subscribed", 1.0).await;
 }
 
-/// Joins `b` until Redis hands it `a` (the subscriber and the first refresh may still be on
-/// their way when the test starts).
-async fn join_until_paired(b: &mut Client, swarm: &str, a: PeerId) {
-    let deadline = Deadline::new("remote pairing");
-    while !b.join(swarm, 8).await.contains(&a) {
-        deadline.tick().await;
-    }
-}
-
 /// Sends offers from `b` to `a` until one arrives: after an outage, the first ones may be lost.
 async fn relay_until_delivered(b: &mut Client, a: &mut Client, swarm: &str, what: &str) {
     let deadline = Deadline::new(what);
@@ -66,38 +56,6 @@ async fn two_trackers(config: Config) -> (TestServer, TestServer) {
     redis_ready(&one).await;
     redis_ready(&two).await;
     (one, two)
-}
-
-/// Offer, answer and candidates between viewers on two instances.
-async fn exchange_across(a: &mut Client, b: &mut Client, swarm: &str) {
-    b.send(&offer(swarm, a.peer, "x1", OFFER_SDP)).await;
-    match a.recv().await {
-        ServerMsg::Offer(s) => assert_eq!((s.from, &*s.m), (b.peer, OFFER_SDP)),
-        m => panic!("expected the offer, got {m:?}"),
-    }
-    a.send(&ClientMsg::Answer(Signal {
-        swarm: swarm.into(),
-        to: b.peer,
-        sid: "x1".into(),
-        m: ANSWER_SDP.into(),
-    }))
-    .await;
-    match b.recv().await {
-        ServerMsg::Answer(s) => assert_eq!((s.from, &*s.m), (a.peer, ANSWER_SDP)),
-        m => panic!("expected the answer, got {m:?}"),
-    }
-    b.send(&ClientMsg::Cands(Cands {
-        swarm: swarm.into(),
-        to: a.peer,
-        sid: "x1".into(),
-        c: vec!["candidate:1 1 udp 2113937151 192.0.2.1 5000 typ host".into()],
-        end: Some(true),
-    }))
-    .await;
-    match a.recv().await {
-        ServerMsg::Cands(c) => assert_eq!((c.from, c.end), (b.peer, Some(true))),
-        m => panic!("expected candidates, got {m:?}"),
-    }
 }
 
 #[tokio::test]

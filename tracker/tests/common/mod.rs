@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
+pub mod haproxy;
 pub mod process;
 pub mod redis;
 pub mod resp;
@@ -22,10 +23,18 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracker::config::{Config, Secret};
-use tracker::protocol::{ClientMsg, Format, InstanceId, PeerId, ServerMsg, encode_client};
+use tracker::protocol::{
+    Cands, ClientMsg, Format, InstanceId, PeerId, ServerMsg, Signal, encode_client,
+};
 
 /// How long any single expected event may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A complete Chrome offer (real SDP).
+pub const OFFER_SDP: &str = include_str!("../fixtures/chrome-datachannel-offer-complete.sdp");
+
+/// A complete Firefox answer (real SDP).
+pub const ANSWER_SDP: &str = include_str!("../fixtures/firefox-datachannel-answer-complete.sdp");
 
 /// The admin token test servers use.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -451,5 +460,46 @@ impl Client {
     /// Closes from the client side.
     pub async fn close(mut self) {
         let _ = within("client close", self.ws.close(None)).await;
+    }
+}
+
+/// Joins `b` until it is handed `a` (the subscriber and the first refresh may still be on
+/// their way when the test starts).
+pub async fn join_until_paired(b: &mut Client, swarm: &str, a: PeerId) {
+    let deadline = Deadline::new("remote pairing");
+    while !b.join(swarm, 8).await.contains(&a) {
+        deadline.tick().await;
+    }
+}
+
+/// Offer, answer and candidates between viewers on two instances.
+pub async fn exchange_across(a: &mut Client, b: &mut Client, swarm: &str) {
+    b.send(&offer(swarm, a.peer, "x1", OFFER_SDP)).await;
+    match a.recv().await {
+        ServerMsg::Offer(s) => assert_eq!((s.from, &*s.m), (b.peer, OFFER_SDP)),
+        m => panic!("expected the offer, got {m:?}"),
+    }
+    a.send(&ClientMsg::Answer(Signal {
+        swarm: swarm.into(),
+        to: b.peer,
+        sid: "x1".into(),
+        m: ANSWER_SDP.into(),
+    }))
+    .await;
+    match b.recv().await {
+        ServerMsg::Answer(s) => assert_eq!((s.from, &*s.m), (a.peer, ANSWER_SDP)),
+        m => panic!("expected the answer, got {m:?}"),
+    }
+    b.send(&ClientMsg::Cands(Cands {
+        swarm: swarm.into(),
+        to: a.peer,
+        sid: "x1".into(),
+        c: vec!["candidate:1 1 udp 2113937151 192.0.2.1 5000 typ host".into()],
+        end: Some(true),
+    }))
+    .await;
+    match a.recv().await {
+        ServerMsg::Cands(c) => assert_eq!((c.from, c.end), (b.peer, Some(true))),
+        m => panic!("expected candidates, got {m:?}"),
     }
 }

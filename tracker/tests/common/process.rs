@@ -45,6 +45,21 @@ impl TrackerProcess {
         format!("ws://{}/v1/ws", self.addr)
     }
 
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits until the process exits on its own (e.g. at the end of a drain) and returns its
+    /// exit code.
+    pub async fn exited(&mut self) -> Option<i32> {
+        super::eventually("tracker process exit", || {
+            let status = self.child.try_wait().expect("try_wait");
+            async move { status.map(|s| s.code()) }
+        })
+        .await
+    }
+
     /// SIGKILL: no drain, no goodbye to Redis.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
