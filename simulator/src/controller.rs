@@ -29,7 +29,7 @@ pub enum Mode {
 #[derive(Debug)]
 pub enum FromWorker {
     /// An event of the engine.
-    Event(Event),
+    Event(Box<Event>),
     /// The worker ended without finishing.
     Failed(String),
 }
@@ -65,7 +65,7 @@ pub async fn drive(
         let tx2 = tx.clone();
         tokio::spawn(async move {
             while let Some(e) = erx.recv().await {
-                let _ = tx2.send((0, FromWorker::Event(e)));
+                let _ = tx2.send((0, FromWorker::Event(Box::new(e))));
             }
             let failure = match engine.await {
                 Ok(Ok(())) => None,
@@ -130,17 +130,21 @@ pub async fn drive(
                 continue;
             }
         };
-        match msg {
+        let ev = match msg {
             FromWorker::Failed(why) => {
                 report.problems.push(why);
                 finished += 1;
+                continue;
             }
-            FromWorker::Event(Event::Tick {
+            FromWorker::Event(ev) => *ev,
+        };
+        match ev {
+            Event::Tick {
                 seq,
                 phase,
                 t_s,
                 snapshot,
-            }) => {
+            } => {
                 per_worker_total[w].then(&snapshot);
                 let e = ticks
                     .entry(seq)
@@ -154,7 +158,7 @@ pub async fn drive(
                     report.timeline.push(point);
                 }
             }
-            FromWorker::Event(Event::PhaseEnd { phase, snapshot }) => {
+            Event::PhaseEnd { phase, snapshot } => {
                 let e = phase_ends.entry(phase).or_default();
                 e.0 += 1;
                 e.1.beside(&snapshot);
@@ -177,7 +181,7 @@ pub async fn drive(
                     report.steps.push(step);
                 }
             }
-            FromWorker::Event(Event::Done { tail }) => {
+            Event::Done { tail } => {
                 per_worker_total[w].then(&tail);
                 finished += 1;
             }

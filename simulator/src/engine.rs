@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -28,6 +28,9 @@ use crate::payload::Payloads;
 use crate::stats::{C, Snapshot, Stats, process_cpu_ms};
 use crate::target::Target;
 use crate::viewer::{self, Command};
+
+/// How often the wind-down checks whether negotiations in flight have completed.
+const QUIESCE_POLL: Duration = Duration::from_millis(10);
 
 /// What an engine reports, in order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,8 +121,13 @@ pub struct Ctx {
     pub ledger: Ledger,
     /// Viewers that can take a renegotiation.
     pub registry: Registry,
-    /// Cancelled at wind-down: viewers finish what they started and leave.
+    /// Cancelled first at wind-down: viewers start no new negotiation but complete those in
+    /// flight.
+    pub quiesce: CancellationToken,
+    /// Cancelled once nothing is in flight: viewers leave.
     pub finish: CancellationToken,
+    /// Viewers with a message due or a join unanswered.
+    pub busy: AtomicI64,
     zipf: Zipf<f64>,
     next_nego: AtomicU64,
 }
@@ -145,7 +153,9 @@ impl Ctx {
             stats: Stats::default(),
             ledger: Ledger::default(),
             registry: Registry::default(),
+            quiesce: CancellationToken::new(),
             finish: CancellationToken::new(),
+            busy: AtomicI64::new(0),
             zipf,
             next_nego: AtomicU64::new(1),
             spec,
@@ -246,14 +256,32 @@ pub async fn run(
         }
     }
 
-    // Wind down: no more arrivals or renegotiations; viewers finish and leave.
+    // Wind down: no more arrivals or renegotiations; negotiations in flight complete; then
+    // viewers leave. Leaving only once nothing is in flight keeps the end of a run from
+    // refusing its own last messages.
     load.cancel();
     let _ = arrivals.await;
     let _ = pacer.await;
+    ctx.quiesce.cancel();
+    let grace = Duration::from_millis(ctx.spec.grace_ms);
+    let quiet_by = Instant::now() + grace / 2;
+    let mut idle_polls = 0;
+    while idle_polls < 2 && Instant::now() < quiet_by {
+        // Twice idle in a row: a message sent just before the first poll has arrived.
+        idle_polls = if ctx.busy.load(Relaxed) <= 0 {
+            idle_polls + 1
+        } else {
+            0
+        };
+        tokio::time::sleep(QUIESCE_POLL).await;
+    }
     ctx.finish.cancel();
     viewers.close();
-    let grace = Duration::from_millis(ctx.spec.grace_ms);
-    if tokio::time::timeout(grace, viewers.wait()).await.is_err() {
+    let remaining = grace.saturating_sub(grace / 2);
+    if tokio::time::timeout(remaining, viewers.wait())
+        .await
+        .is_err()
+    {
         kill.cancel();
         viewers.wait().await;
     }

@@ -363,7 +363,7 @@ pub fn peak_connections(phases: &[Phase], watch_max: Duration, workers: u8) -> u
     let total_s = phases.iter().map(|p| p.duration_ms).sum::<u64>() as f64 / 1000.0;
     let window = watch_max.as_secs_f64().min(total_s);
     // 10 % for Poisson bursts and reconnects.
-    (top * window * 1.1).ceil() as u64
+    (top * window * 11.0 / 10.0).ceil() as u64
 }
 
 #[cfg(test)]

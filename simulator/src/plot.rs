@@ -10,11 +10,14 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("plot: {e}")
 }
 
+/// A line of a panel: its name, colour, and value at each point.
+type Series<'a> = (&'a str, RGBColor, fn(&Point) -> f64);
+
 /// One panel: some series of the timeline against time.
 struct Panel<'a> {
     title: &'a str,
     unit: &'a str,
-    series: Vec<(&'a str, RGBColor, fn(&Point) -> f64)>,
+    series: Vec<Series<'a>>,
 }
 
 /// Writes `report`'s timeline as an SVG to `path`.

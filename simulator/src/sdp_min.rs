@@ -68,11 +68,11 @@ pub fn minify(sdp: &str) -> Result<String, MinifyError> {
         b64(&raw)
     );
     for line in sdp.lines() {
-        if let Some(c) = line.trim_end().strip_prefix("a=") {
-            if c.starts_with("candidate:") {
-                out.push(',');
-                out.push_str(&candidate(c)?);
-            }
+        if let Some(c) = line.trim_end().strip_prefix("a=")
+            && c.starts_with("candidate:")
+        {
+            out.push(',');
+            out.push_str(&candidate(c)?);
         }
     }
     Ok(out)

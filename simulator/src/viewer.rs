@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures_util::stream::SplitSink;
@@ -28,7 +29,7 @@ use crate::stats::{C, Kind};
 use crate::target::{Ws, connect, source_addr};
 
 /// How long a leaving viewer keeps reading what is still in flight to it.
-const LINGER: Duration = Duration::from_millis(1000);
+const LINGER: Duration = Duration::from_millis(500);
 /// How long to wait for `welcome` and for the TCP + WebSocket handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backoff after a failure: from this, doubling, up to [`BACKOFF_MAX`], jittered.
@@ -200,7 +201,35 @@ struct Live<'a> {
     seq: u64,
     /// `join`s sent and not yet answered, with when they were sent.
     joins: VecDeque<Instant>,
+    /// No new negotiations (the run is winding down); offers in flight are still answered.
+    quiet: bool,
+    /// Leave once nothing is due.
     finishing: bool,
+    /// Counted in `ctx.busy`: something is due or a join is unanswered.
+    busy: bool,
+}
+
+impl Live<'_> {
+    /// Keeps `ctx.busy` (viewers with work in progress) up to date.
+    fn update_busy(&mut self) {
+        let busy = !self.due.is_empty() || !self.joins.is_empty();
+        if busy != self.busy {
+            self.busy = busy;
+            if busy {
+                self.ctx.busy.fetch_add(1, Relaxed);
+            } else {
+                self.ctx.busy.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        if self.busy {
+            self.ctx.busy.fetch_sub(1, Relaxed);
+        }
+    }
 }
 
 /// Counts a viewer as connected for as long as it lives.
@@ -248,7 +277,9 @@ impl Session<'_> {
             due: BinaryHeap::new(),
             seq: 0,
             joins: VecDeque::new(),
+            quiet: ctx.quiesce.is_cancelled(),
             finishing: false,
+            busy: false,
         };
         if live.join(ctx.spec.want).await.is_err() {
             return Outcome::Broken;
@@ -297,19 +328,21 @@ impl Session<'_> {
                         return Outcome::Broken;
                     }
                 }
-                Some(Command::Renegotiate) = commands.recv(), if !live.finishing => {
+                Some(Command::Renegotiate) = commands.recv(), if !live.quiet => {
                     ctx.stats.count(C::renegotiations, 1);
                     if live.join(1).await.is_err() {
                         return Outcome::Broken;
                     }
                 }
-                () = ctx.finish.cancelled(), if !live.finishing => live.finishing = true,
-                () = sleep_until(self.deadline), if !live.finishing => live.finishing = true,
+                () = ctx.quiesce.cancelled(), if !live.quiet => live.quiet = true,
+                () = ctx.finish.cancelled(), if !live.finishing => live.finish(),
+                () = sleep_until(self.deadline), if !live.finishing => live.finish(),
                 () = sleep_until(linger_until.unwrap_or_else(Instant::now)), if linger_until.is_some() => {
                     live.close().await;
                     return Outcome::Done;
                 }
             }
+            live.update_busy();
             // Finished what it started: leave, then linger for what is in flight to it.
             if live.finishing
                 && linger_until.is_none()
@@ -346,6 +379,11 @@ fn parse_sid(sid: &str) -> Option<u64> {
 }
 
 impl Live<'_> {
+    fn finish(&mut self) {
+        self.quiet = true;
+        self.finishing = true;
+    }
+
     fn side(&self, offerer: bool) -> &Side {
         let script = self.ctx.payloads.script(self.browser);
         if offerer {
@@ -521,7 +559,7 @@ impl Live<'_> {
                     self.ctx.stats.join(sent.elapsed());
                 }
                 self.ctx.stats.count(C::peers, 1);
-                if !self.finishing {
+                if !self.quiet {
                     for p in peers {
                         self.offer_to(p);
                     }

@@ -56,7 +56,7 @@ pub fn spawn(
                         Ok(Some(l)) => match serde_json::from_str::<Event>(&l) {
                             Ok(ev) => {
                                 done |= matches!(ev, Event::Done { .. });
-                                let _ = tx.send((w, FromWorker::Event(ev)));
+                                let _ = tx.send((w, FromWorker::Event(Box::new(ev))));
                             }
                             Err(e) => {
                                 let _ = tx.send((w, FromWorker::Failed(format!("worker {w} sent {l:?}: {e}"))));
