@@ -78,8 +78,9 @@ impl Options {
             check_rise: 1,
             slowstart: "1s",
             hash_balance_factor: 150,
-            server_maxconn: 1000,
-            global_maxconn: 2000,
+            // Tests hold tens of viewers; HAProxy needs ~2 x maxconn descriptors at start.
+            server_maxconn: 200,
+            global_maxconn: 256,
         }
     }
 }
