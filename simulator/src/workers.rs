@@ -101,6 +101,15 @@ pub async fn worker_main() -> anyhow::Result<()> {
             stop.cancel();
         });
     }
+    // Ctrl-C reaches the whole process group; the parent decides (it closes our stdin), so a
+    // worker must not die of it and lose its figures.
+    tokio::spawn(async {
+        loop {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+        }
+    });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let engine = tokio::spawn(engine::run(spec, stop, tx));
     let mut out = tokio::io::stdout();
