@@ -692,7 +692,10 @@ mod tests {
         }
         assert_eq!(
             encode(&msgs[3], Format::Json, 0).expect("json"),
-            Frame::Text(r#"{"t":"error","code":"unknown_peer","msg":"gone","ref":"offer","sid":"s1"}"#.into())
+            Frame::Text(
+                r#"{"t":"error","code":"unknown_peer","msg":"gone","ref":"offer","sid":"s1"}"#
+                    .into()
+            )
         );
     }
 
