@@ -374,6 +374,14 @@ fn decode(frame: &Message) -> Option<ServerMsg<'_>> {
     }
 }
 
+/// An encoded message as a text (JSON) or binary (MessagePack) frame.
+fn to_frame(format: Format, bytes: Vec<u8>) -> Result<Message, ()> {
+    Ok(match format {
+        Format::Json => Message::Text(String::from_utf8(bytes).map_err(|_| ())?.into()),
+        Format::MsgPack => Message::Binary(bytes.into()),
+    })
+}
+
 fn parse_sid(sid: &str) -> Option<u64> {
     u64::from_str_radix(sid, 16).ok()
 }
@@ -396,11 +404,10 @@ impl Live<'_> {
     async fn send(&mut self, msg: &ClientMsg<'_>) -> Result<(), ()> {
         let bytes = encode_client(msg, self.format).map_err(|_| ())?;
         let len = bytes.len();
-        let frame = match self.format {
-            Format::Json => Message::Text(String::from_utf8(bytes).map_err(|_| ())?.into()),
-            Format::MsgPack => Message::Binary(bytes.into()),
-        };
-        self.sink.feed(frame).await.map_err(|_| ())?;
+        self.sink
+            .feed(to_frame(self.format, bytes)?)
+            .await
+            .map_err(|_| ())?;
         self.ctx.stats.frame_out(len);
         Ok(())
     }
@@ -536,11 +543,10 @@ impl Live<'_> {
         // In the ledger before it leaves, so even the fastest receiver finds it.
         ctx.ledger.sent(key, kind, std::time::Instant::now());
         ctx.stats.sent(kind, bytes.len());
-        let frame = match self.format {
-            Format::Json => Message::Text(String::from_utf8(bytes).map_err(|_| ())?.into()),
-            Format::MsgPack => Message::Binary(bytes.into()),
-        };
-        self.sink.feed(frame).await.map_err(|_| ())?;
+        self.sink
+            .feed(to_frame(self.format, bytes)?)
+            .await
+            .map_err(|_| ())?;
         Ok(true)
     }
 
