@@ -572,3 +572,29 @@ async fn failure_skipping_offers(c: &mut WtClient) -> Value {
         }
     }
 }
+
+#[tokio::test]
+async fn a_peer_is_in_the_fleet_swarm_once_its_announce_is_answered() {
+    let redis = RedisServer::start();
+    let s1 = TestServer::with_config(redis_config(&redis.url())).await;
+    let s2 = TestServer::with_config(redis_config(&redis.url())).await;
+    for s in [&s1, &s2] {
+        s.wait_metric("tracker_redis_subscribed", 1.0).await;
+    }
+    // Many rounds, each in a fresh swarm: a join without offers is written to Redis before
+    // its reply, so an offer announced on the other instance right after always finds it.
+    for n in 0..20 {
+        let ih = id('r', n);
+        let mut a = peer(&s1).await;
+        let mut msg = announce(&ih, &id('a', n), &[]);
+        msg["numwant"] = json!(0);
+        msg["event"] = json!("started");
+        a.send(&msg).await;
+        a.recv().await;
+        let mut b = peer(&s2).await;
+        b.send(&announce(&ih, &id('b', n), &[id('o', n)])).await;
+        b.recv().await;
+        let got = a.recv().await;
+        assert_eq!(got["offer_id"], id('o', n), "round {n}");
+    }
+}

@@ -273,7 +273,7 @@ impl Session<WebTorrent> {
         };
         let joined = state
             .membership()
-            .join(self.id, &key, u32::try_from(want).unwrap_or(u32::MAX))
+            .join_registered(self.id, &key, u32::try_from(want).unwrap_or(u32::MAX))
             .await;
         match index {
             Some(i) => self.proto.joined[i].last_announce = now,
