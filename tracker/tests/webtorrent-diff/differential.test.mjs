@@ -4,6 +4,7 @@
 // on purpose (docs/WEBTORRENT.md), `difference` asserts each side's behaviour.
 
 import assert from 'node:assert/strict'
+import { test } from 'node:test'
 
 import {
   SDP, announce, expectMessage, is, makeOffers, settle
@@ -255,3 +256,92 @@ differential(targets, 'a binary frame holding JSON is handled like a text frame'
     assert.equal(offer.offer.sdp, 'sdp:chromeOffer')
     assert.equal(answer.answer.sdp, 'sdp:chromeAnswer')
   })
+
+// Bad input, where both servers refuse: the refusal (a `failure reason`, or for swarmtrack possibly
+// a close with a reason) and that the client can go on (on the same connection, or a fresh one
+// if the server closed it). The reasons' texts differ and are printed, not compared.
+const badInputs = ids => {
+  const ok = { action: 'announce', info_hash: ids.badHash, peer_id: ids.me, numwant: 0 }
+  return [
+    ['malformed JSON', '{"action":"announce",'],
+    ['not JSON at all', 'hello'],
+    ['an empty frame', ''],
+    ['JSON number', '42'],
+    ['JSON string', '"announce"'],
+    ['JSON null', 'null'],
+    ['JSON true', 'true'],
+    ['JSON array holding an announce', JSON.stringify([ok])],
+    ['no action', { ...ok, action: undefined }],
+    ['unknown action', { ...ok, action: 'connect' }],
+    ['action not a string', { ...ok, action: 1 }],
+    ['announce without info_hash', { ...ok, info_hash: undefined }],
+    ['info_hash a number', { ...ok, info_hash: 12345678901234567890 }],
+    ['info_hash a list', { ...ok, info_hash: [ids.badHash] }],
+    ['info_hash null', { ...ok, info_hash: null }],
+    ['info_hash of 19 chars', { ...ok, info_hash: ids.badHash.slice(1) }],
+    ['info_hash of 21 chars', { ...ok, info_hash: ids.badHash + 'x' }],
+    ['info_hash of 19 chars and an astral char (21 UTF-16 units)', { ...ok, info_hash: ids.badHash.slice(1) + '\u{1F600}' }],
+    ['announce without peer_id', { ...ok, peer_id: undefined }],
+    ['peer_id a number', { ...ok, peer_id: 7 }],
+    ['peer_id of 19 chars', { ...ok, peer_id: ids.me.slice(1) }],
+    ['peer_id of 21 chars', { ...ok, peer_id: ids.me + 'x' }],
+    ['answer without to_peer_id', { ...ok, offer_id: ids.someOffer, answer: { type: 'answer', sdp: SDP.chromeAnswer } }],
+    ['answer with a 19-char to_peer_id', { ...ok, to_peer_id: ids.other.slice(1), offer_id: ids.someOffer, answer: { type: 'answer', sdp: SDP.chromeAnswer } }],
+    ['unknown event', { ...ok, event: 'paused-forever' }],
+    ['scrape list holding a 19-char info_hash', { action: 'scrape', info_hash: [ids.badHash.slice(1)] }],
+    ['scrape list holding a number', { action: 'scrape', info_hash: [5] }]
+  ]
+}
+
+/** Sends one bad input and returns how it was refused: the failure message, or the close. */
+async function refusal (client, frame) {
+  client.sendRaw(typeof frame === 'string' ? frame : JSON.stringify(frame))
+  return client.waitFor(() => {
+    const i = client.inbox.findIndex(is.failure())
+    if (i >= 0) return { failure: client.inbox.splice(i, 1)[0] }
+    if (client.closed) return { close: client.closed }
+    return null
+  }, 'failure reason or close')
+}
+
+const refusals = {} // case -> target -> the refusal, for the report
+
+differential(targets, 'bad input: refused with a failure reason (or a close), and the client goes on',
+  (target, ids) => withSession(target, async s => {
+    let client = await s.connect('bad')
+    const outcome = []
+    for (const [name, frame] of badInputs(ids)) {
+      const got = await refusal(client, frame)
+      ;(refusals[name] ??= {})[target.name] = got.failure ? got.failure['failure reason'] : `close ${JSON.stringify(got.close)}`
+      if (target.isReference === false && got.failure) checkFailureFields(name, frame, got.failure, ids)
+      if (client.closed) client = await s.connect('bad')
+      // The client goes on: a good announce in a fresh swarm gets its reply.
+      const ih = ids[`after ${name}`]
+      const reply = await announce(client, ih, ids.me, { event: 'started' })
+      outcome.push([name, 'refused', reply.incomplete === 1 ? 'goes on' : `reply ${JSON.stringify(reply)}`])
+    }
+    // No stray message (a second failure, or a reply to the bad input) is left behind.
+    const [rest] = await settle(target, [{ client, peerId: ids.me }])
+    return { outcome, rest }
+  }),
+  obs => assert.deepEqual(obs.rest, []))
+
+/**
+ * swarmtrack's failure messages name the `action` and `info_hash` when they are known (the
+ * reference only does for errors after parsing).
+ */
+function checkFailureFields (name, frame, failure, ids) {
+  assert.equal(typeof failure['failure reason'], 'string', name)
+  assert.ok(failure['failure reason'].length > 0, name)
+  if (typeof frame !== 'object' || frame === null) return
+  if (frame.action === 'announce' || frame.action === 'scrape') {
+    assert.equal(failure.action, frame.action, `${name}: failure names the action`)
+  }
+  if (frame.info_hash === ids.badHash) {
+    assert.equal(failure.info_hash, ids.badHash, `${name}: failure names the info_hash`)
+  }
+}
+
+test('report: the failure reasons of both servers', t => {
+  for (const [name, byTarget] of Object.entries(refusals)) t.diagnostic(`${name}: ${JSON.stringify(byTarget)}`)
+})
