@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 
 import {
-  SDP, announce, expectMessage, is, makeOffers, settle
+  SDP, announce, binaryId, expectMessage, is, makeOffers, settle
 } from './harness.mjs'
 import {
   difference, norm, useTargets, withSession
@@ -232,7 +232,7 @@ test('scrape with an info_hash that is neither a string nor a list is refused (i
         await client.waitFor(() => client.inbox.find(is.failure()) || client.closed, 'failure or close')
         client.inbox.splice(0)
         if (client.closed) client = await s.connect('a')
-        const reply = await announce(client, Object.keys({ [String(infoHash)]: 0 })[0].padEnd(20, '.').slice(0, 20), 'peer-after-scrape...', { event: 'started' })
+        const reply = await announce(client, binaryId(), binaryId(), { event: 'started' })
         assert.equal(reply.interval, 120, `${target.name}: goes on after scrape info_hash ${JSON.stringify(infoHash)}`)
       }
     })
