@@ -115,8 +115,8 @@ difference(targets, '3. ids are 20 characters, each at most U+00FF (the referenc
       const ih = fields.info_hash ?? ids[`swarm ${name}`]
       const offers = fields.offers ?? makeOffers(1)
       const peerId = fields.peer_id ?? ids[`x ${name}`]
-      await announce(peer, ih, ids.peer, { event: 'started' })
-      const reply = await announce(x, ih, peerId, { event: 'started', numwant: 1, ...fields, offers })
+      await announce(peer, ih, ids.peer, { event: 'started' }, { anyReply: true })
+      const reply = await announce(x, ih, peerId, { event: 'started', numwant: 1, ...fields, offers }, { anyReply: true })
       const [toPeer] = await settle(target, [{ client: peer, peerId: ids.peer }])
       const offer = toPeer.find(m => m.offer)
       const altered = offer && ['info_hash', 'peer_id', 'offer_id']

@@ -4,7 +4,6 @@
 // on purpose (docs/WEBTORRENT.md), `difference` asserts each side's behaviour.
 
 import assert from 'node:assert/strict'
-import { test } from 'node:test'
 
 import {
   SDP, announce, expectMessage, is, makeOffers, settle
@@ -324,7 +323,12 @@ differential(targets, 'bad input: refused with a failure reason (or a close), an
     const [rest] = await settle(target, [{ client, peerId: ids.me }])
     return { outcome, rest }
   }),
-  obs => assert.deepEqual(obs.rest, []))
+  obs => assert.deepEqual(obs.rest, []),
+  {
+    report: t => {
+      for (const [name, byTarget] of Object.entries(refusals)) t.diagnostic(`${name}: ${JSON.stringify(byTarget)}`)
+    }
+  })
 
 /**
  * swarmtrack's failure messages name the `action` and `info_hash` when they are known (the
@@ -341,7 +345,3 @@ function checkFailureFields (name, frame, failure, ids) {
     assert.equal(failure.info_hash, ids.badHash, `${name}: failure names the info_hash`)
   }
 }
-
-test('report: the failure reasons of both servers', t => {
-  for (const [name, byTarget] of Object.entries(refusals)) t.diagnostic(`${name}: ${JSON.stringify(byTarget)}`)
-})

@@ -364,13 +364,17 @@ export const is = {
   failure: () => m => 'failure reason' in m
 }
 
-/** Announces and waits for the announcer's reply (counts); returns it. */
-export async function announce (client, ih, peerId, fields = {}) {
+/**
+ * Announces and waits for the announcer's reply (counts) or failure; returns it. The reply is
+ * the one for `ih`; a failure counts if it names `ih` or no info_hash (the reference's parse
+ * errors name none). `{ anyReply: true }` takes any reply: the reference alters a non-latin1
+ * info_hash in its reply.
+ */
+export async function announce (client, ih, peerId, fields = {}, { anyReply = false } = {}) {
   client.send({ action: 'announce', info_hash: ih, peer_id: peerId, numwant: 0, ...fields })
-  // Any reply or failure: the reference alters a non-latin1 info_hash in its reply, and a
-  // failure may not name the info_hash. Callers await each announce, so it is this one's.
-  return expectMessage(client, m => (m.action === 'announce' && 'interval' in m) || is.failure()(m),
-    EXPECT_TIMEOUT_MS, 'announce reply')
+  return expectMessage(client, m => (m.action === 'announce' && 'interval' in m && (anyReply || m.info_hash === ih)) ||
+    (is.failure()(m) && (anyReply || m.info_hash === ih || !('info_hash' in m))),
+  EXPECT_TIMEOUT_MS, 'announce reply')
 }
 
 /**
@@ -391,20 +395,42 @@ export async function settle (target, clients) {
       target.probes.push({ client: await Client.connect(`probe${i}`, target.url(i)), peerId: binaryId() })
     }
   }
+  const sentinels = new Set()
   for (const { client, peerId } of clients) {
     if (client.closed) continue
     for (const probe of target.probes) {
-      // A swarm of two, the client and this probe, so the probe's one offer can only go to it.
+      // A swarm of two, the client and this probe, so the probe's offer can only go to it.
       const sentinel = binaryId()
-      await announce(client, sentinel, peerId, { event: 'started' })
-      const offers = makeOffers(1)
-      await announce(probe.client, sentinel, probe.peerId, { event: 'started', numwant: 1, offers })
-      await expectMessage(client, is.offer(sentinel, offers[0].offer_id), EXPECT_TIMEOUT_MS, 'sentinel offer')
-      await announce(probe.client, sentinel, probe.peerId, { event: 'stopped' })
-      await announce(client, sentinel, peerId, { event: 'stopped' })
+      sentinels.add(sentinel)
+      await sentinelAnnounce(client, sentinel, peerId, { event: 'started' })
+      await sentinelAnnounce(probe.client, sentinel, probe.peerId, { event: 'started' })
+      // The probe offers until one offer arrives: with two instances, the client's membership
+      // may reach the probe's instance a moment after the client's reply.
+      const deadline = Date.now() + EXPECT_TIMEOUT_MS
+      for (;;) {
+        const offers = makeOffers(1)
+        await sentinelAnnounce(probe.client, sentinel, probe.peerId, { numwant: 1, offers })
+        const got = await expectMessage(client, is.offer(sentinel), 250, 'sentinel offer').catch(() => null)
+        if (got) break
+        if (Date.now() > deadline) throw new Error(`${client.name}: no sentinel offer within ${EXPECT_TIMEOUT_MS} ms`)
+      }
+      await sentinelAnnounce(probe.client, sentinel, probe.peerId, { event: 'stopped' })
+      await sentinelAnnounce(client, sentinel, peerId, { event: 'stopped' })
     }
   }
+  for (const { client } of clients) {
+    client.inbox = client.inbox.filter(m => !sentinels.has(m.info_hash)) // late duplicates of the sentinel
+  }
   return clients.map(({ client }) => client.inbox.splice(0))
+}
+
+/** An announce in a sentinel swarm: only its own reply counts, never another failure. */
+async function sentinelAnnounce (client, ih, peerId, fields) {
+  client.send({ action: 'announce', info_hash: ih, peer_id: peerId, numwant: 0, ...fields })
+  const got = await expectMessage(client, m => m.info_hash === ih && ('interval' in m || is.failure()(m)),
+    EXPECT_TIMEOUT_MS, 'sentinel announce reply')
+  if (is.failure()(got)) throw new Error(`${client.name}: sentinel announce refused: ${got['failure reason']}`)
+  return got
 }
 
 /** Closes every client and probe of a target (so that nothing keeps the event loop alive). */

@@ -107,9 +107,10 @@ export async function withSession (target, fn) {
 
 /**
  * A differential test: `scenario` runs on every target; `check(observation, target)` asserts what
- * matters on each, then every other target's observation must equal the reference's.
+ * matters on each, then every other target's observation must equal the reference's. `report(t)`
+ * may add diagnostics (what differs legitimately, such as the texts of failure reasons).
  */
-export function differential (targets, name, scenario, check = () => {}) {
+export function differential (targets, name, scenario, check = () => {}, { report } = {}) {
   test(name, async t => {
     const ids = idBook()
     const seen = []
@@ -123,6 +124,7 @@ export function differential (targets, name, scenario, check = () => {}) {
       assert.deepStrictEqual(observation, ref, `${target.name} differs from ${refTarget.name}`)
     }
     t.diagnostic(`observation: ${JSON.stringify(ref).slice(0, 600)}`)
+    if (report) report(t)
   })
 }
 
