@@ -19,9 +19,11 @@ function kinds (msgs, ids) {
   return msgs.map(m => {
     const n = norm(m, ids)
     if ('failure reason' in n) return 'failure'
-    if (n.answer) return `answer ${n.offer_id} from ${n.peer_id}`
-    if (n.offer) return `offer ${n.offer_id} from ${n.peer_id}`
-    if (n.action === 'announce') return 'reply'
+    if ('interval' in n) return `reply ${n.complete}/${n.incomplete}`
+    if (n.action === 'scrape') return `scrape of ${Object.keys(n.files).length}`
+    if ('answer' in n) return `answer ${n.offer_id} from ${n.peer_id}${typeof n.answer === 'object' ? '' : ` (answer a ${typeof n.answer})`}`
+    if ('offer' in n) return `offer ${n.offer_id} from ${n.peer_id}`
+    if ('offer_id' in n) return `signal ${n.offer_id} from ${n.peer_id} without offer or answer`
     return JSON.stringify(n)
   }).sort()
 }
@@ -238,3 +240,58 @@ test('scrape with an info_hash that is neither a string nor a list is refused (i
     })
   }
 })
+
+// Not in the list of deliberate differences the lead gave: input of the wrong type that the
+// reference tolerates (JavaScript coercion) and swarmtrack refuses or reads strictly. Asserted
+// as observed so that a change on either side shows; reported for docs/WEBTORRENT.md.
+difference(targets, '8. wrong types the reference tolerates: offers, numwant, answer, offer_id with an answer, left, empty scrape',
+  (target, ids) => withSession(target, async s => {
+    const peer = await s.connect('peer')
+    const x = await s.connect('x')
+    const out = {}
+    const attempt = async (name, msg) => {
+      const ih = ids[`swarm ${name}`]
+      await announce(peer, ih, ids.peer, { event: 'started' })
+      x.send(msg(ih, ids.x)) // one peer_id in many swarms is fine
+      const [toX, toPeer] = await settle(target, [{ client: x, peerId: ids.xSettle }, { client: peer, peerId: ids.peer }])
+      out[name] = { sender: kinds(toX, ids).join(', '), peer: kinds(toPeer, ids).join(', ') }
+    }
+    const base = (ih, me) => ({ action: 'announce', info_hash: ih, peer_id: me, event: 'started' })
+    const answer = { type: 'answer', sdp: SDP.chromeAnswer }
+    await attempt('offers a number', (ih, me) => ({ ...base(ih, me), numwant: 1, offers: 5 }))
+    await attempt('offers an object', (ih, me) => ({ ...base(ih, me), numwant: 1, offers: {} }))
+    await attempt('an offer without `offer`', (ih, me) => ({ ...base(ih, me), numwant: 1, offers: [{ offer_id: ids.o }] }))
+    await attempt('numwant a string', (ih, me) => ({ ...base(ih, me), numwant: 'x' }))
+    await attempt('an answer without offer_id', (ih, me) => ({ ...base(ih, me), to_peer_id: ids.peer, answer }))
+    await attempt('an answer that is a string', (ih, me) => ({ ...base(ih, me), to_peer_id: ids.peer, offer_id: ids.o, answer: SDP.chromeAnswer }))
+    await attempt('left null', (ih, me) => ({ ...base(ih, me), left: null }))
+    await attempt('left empty string', (ih, me) => ({ ...base(ih, me), left: '' }))
+    await attempt('left "0"', (ih, me) => ({ ...base(ih, me), left: '0' }))
+    await attempt('scrape of an empty list', ih => ({ action: 'scrape', info_hash: [] }))
+    return out
+  }), {
+    reference: {
+      'offers a number': { sender: 'reply 0/2', peer: '' },
+      'offers an object': { sender: 'reply 0/2', peer: '' },
+      'an offer without `offer`': { sender: 'reply 0/2', peer: 'signal #o from #x without offer or answer' },
+      'numwant a string': { sender: 'reply 0/2', peer: '' },
+      'an answer without offer_id': { sender: '', peer: 'answer undefined from #x' },
+      'an answer that is a string': { sender: '', peer: 'answer #o from #x (answer a string)' },
+      'left null': { sender: 'reply 1/1', peer: '' },
+      'left empty string': { sender: 'reply 1/1', peer: '' },
+      'left "0"': { sender: 'reply 1/1', peer: '' },
+      'scrape of an empty list': { sender: 'scrape of 0', peer: '' }
+    },
+    swarmtrack: {
+      'offers a number': { sender: 'failure', peer: '' },
+      'offers an object': { sender: 'failure', peer: '' },
+      'an offer without `offer`': { sender: 'failure', peer: '' },
+      'numwant a string': { sender: 'failure', peer: '' },
+      'an answer without offer_id': { sender: 'failure', peer: '' },
+      'an answer that is a string': { sender: 'failure', peer: '' },
+      'left null': { sender: 'reply 0/2', peer: '' },
+      'left empty string': { sender: 'reply 0/2', peer: '' },
+      'left "0"': { sender: 'reply 1/1', peer: '' },
+      'scrape of an empty list': { sender: 'failure', peer: '' }
+    }
+  })
