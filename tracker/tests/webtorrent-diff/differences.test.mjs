@@ -28,15 +28,23 @@ function kinds (msgs, ids) {
   }).sort()
 }
 
+/**
+ * `peer` joins the fresh swarm `ih` (so an accepted offer or answer has somewhere to go), then `x`
+ * sends `msg`; returns what `x` and `peer` received.
+ */
+async function sendBesidePeer (target, ids, peer, x, ih, msg) {
+  await announce(peer, ih, ids.peer, { event: 'started' }, { anyReply: true })
+  x.send(msg)
+  return settle(target, [{ client: x, peerId: ids.xSettle }, { client: peer, peerId: ids.peer }])
+}
+
 const answerMsg = (ids, from, to, offerId, ih = ids.hash) => ({
   action: 'announce', info_hash: ih, peer_id: from, to_peer_id: to, offer_id: offerId, answer: { type: 'answer', sdp: SDP.firefoxAnswer }
 })
 
 difference(targets, '1. an answer is forwarded only for an offer delivered to the answerer',
   (target, ids) => withSession(target, async s => {
-    const a = await s.connect('a')
-    const b = await s.connect('b')
-    const c = await s.connect('c')
+    const [a, b, c] = await s.connectAll('a', 'b', 'c')
     await announce(a, ids.hash, ids.a, { event: 'started' })
     const offers = makeOffers(1)
     ids.offer = offers[0].offer_id
@@ -69,9 +77,7 @@ difference(targets, '1. an answer is forwarded only for an offer delivered to th
 /** Offers `n` offers (numwant n) to a swarm of two others; what came back and how many were delivered. */
 async function offerMany (target, ids, n) {
   return withSession(target, async s => {
-    const a = await s.connect('a')
-    const b = await s.connect('b')
-    const c = await s.connect('c')
+    const [a, b, c] = await s.connectAll('a', 'b', 'c')
     await announce(a, ids[`h${n}`], ids.a, { event: 'started' })
     await announce(b, ids[`h${n}`], ids.b, { event: 'started' })
     const reply = await announce(c, ids[`h${n}`], ids.c, { event: 'started', numwant: n, offers: makeOffers(n) })
@@ -107,19 +113,17 @@ difference(targets, '2. more than max_offers (10) offers are refused',
 
 difference(targets, '3. ids are 20 characters, each at most U+00FF (the reference counts UTF-16 units and truncates to bytes)',
   (target, ids) => withSession(target, async s => {
-    const peer = await s.connect('peer')
-    const x = await s.connect('x')
+    const [peer, x] = await s.connectAll('peer', 'x')
     const out = {}
     const nonLatin1 = 'Ā' + ids.plain.slice(1) // U+0100: 20 UTF-16 units, but not a byte
     const astral = ids.plain.slice(2) + '\u{1F600}' // 18 chars + 1 astral = 20 UTF-16 units, 19 characters
-    // Each case in its own swarm with a good peer in it, so an accepted offer has somewhere to go.
     const attempt = async (name, fields) => {
       const ih = fields.info_hash ?? ids[`swarm ${name}`]
       const offers = fields.offers ?? makeOffers(1)
-      const peerId = fields.peer_id ?? ids[`x ${name}`]
-      await announce(peer, ih, ids.peer, { event: 'started' }, { anyReply: true })
-      const reply = await announce(x, ih, peerId, { event: 'started', numwant: 1, ...fields, offers }, { anyReply: true })
-      const [toPeer] = await settle(target, [{ client: peer, peerId: ids.peer }])
+      const peerId = fields.peer_id ?? ids.x
+      const msg = { action: 'announce', info_hash: ih, peer_id: peerId, event: 'started', numwant: 1, ...fields, offers }
+      const [toX, toPeer] = await sendBesidePeer(target, ids, peer, x, ih, msg)
+      const reply = toX.find(m => 'failure reason' in m || 'interval' in m)
       const offer = toPeer.find(m => m.offer)
       const altered = offer && ['info_hash', 'peer_id', 'offer_id']
         .filter(k => offer[k] !== { info_hash: ih, peer_id: peerId, offer_id: offers[0].offer_id }[k])
@@ -169,9 +173,7 @@ difference(targets, '4. a scrape without info_hash is refused (the reference lis
 
 difference(targets, '5. a peer_id announced by another connection cannot be taken over; one peer_id per swarm per connection',
   (target, ids) => withSession(target, async s => {
-    const owner = await s.connect('owner')
-    const thief = await s.connect('thief')
-    const offerer = await s.connect('offerer')
+    const [owner, thief, offerer] = await s.connectAll('owner', 'thief', 'offerer')
     await announce(owner, ids.hash, ids.p, { event: 'started' })
     const taken = await announce(thief, ids.hash, ids.p, { event: 'started' })
     await announce(offerer, ids.hash, ids.o, { event: 'started', numwant: 1, offers: makeOffers(1) })
@@ -206,8 +208,7 @@ difference(targets, '6. numwant limits the offers forwarded (the reference forwa
 
 difference(targets, '7. scrape `downloaded` counts completed events (the reference repeats `complete`)',
   (target, ids) => withSession(target, async s => {
-    const seeder = await s.connect('seeder')
-    const finisher = await s.connect('finisher')
+    const [seeder, finisher] = await s.connectAll('seeder', 'finisher')
     await announce(seeder, ids.hash, ids.s, { event: 'started', left: 0 })
     await announce(finisher, ids.hash, ids.f, { event: 'started', left: 5 })
     await announce(finisher, ids.hash, ids.f, { event: 'completed', left: 0 })
@@ -246,14 +247,11 @@ test('scrape with an info_hash that is neither a string nor a list is refused (i
 // as observed so that a change on either side shows; reported for docs/WEBTORRENT.md.
 difference(targets, '8. wrong types the reference tolerates: offers, numwant, answer, offer_id with an answer, left, empty scrape',
   (target, ids) => withSession(target, async s => {
-    const peer = await s.connect('peer')
-    const x = await s.connect('x')
+    const [peer, x] = await s.connectAll('peer', 'x')
     const out = {}
     const attempt = async (name, msg) => {
       const ih = ids[`swarm ${name}`]
-      await announce(peer, ih, ids.peer, { event: 'started' })
-      x.send(msg(ih, ids.x)) // one peer_id in many swarms is fine
-      const [toX, toPeer] = await settle(target, [{ client: x, peerId: ids.xSettle }, { client: peer, peerId: ids.peer }])
+      const [toX, toPeer] = await sendBesidePeer(target, ids, peer, x, ih, msg(ih, ids.x))
       out[name] = { sender: kinds(toX, ids).join(', '), peer: kinds(toPeer, ids).join(', ') }
     }
     const base = (ih, me) => ({ action: 'announce', info_hash: ih, peer_id: me, event: 'started' })

@@ -19,8 +19,7 @@ const INTERVAL = 120
 
 differential(targets, 'two peers: the offer reaches the other peer, the answer returns, SDP intact',
   (target, ids) => withSession(target, async s => {
-    const alice = await s.connect('alice')
-    const bob = await s.connect('bob')
+    const [alice, bob] = await s.connectAll('alice', 'bob')
     const replyAlice = await announce(alice, ids.hash, ids.alice, { event: 'started', numwant: 5 })
     const offers = makeOffers(1)
     const replyBob = await announce(bob, ids.hash, ids.bob, { event: 'started', numwant: 5, offers })
@@ -84,9 +83,7 @@ differential(targets, 'swarm of 5, one announce with 3 offers: 3 distinct receiv
 
 differential(targets, 'seeder and leecher counts through started, completed, update and stopped',
   (target, ids) => withSession(target, async s => {
-    const a = await s.connect('a')
-    const b = await s.connect('b')
-    const c = await s.connect('c')
+    const [a, b, c] = await s.connectAll('a', 'b', 'c')
     const counts = []
     const step = async (client, peerId, fields) => {
       const r = await announce(client, ids.hash, peerId, fields)
@@ -109,9 +106,7 @@ differential(targets, 'seeder and leecher counts through started, completed, upd
 
 differential(targets, 'a stopped peer leaves the swarm: no more offers reach it',
   (target, ids) => withSession(target, async s => {
-    const a = await s.connect('a')
-    const b = await s.connect('b')
-    const c = await s.connect('c')
+    const [a, b, c] = await s.connectAll('a', 'b', 'c')
     await announce(a, ids.hash, ids.a, { event: 'started' })
     await announce(b, ids.hash, ids.b, { event: 'started' })
     await announce(c, ids.hash, ids.c, { event: 'started' })
@@ -136,11 +131,7 @@ differential(targets, 'a stopped peer leaves the swarm: no more offers reach it'
 
 differential(targets, 'scrape: one info_hash as a string, several as a list, an unknown one',
   (target, ids) => withSession(target, async s => {
-    const seeder = await s.connect('seeder')
-    const l1 = await s.connect('l1')
-    const l2 = await s.connect('l2')
-    const l3 = await s.connect('l3')
-    const q = await s.connect('q')
+    const [seeder, l1, l2, l3, q] = await s.connectAll('seeder', 'l1', 'l2', 'l3', 'q')
     await announce(seeder, ids.x, ids.seeder, { event: 'started', left: 0 })
     await announce(l1, ids.x, ids.l1, { event: 'started', left: 10 })
     await announce(l2, ids.x, ids.l2, { event: 'started', left: 10 })
@@ -168,9 +159,7 @@ differential(targets, 'scrape: one info_hash as a string, several as a list, an 
 
 differential(targets, 'one connection in two swarms with one peer_id: offers and answers keep their info_hash',
   (target, ids) => withSession(target, async s => {
-    const a = await s.connect('a')
-    const b = await s.connect('b')
-    const c = await s.connect('c')
+    const [a, b, c] = await s.connectAll('a', 'b', 'c')
     await announce(a, ids.x, ids.a, { event: 'started' })
     await announce(a, ids.y, ids.a, { event: 'started' })
     await announce(b, ids.x, ids.b, { event: 'started', numwant: 1, offers: makeOffers(1) })
@@ -215,9 +204,7 @@ async function scrapeUntil (client, ih, accept, timeoutMs = 5000) {
 
 differential(targets, 'closing the socket removes its peer from every swarm it announced in',
   (target, ids) => withSession(target, async s => {
-    const a = await s.connect('a')
-    const b = await s.connect('b')
-    const c = await s.connect('c')
+    const [a, b, c] = await s.connectAll('a', 'b', 'c')
     await announce(a, ids.x, ids.a, { event: 'started' })
     await announce(a, ids.y, ids.a, { event: 'started' })
     await announce(b, ids.x, ids.b, { event: 'started' })
@@ -236,8 +223,7 @@ differential(targets, 'closing the socket removes its peer from every swarm it a
 
 differential(targets, 'a binary frame holding JSON is handled like a text frame',
   (target, ids) => withSession(target, async s => {
-    const a = await s.connect('a')
-    const b = await s.connect('b')
+    const [a, b] = await s.connectAll('a', 'b')
     a.sendRaw(Buffer.from(JSON.stringify({ action: 'announce', info_hash: ids.hash, peer_id: ids.a, event: 'started', numwant: 0 })), true)
     const reply = await expectMessage(a, is.reply(ids.hash))
     const offers = makeOffers(1)

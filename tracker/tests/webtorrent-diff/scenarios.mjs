@@ -90,6 +90,13 @@ export class Session {
     return client
   }
 
+  /** Connects one client per name, in order; returns them. */
+  async connectAll (...names) {
+    const clients = []
+    for (const name of names) clients.push(await this.connect(name))
+    return clients
+  }
+
   async close () {
     await closeClients(this.clients)
   }
