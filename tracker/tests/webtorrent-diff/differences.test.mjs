@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 
 import {
-  SDP, announce, binaryId, expectMessage, is, makeOffers, settle
+  SDP, announce, binaryId, expectMessage, is, makeOffers, refusal, settle, visible
 } from './harness.mjs'
 import {
   difference, norm, useTargets, withSession
@@ -14,12 +14,15 @@ import {
 
 const targets = useTargets()
 
-/** What a client received, as short words: `failure`, `answer <offer_id> from <peer_id>`, ... */
-function kinds (msgs, ids) {
+/**
+ * What a client received, as short words: `failure`, `reply <complete>/<incomplete>` (or just
+ * `reply` when not `counted`), `answer <offer_id> from <peer_id>`, ...
+ */
+function kinds (msgs, ids, { counted = true } = {}) {
   return msgs.map(m => {
     const n = norm(m, ids)
     if ('failure reason' in n) return 'failure'
-    if ('interval' in n) return `reply ${n.complete}/${n.incomplete}`
+    if ('interval' in n) return counted ? `reply ${n.complete}/${n.incomplete}` : 'reply'
     if (n.action === 'scrape') return `scrape of ${Object.keys(n.files).length}`
     if ('answer' in n) return `answer ${n.offer_id} from ${n.peer_id}${typeof n.answer === 'object' ? '' : ` (answer a ${typeof n.answer})`}`
     if ('offer' in n) return `offer ${n.offer_id} from ${n.peer_id}`
@@ -34,6 +37,7 @@ function kinds (msgs, ids) {
  */
 async function sendBesidePeer (target, ids, peer, x, ih, msg) {
   await announce(peer, ih, ids.peer, { event: 'started' }, { anyReply: true })
+  await visible(target, [{ client: peer, peerId: ids.peer }])
   x.send(msg)
   return settle(target, [{ client: x, peerId: ids.xSettle }, { client: peer, peerId: ids.peer }])
 }
@@ -46,6 +50,7 @@ difference(targets, '1. an answer is forwarded only for an offer delivered to th
   (target, ids) => withSession(target, async s => {
     const [a, b, c] = await s.connectAll('a', 'b', 'c')
     await announce(a, ids.hash, ids.a, { event: 'started' })
+    await visible(target, [{ client: a, peerId: ids.a }])
     const offers = makeOffers(1)
     ids.offer = offers[0].offer_id
     await announce(b, ids.hash, ids.b, { event: 'started', numwant: 1, offers }) // a is the only other peer
@@ -74,19 +79,30 @@ difference(targets, '1. an answer is forwarded only for an offer delivered to th
     }
   })
 
-/** Offers `n` offers (numwant n) to a swarm of two others; what came back and how many were delivered. */
+/**
+ * Offers `n` offers (numwant n) to a swarm of two others: what came back (`reply`, `failure`, or
+ * the server's close), how many offers were delivered, and whether the sender then goes on.
+ */
 async function offerMany (target, ids, n) {
   return withSession(target, async s => {
-    const [a, b, c] = await s.connectAll('a', 'b', 'c')
-    await announce(a, ids[`h${n}`], ids.a, { event: 'started' })
-    await announce(b, ids[`h${n}`], ids.b, { event: 'started' })
-    const reply = await announce(c, ids[`h${n}`], ids.c, { event: 'started', numwant: n, offers: makeOffers(n) })
-    const rest = await settle(target, [{ client: a, peerId: ids.a }, { client: b, peerId: ids.b }, { client: c, peerId: ids.c }])
-    // The refused client goes on.
-    const again = await announce(c, ids[`h${n}`], ids.c, { numwant: 1, offers: makeOffers(1) })
+    const ih = ids[`h${n}`]
+    const [a, b] = await s.connectAll('a', 'b')
+    let c = await s.connect('c')
+    await announce(a, ih, ids.a, { event: 'started' })
+    await announce(b, ih, ids.b, { event: 'started' })
+    await visible(target, [{ client: a, peerId: ids.a }, { client: b, peerId: ids.b }])
+    c.send({ action: 'announce', info_hash: ih, peer_id: ids.c, event: 'started', numwant: n, offers: makeOffers(n) })
+    const got = await c.waitFor(() => {
+      const i = c.inbox.findIndex(m => 'interval' in m || is.failure()(m))
+      return i >= 0 ? c.inbox.splice(i, 1)[0] : c.closed
+    }, 'reply, failure or close')
+    const reply = got === c.closed ? `closed ${got.code} ${got.reason}` : 'failure reason' in got ? 'failure' : 'reply'
+    const rest = await settle(target, [{ client: a, peerId: ids.a }, { client: b, peerId: ids.b }])
+    if (c.closed) c = await s.connect('c again')
+    const again = await announce(c, ih, ids.c, { numwant: 1, offers: makeOffers(1) })
     return {
-      reply: 'failure reason' in reply ? 'failure' : `reply ${reply.complete}/${reply.incomplete}`,
-      delivered: rest.flat().filter(is.offer(ids[`h${n}`])).length,
+      reply,
+      delivered: rest.flat().filter(is.offer(ih)).length,
       after: 'failure reason' in again ? 'failure' : 'reply'
     }
   })
@@ -100,14 +116,16 @@ difference(targets, '2. more than max_offers (10) offers are refused',
   }), {
     // The reference takes any number (it forwards up to 82, one per other peer: here 2).
     reference: {
-      ten: { reply: 'reply 0/3', delivered: 2, after: 'reply' },
-      eleven: { reply: 'reply 0/3', delivered: 2, after: 'reply' },
-      hundred: { reply: 'reply 0/3', delivered: 2, after: 'reply' }
+      ten: { reply: 'reply', delivered: 2, after: 'reply' },
+      eleven: { reply: 'reply', delivered: 2, after: 'reply' },
+      hundred: { reply: 'reply', delivered: 2, after: 'reply' }
     },
+    // 100 real offers (about 90 KB) are over limits.max_frame_bytes (64 KiB): the connection is
+    // closed before the offers are even counted.
     swarmtrack: {
-      ten: { reply: 'reply 0/3', delivered: 2, after: 'reply' },
+      ten: { reply: 'reply', delivered: 2, after: 'reply' },
       eleven: { reply: 'failure', delivered: 0, after: 'reply' },
-      hundred: { reply: 'failure', delivered: 0, after: 'reply' }
+      hundred: { reply: 'closed 1009 frame too large', delivered: 0, after: 'reply' }
     }
   })
 
@@ -175,11 +193,12 @@ difference(targets, '5. a peer_id announced by another connection cannot be take
   (target, ids) => withSession(target, async s => {
     const [owner, thief, offerer] = await s.connectAll('owner', 'thief', 'offerer')
     await announce(owner, ids.hash, ids.p, { event: 'started' })
+    await visible(target, [{ client: owner, peerId: ids.p }])
     const taken = await announce(thief, ids.hash, ids.p, { event: 'started' })
     await announce(offerer, ids.hash, ids.o, { event: 'started', numwant: 1, offers: makeOffers(1) })
     const second = await announce(owner, ids.hash, ids.q, { event: 'started' })
     const rest = await settle(target, [{ client: owner, peerId: ids.p }, { client: thief, peerId: ids.t }])
-    const word = m => 'failure reason' in m ? 'failure' : `reply ${m.complete}/${m.incomplete}`
+    const word = m => 'failure reason' in m ? 'failure' : 'reply'
     return {
       takeover: word(taken),
       offerReached: rest.map(msgs => msgs.filter(is.offer(ids.hash)).length),
@@ -188,8 +207,12 @@ difference(targets, '5. a peer_id announced by another connection cannot be take
   }), {
     // The reference answers the thief as an update of the same peer, but keeps sending that peer's
     // offers to the first socket; a second peer_id on one connection is a second peer.
-    reference: { takeover: 'reply 0/1', offerReached: [1, 0], secondPeerId: 'reply 0/3' },
+    reference: { takeover: 'reply', offerReached: [1, 0], secondPeerId: 'reply' },
     swarmtrack: { takeover: 'failure', offerReached: [1, 0], secondPeerId: 'failure' }
+  }, {
+    todo: {
+      'swarmtrack x2 (redis)': 'reported: a peer_id held on the other instance is taken without a failure (the check is per instance)'
+    }
   })
 
 difference(targets, '6. numwant limits the offers forwarded (the reference forwards every offer)',
@@ -197,6 +220,7 @@ difference(targets, '6. numwant limits the offers forwarded (the reference forwa
     const peers = []
     for (let i = 0; i < 4; i++) peers.push({ client: await s.connect(`p${i}`), peerId: ids[`p${i}`] })
     for (const p of peers) await announce(p.client, ids.hash, p.peerId, { event: 'started' })
+    await visible(target, peers)
     const a = await s.connect('a')
     await announce(a, ids.hash, ids.a, { event: 'started', numwant: 1, offers: makeOffers(3) })
     const rest = await settle(target, peers)
@@ -206,18 +230,20 @@ difference(targets, '6. numwant limits the offers forwarded (the reference forwa
     swarmtrack: { delivered: 1 }
   })
 
-difference(targets, '7. scrape `downloaded` counts completed events (the reference repeats `complete`)',
+difference(targets, '7. scrape `downloaded` counts completed events (the reference repeats `complete`); flags.min_request_interval',
   (target, ids) => withSession(target, async s => {
-    const [seeder, finisher] = await s.connectAll('seeder', 'finisher')
+    const [seeder, finisher] = await s.connectOnOneInstance('seeder', 'finisher')
     await announce(seeder, ids.hash, ids.s, { event: 'started', left: 0 })
     await announce(finisher, ids.hash, ids.f, { event: 'started', left: 5 })
     await announce(finisher, ids.hash, ids.f, { event: 'completed', left: 0 })
     seeder.send({ action: 'scrape', info_hash: ids.hash })
     const got = await expectMessage(seeder, is.scrape())
-    return got.files[ids.hash]
+    return { ...got.files[ids.hash], flags: got.flags }
   }), {
-    reference: { complete: 2, incomplete: 0, downloaded: 2 },
-    swarmtrack: { complete: 2, incomplete: 0, downloaded: 1 }
+    // Not in the list: the reference's scrape flags say its HTTP interval (600 s), not the
+    // 120 s it tells WebSocket announcers; swarmtrack says its announce interval.
+    reference: { complete: 2, incomplete: 0, downloaded: 2, flags: { min_request_interval: 600 } },
+    swarmtrack: { complete: 2, incomplete: 0, downloaded: 1, flags: { min_request_interval: 120 } }
   })
 
 // Not a documented difference but a reference bug: a scrape whose info_hash is neither a string
@@ -231,9 +257,7 @@ test('scrape with an info_hash that is neither a string nor a list is refused (i
     await withSession(target, async s => {
       let client = await s.connect('a')
       for (const infoHash of [123, {}, true]) {
-        client.send({ action: 'scrape', info_hash: infoHash })
-        await client.waitFor(() => client.inbox.find(is.failure()) || client.closed, 'failure or close')
-        client.inbox.splice(0)
+        await refusal(client, { action: 'scrape', info_hash: infoHash })
         if (client.closed) client = await s.connect('a')
         const reply = await announce(client, binaryId(), binaryId(), { event: 'started' })
         assert.equal(reply.interval, 120, `${target.name}: goes on after scrape info_hash ${JSON.stringify(infoHash)}`)
@@ -247,7 +271,7 @@ test('scrape with an info_hash that is neither a string nor a list is refused (i
 // as observed so that a change on either side shows; reported for docs/WEBTORRENT.md.
 difference(targets, '8. wrong types the reference tolerates: offers, numwant, answer, offer_id with an answer, left, empty scrape',
   (target, ids) => withSession(target, async s => {
-    const [peer, x] = await s.connectAll('peer', 'x')
+    const [peer, x] = await s.connectOnOneInstance('peer', 'x') // `left` shows in the counts
     const out = {}
     const attempt = async (name, msg) => {
       const ih = ids[`swarm ${name}`]
@@ -292,4 +316,47 @@ difference(targets, '8. wrong types the reference tolerates: offers, numwant, an
       'left "0"': { sender: 'reply 1/1', peer: '' },
       'scrape of an empty list': { sender: 'failure', peer: '' }
     }
+  })
+
+// Not in the list either: with two instances, `complete`, `incomplete` (announce replies and
+// scrapes) and `downloaded` are the counts of the instance that answers, not of the swarm. The
+// reference is one process; swarmtrack alone agrees with it.
+difference(targets, '9. counts across two instances: each instance reports its own peers',
+  (target, ids) => withSession(target, async s => {
+    // With two instances a and c are on the first, b (a seeder) on the second.
+    const [a, b, c] = await s.connectAll('a', 'b', 'c')
+    const counts = []
+    const step = async (client, peerId, fields) => {
+      const r = await announce(client, ids.hash, peerId, fields)
+      counts.push(`${r.complete}/${r.incomplete}`)
+    }
+    await step(a, ids.a, { event: 'started', left: 10 })
+    await step(b, ids.b, { event: 'started', left: 0 })
+    await visible(target, [{ client: a, peerId: ids.a }, { client: b, peerId: ids.b }])
+    await step(c, ids.c, { event: 'started', left: 10 })
+    b.send({ action: 'scrape', info_hash: ids.hash })
+    const scrape = (await expectMessage(b, is.scrape())).files[ids.hash]
+    return { replies: counts, scrapeFromB: `${scrape.complete}/${scrape.incomplete}` }
+  }), {
+    reference: { replies: ['0/1', '1/1', '1/2'], scrapeFromB: '1/2' },
+    swarmtrack: { replies: ['0/1', '1/1', '1/2'], scrapeFromB: '1/2' },
+    'swarmtrack x2 (redis)': { replies: ['0/1', '1/0', '0/2'], scrapeFromB: '1/0' }
+  })
+
+// Not in the list: swarmtrack bounds the swarms one connection may be in
+// (limits.max_swarms_per_connection, 16 by default); the reference has no bound.
+difference(targets, '10. one connection is in at most 16 swarms at once',
+  (target, ids) => withSession(target, async s => {
+    const [a] = await s.connectAll('a')
+    const words = []
+    for (let i = 0; i < 17; i++) {
+      const r = await announce(a, ids[`h${i}`], ids.a, { event: 'started' })
+      words.push('failure reason' in r ? 'failure' : 'reply')
+    }
+    await announce(a, ids.h0, ids.a, { event: 'stopped' }) // leaving one makes room
+    const r = await announce(a, ids.h16, ids.a, { event: 'started' })
+    return { first16: words.slice(0, 16).every(w => w === 'reply'), seventeenth: words[16], afterLeaving: 'failure reason' in r ? 'failure' : 'reply' }
+  }), {
+    reference: { first16: true, seventeenth: 'reply', afterLeaving: 'reply' },
+    swarmtrack: { first16: true, seventeenth: 'failure', afterLeaving: 'reply' }
   })

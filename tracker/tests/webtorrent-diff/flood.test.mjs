@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 
 import {
-  SDP, announce, binaryId, expectMessage, fetchMetrics, is, makeOffers, metricSum
+  SDP, announce, binaryId, expectMessage, fetchMetrics, is, makeOffers, metricSum, visible
 } from './harness.mjs'
 import { idBook, show, useTargets, withSession } from './scenarios.mjs'
 
@@ -57,6 +57,7 @@ test(`a flood of ${FLOOD} bad frames from one client: refused or closed, counted
       const flooder = await s.connect('flooder', 2)
       await announce(a, ids.hash, ids.a, { event: 'started' })
       await announce(b, ids.hash, ids.b, { event: 'started' })
+      await visible(target, [{ client: a, peerId: ids.a }])
       const metricsUrl = target.trackers?.[0].base
       const before = metricsUrl && await fetchMetrics(metricsUrl)
 

@@ -221,6 +221,13 @@ export async function startSwarmtrack (bin, { instances = 1, env = {} } = {}) {
       target.trackers.push(t)
       target.urls.push(t.ws)
     }
+    if (instances > 1) {
+      // Ready is not yet subscribed: a relayed message published before would be lost.
+      for (const t of target.trackers) {
+        await withDeadline(`${t.proc.name} subscribed to Redis`, START_TIMEOUT_MS,
+          async () => metricSum(await fetchMetrics(t.base), 'tracker_redis_subscribed') >= 1)
+      }
+    }
     return target
   } catch (err) {
     await target.close()
@@ -350,6 +357,17 @@ export function expectMessage (client, predicate, timeoutMs = EXPECT_TIMEOUT_MS,
   }, what, timeoutMs)
 }
 
+/** Sends one bad input; returns how it was refused: { failure } (taken from the inbox) or { close }. */
+export function refusal (client, frame) {
+  client.sendRaw(typeof frame === 'string' ? frame : JSON.stringify(frame))
+  return client.waitFor(() => {
+    const i = client.inbox.findIndex(is.failure())
+    if (i >= 0) return { failure: client.inbox.splice(i, 1)[0] }
+    if (client.closed) return { close: client.closed }
+    return null
+  }, 'failure reason or close')
+}
+
 /** Waits until the server closed `client`'s socket; returns { code, reason }. */
 export function expectClose (client, timeoutMs = EXPECT_TIMEOUT_MS) {
   return client.waitFor(() => client.closed, 'close', timeoutMs)
@@ -378,17 +396,34 @@ export async function announce (client, ih, peerId, fields = {}, { anyReply = fa
 }
 
 /**
- * Proves that nothing more is on its way to `clients` (each { client, peerId }), then returns what
- * is left in their inboxes (to be asserted empty, or inspected). A scenario calls it before a
- * negative assertion such as "the stopped peer got no offer".
- *
- * How: for every instance, the client and a probe connected to that instance form a fresh
- * sentinel swarm, and the probe sends one offer there, which can only go to the client. Messages
- * that an instance queued for a client before that sentinel offer arrive before it: on one
- * instance the socket's queue is FIFO, and across instances the probe's offer takes the same
- * relay route (same source and target instance) after them.
+ * Proves that nothing more is on its way to `clients` (each { client, peerId }), then returns and
+ * takes what is left in their inboxes (to be asserted empty, or inspected). A scenario calls it
+ * before a negative assertion such as "the stopped peer got no offer".
  */
 export async function settle (target, clients) {
+  await sentinelRound(target, clients)
+  return clients.map(({ client }) => client.inbox.splice(0))
+}
+
+/**
+ * Waits until what `clients` did so far (joins, stops) is seen by every instance. With two
+ * instances, a join without offers reaches Redis through a queue a moment after its reply, so an
+ * offer from the other instance right then would miss it: scenarios call this after such joins,
+ * where the reference (one process) needs nothing. Leaves the inboxes as they are.
+ */
+export async function visible (target, clients) {
+  await sentinelRound(target, clients)
+}
+
+/**
+ * For every instance, each client and a probe connected to that instance form a fresh sentinel
+ * swarm, and the probe offers there until its offer reaches the client (only it can get one).
+ * So: what an instance queued for the client before that sentinel offer arrived first (on one
+ * instance the socket's queue is FIFO; across instances the probe's offer takes the same relay
+ * route after them), and the client's sentinel membership, queued after its earlier joins and
+ * leaves, reached the probe's instance, so they did too (one writer, in order).
+ */
+async function sentinelRound (target, clients) {
   if (!target.probes) {
     target.probes = []
     for (let i = 0; i < target.urls.length; i++) {
@@ -399,13 +434,10 @@ export async function settle (target, clients) {
   for (const { client, peerId } of clients) {
     if (client.closed) continue
     for (const probe of target.probes) {
-      // A swarm of two, the client and this probe, so the probe's offer can only go to it.
       const sentinel = binaryId()
       sentinels.add(sentinel)
       await sentinelAnnounce(client, sentinel, peerId, { event: 'started' })
       await sentinelAnnounce(probe.client, sentinel, probe.peerId, { event: 'started' })
-      // The probe offers until one offer arrives: with two instances, the client's membership
-      // may reach the probe's instance a moment after the client's reply.
       const deadline = Date.now() + EXPECT_TIMEOUT_MS
       for (;;) {
         const offers = makeOffers(1)
@@ -421,7 +453,6 @@ export async function settle (target, clients) {
   for (const { client } of clients) {
     client.inbox = client.inbox.filter(m => !sentinels.has(m.info_hash)) // late duplicates of the sentinel
   }
-  return clients.map(({ client }) => client.inbox.splice(0))
 }
 
 /** An announce in a sentinel swarm: only its own reply counts, never another failure. */
