@@ -50,7 +50,7 @@ async function pastTheFlood (flooder) {
 test(`a flood of ${FLOOD} bad frames from one client: refused or closed, counted; others unaffected`, async t => {
   for (const target of targets) {
     const ids = idBook()
-    await withSession(target, async s => {
+    await t.test(target.name, t => withSession(target, async s => {
       // a and the flooder share an instance (the flooded one); b is on the other when there are two.
       const a = await s.connect('a', 0)
       const b = await s.connect('b', 1)
@@ -76,7 +76,7 @@ test(`a flood of ${FLOOD} bad frames from one client: refused or closed, counted
 
       const failures = flooder.inbox.filter(is.failure())
       const reasons = [...new Set(failures.map(f => f['failure reason']))]
-      t.diagnostic(`${target.name}: ${failures.length} failure replies, flooder ${flooderState}` +
+      t.diagnostic(`${failures.length} failure replies, flooder ${flooderState}` +
         `${flooder.closed ? ` ${JSON.stringify(flooder.closed)}` : ''}, ${floodMs} ms; exchange during ${during} ms, after ${after} ms; reasons: ${JSON.stringify(reasons)}`)
 
       if (target.isReference) {
@@ -93,17 +93,21 @@ test(`a flood of ${FLOOD} bad frames from one client: refused or closed, counted
           `the flooder is told it is over the rate, or every frame is answered: ${show(failures.at(-1))}`)
       }
       const metrics = await fetchMetrics(metricsUrl)
-      const delta = name => metricSum(metrics, name) - metricSum(before, name)
+      const delta = (name, labels) => metricSum(metrics, name, labels) - metricSum(before, name, labels)
       const counted = {
         failures: delta('tracker_webtorrent_failures_total'),
-        invalid: delta('tracker_messages_received_total'),
-        dropped: delta('tracker_messages_dropped_total')
+        invalid: delta('tracker_messages_received_total', { kind: 'invalid' }),
+        rateLimited: delta('tracker_messages_dropped_total', { reason: 'rate_limited' })
       }
-      t.diagnostic(`${target.name} metrics delta: ${JSON.stringify(counted)}`)
-      // Each failure reply the flooder got is counted as one (nothing else fails on this instance now).
+      t.diagnostic(`metrics delta: ${JSON.stringify(counted)}`)
+      // Each failure reply the flooder got is counted once (nothing else fails on this instance now).
       assert.equal(counted.failures, failures.length, 'tracker_webtorrent_failures_total counts every failure reply')
-      // Every bad frame is counted as received, refused or not.
-      assert.ok(counted.invalid >= FLOOD, `tracker_messages_received_total grew by ${counted.invalid}`)
-    })
+      // Every bad frame is counted as an invalid message, answered or dropped.
+      assert.ok(counted.invalid >= FLOOD, `tracker_messages_received_total{kind="invalid"} grew by ${counted.invalid}`)
+      // And every one was either answered with its own failure or dropped under the rate limit.
+      const answered = failures.filter(f => !/rate/i.test(f['failure reason'])).length
+      assert.ok(answered + counted.rateLimited >= FLOOD,
+        `${answered} answered + ${counted.rateLimited} dropped (rate_limited) < ${FLOOD}`)
+    }))
   }
 })

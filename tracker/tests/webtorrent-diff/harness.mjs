@@ -242,13 +242,18 @@ export async function fetchMetrics (base) {
   return res.text()
 }
 
-/** Sum of every sample of `name` (all label sets) in a Prometheus text exposition. */
-export function metricSum (text, name) {
+/**
+ * Sum of the samples of `name` in a Prometheus text exposition whose labels include every pair
+ * of `labels` (all label sets when empty).
+ */
+export function metricSum (text, name, labels = {}) {
   let sum = 0
   for (const line of text.split('\n')) {
     if (line.startsWith('#')) continue
     const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/)
-    if (m && m[1] === name) sum += Number(m[3])
+    if (!m || m[1] !== name) continue
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map(x => [x[1], x[2]]))
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(m[3])
   }
   return sum
 }
