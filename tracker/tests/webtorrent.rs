@@ -514,3 +514,61 @@ async fn offers_and_answers_cross_instances_through_redis() {
     let mut native = Client::connect(&s2, Format::Json).await;
     assert!(native.join(&ih, 8).await.is_empty());
 }
+
+#[tokio::test]
+async fn answer_rules_and_seeding_hold_across_instances() {
+    let redis = RedisServer::start();
+    let s1 = TestServer::with_config(redis_config(&redis.url())).await;
+    let s2 = TestServer::with_config(redis_config(&redis.url())).await;
+    for s in [&s1, &s2] {
+        s.wait_metric("tracker_redis_subscribed", 1.0).await;
+    }
+    let ih = id('i', 12);
+    let (pa, pb, pc) = (id('a', 12), id('b', 12), id('c', 12));
+    let mut a = peer(&s1).await;
+    let mut b = peer(&s2).await;
+    let mut c = peer(&s2).await;
+    join(&mut a, &ih, &pa).await;
+    join(&mut c, &ih, &pc).await;
+    // `b` offers until `a`, on the other instance, has one (the first samples may miss it).
+    let deadline = Deadline::new("an offer across instances");
+    let mut n = 0;
+    let offer_id = loop {
+        n += 1;
+        let mut msg = announce(&ih, &pb, &[id('o', n), id('q', n)]);
+        msg["left"] = json!(0);
+        b.send(&msg).await;
+        assert_eq!(b.recv().await["complete"], 1, "b seeds");
+        if let Some(o) = a.recv_within(std::time::Duration::from_millis(200)).await {
+            break o["offer_id"].as_str().expect("offer_id").to_string();
+        }
+        deadline.tick().await;
+    };
+    // `c` (b's instance) can't answer an offer that went to `a`, nor can `a` name the wrong
+    // offerer; `a` answers once.
+    c.send(&answer(&ih, &pc, &pb, &offer_id)).await;
+    let f = failure_skipping_offers(&mut c).await;
+    assert_eq!(f["info_hash"], ih);
+    a.send(&answer(&ih, &pa, &pc, &offer_id)).await;
+    failure_skipping_offers(&mut a).await;
+    a.send(&answer(&ih, &pa, &pb, &offer_id)).await;
+    let got = b.recv().await;
+    assert_eq!(got["answer"], answer_object(), "{got}");
+    assert_eq!(got["peer_id"], pa);
+    assert_eq!(got["offer_id"], offer_id.as_str());
+    a.send(&answer(&ih, &pa, &pb, &offer_id)).await;
+    failure_skipping_offers(&mut a).await;
+    // Counts are each instance's own (docs/WEBTORRENT.md, difference 9).
+    assert_eq!(a.scrape_sync(&ih).await.0["incomplete"], 1);
+}
+
+/// The next failure, skipping offers still arriving from earlier announces.
+async fn failure_skipping_offers(c: &mut WtClient) -> Value {
+    loop {
+        let v = c.recv().await;
+        if v.get("offer").is_none() {
+            assert!(v.get("failure reason").is_some(), "expected a failure: {v}");
+            return v;
+        }
+    }
+}
