@@ -6,9 +6,9 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 
 import {
-  SDP, announce, binaryId, expectMessage, fetchMetrics, is, makeOffers, metricSum, visible
+  SDP, announce, binaryId, expectMessage, fetchMetrics, is, makeOffers, metricSum, show, visible
 } from './harness.mjs'
-import { idBook, show, useTargets, withSession } from './scenarios.mjs'
+import { idBook, useTargets, withSession } from './scenarios.mjs'
 
 const targets = useTargets()
 

@@ -47,7 +47,7 @@ export function binaryId () {
 }
 
 /** A readable id for logs: hex of the latin1 bytes. */
-export function hexId (id) {
+function hexId (id) {
   return Buffer.from(id, 'latin1').toString('hex')
 }
 
@@ -328,7 +328,7 @@ export class Client {
       }
       const timer = setTimeout(() => {
         done()
-        reject(new Error(`${this.name}: no ${what} within ${timeoutMs} ms; inbox: ${summarize(this.inbox)}` +
+        reject(new Error(`${this.name}: no ${what} within ${timeoutMs} ms; inbox: ${show(this.inbox).slice(0, 2000)}` +
           (this.closed ? `; closed ${JSON.stringify(this.closed)}` : '')))
       }, timeoutMs)
       const done = () => {
@@ -341,13 +341,13 @@ export class Client {
   }
 }
 
-function summarize (msgs) {
-  return JSON.stringify(msgs.map(m => {
-    const s = { ...m }
-    for (const k of ['offer', 'answer']) if (s[k]) s[k] = { type: s[k].type, sdp: `${(s[k].sdp || '').length} chars` }
-    for (const k of ['info_hash', 'peer_id', 'offer_id']) if (typeof s[k] === 'string') s[k] = hexId(s[k])
-    return s
-  })).slice(0, 2000)
+/** For logs: messages with ids in hex and SDPs as their length. */
+export function show (msg) {
+  return JSON.stringify(msg, (k, v) => {
+    if (k === 'sdp' && typeof v === 'string') return `${v.length} chars`
+    if (['info_hash', 'peer_id', 'offer_id', 'to_peer_id'].includes(k) && typeof v === 'string') return hexId(v)
+    return v
+  })
 }
 
 /**
@@ -371,11 +371,6 @@ export function refusal (client, frame) {
     if (client.closed) return { close: client.closed }
     return null
   }, 'failure reason or close')
-}
-
-/** Waits until the server closed `client`'s socket; returns { code, reason }. */
-export function expectClose (client, timeoutMs = EXPECT_TIMEOUT_MS) {
-  return client.waitFor(() => client.closed, 'close', timeoutMs)
 }
 
 // Predicates for the messages of the protocol.

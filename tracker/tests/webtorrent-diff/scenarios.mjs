@@ -9,7 +9,7 @@ import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 
 import {
-  Client, SDP, binaryId, closeClients, hexId, startReference, startSwarmtrack
+  Client, SDP, binaryId, closeClients, startReference, startSwarmtrack
 } from './harness.mjs'
 
 /** The swarmtrack binary (scripts/test sets it); without it the harness proves itself ref vs ref. */
@@ -171,13 +171,4 @@ export function replyShape (reply) {
   const out = { ...reply }
   for (const k of ['complete', 'incomplete']) if (k in out) out[k] = typeof out[k]
   return out
-}
-
-/** For logs: a message with ids in hex and SDPs shortened. */
-export function show (msg) {
-  return JSON.stringify(msg, (k, v) => {
-    if (k === 'sdp') return `${v.length} chars`
-    if (['info_hash', 'peer_id', 'offer_id', 'to_peer_id'].includes(k) && typeof v === 'string') return hexId(v)
-    return v
-  })
 }
