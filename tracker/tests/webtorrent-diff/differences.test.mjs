@@ -46,7 +46,7 @@ const answerMsg = (ids, from, to, offerId, ih = ids.hash) => ({
   action: 'announce', info_hash: ih, peer_id: from, to_peer_id: to, offer_id: offerId, answer: { type: 'answer', sdp: SDP.firefoxAnswer }
 })
 
-difference(targets, '1. an answer is forwarded only for an offer delivered to the answerer',
+difference(targets, '1. an answer is forwarded only for an offer delivered to the answerer, once',
   (target, ids) => withSession(target, async s => {
     const [a, b, c] = await s.connectAll('a', 'b', 'c')
     await announce(a, ids.hash, ids.a, { event: 'started' })
@@ -63,19 +63,30 @@ difference(targets, '1. an answer is forwarded only for an offer delivered to th
     // Then the legitimate answer goes through on both.
     a.send(answerMsg(ids, ids.a, ids.b, ids.offer))
     const right = await expectMessage(b, is.answer(ids.hash, ids.offer))
-    return { a: kinds(toA, ids), c: kinds(toC, ids), b: kinds(toB, ids), legitimate: kinds([right], ids) }
+    // Once: the same answer again.
+    a.send(answerMsg(ids, ids.a, ids.b, ids.offer))
+    const [againA, againB] = await settle(target, [{ client: a, peerId: ids.a }, { client: b, peerId: ids.b }])
+    return {
+      a: kinds(toA, ids),
+      c: kinds(toC, ids),
+      b: kinds(toB, ids),
+      legitimate: kinds([right], ids),
+      again: { a: kinds(againA, ids), b: kinds(againB, ids) }
+    }
   }), {
     reference: {
       a: [],
       c: [],
       b: ['answer #offer from #c', 'answer #unknownOffer from #a'],
-      legitimate: ['answer #offer from #a']
+      legitimate: ['answer #offer from #a'],
+      again: { a: [], b: ['answer #offer from #a'] }
     },
     swarmtrack: {
       a: ['failure', 'failure'],
       c: ['failure'],
       b: [],
-      legitimate: ['answer #offer from #a']
+      legitimate: ['answer #offer from #a'],
+      again: { a: ['failure'], b: [] }
     }
   })
 

@@ -88,7 +88,7 @@ differential(targets, 'swarm of 5, one announce with 3 offers: 3 distinct receiv
 
 differential(targets, 'seeder and leecher counts through started, completed, update and stopped',
   (target, ids) => withSession(target, async s => {
-    const [a, b, c] = await s.connectOnOneInstance('a', 'b', 'c')
+    const [a, b, c, d] = await s.connectOnOneInstance('a', 'b', 'c', 'd')
     const counts = []
     const step = async (client, peerId, fields) => {
       const r = await announce(client, ids.hash, peerId, fields)
@@ -102,11 +102,12 @@ differential(targets, 'seeder and leecher counts through started, completed, upd
     await step(c, ids.c, { left: 0 }) // no event: an update
     await step(b, ids.b, { event: 'stopped' }) // the reply still comes, without b
     await step(a, ids.a, { event: 'stopped' })
+    await step(d, ids.d, {}) // a first announce without event or left: a leecher joins
     return counts
   }),
   counts => assert.deepEqual(counts, [
     ['started', 0, 1], ['started', 1, 1], ['started', 1, 2], ['completed', 2, 1],
-    ['update', 3, 0], ['none', 3, 0], ['stopped', 2, 0], ['stopped', 1, 0]
+    ['update', 3, 0], ['none', 3, 0], ['stopped', 2, 0], ['stopped', 1, 0], ['none', 1, 1]
   ]))
 
 differential(targets, 'a stopped peer leaves the swarm: no more offers reach it',
