@@ -469,7 +469,7 @@ export class SwarmClient extends Emitter {
   }
 
   /** @param {Peer} peer */
-  opened(peer) {
+  peerOpened(peer) {
     this.stats.peersOpened++;
     this.emit('peer', this.peerEvent(peer));
   }
@@ -478,7 +478,7 @@ export class SwarmClient extends Emitter {
    * @param {Peer} peer
    * @param {string} reason
    */
-  closed(peer, reason) {
+  peerClosed(peer, reason) {
     const key = `${peer.swarm}\n${peer.remote}`;
     if (this.peers.get(key) === peer) this.peers.delete(key);
     if (peer.openAfterMs !== null) {

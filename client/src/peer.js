@@ -19,8 +19,8 @@ const MAX_PENDING_OPS = 64;
  * What a Peer needs from its client.
  * @typedef {object} PeerHost
  * @property {(t: 'offer'|'answer'|'cands', peer: Peer, fields: Record<string, unknown>) => void} signal
- * @property {(peer: Peer) => void} opened the data channel is open
- * @property {(peer: Peer, reason: string) => void} closed the peer is gone (after cleanup)
+ * @property {(peer: Peer) => void} peerOpened the data channel is open
+ * @property {(peer: Peer, reason: string) => void} peerClosed the peer is gone (after cleanup)
  */
 
 /**
@@ -190,7 +190,7 @@ export class Peer {
       this.openAfterMs = this.opts.now() - this.startedAt;
       if (this.connectTimer !== null) this.opts.timers.clearTimeout(this.connectTimer);
       this.connectTimer = null;
-      this.host.opened(this);
+      this.host.peerOpened(this);
     };
     channel.onclose = () => this.close('channel closed');
   }
@@ -214,6 +214,6 @@ export class Peer {
     } catch {
       // Already closed by the browser.
     }
-    this.host.closed(this, reason);
+    this.host.peerClosed(this, reason);
   }
 }
