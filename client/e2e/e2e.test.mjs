@@ -122,6 +122,28 @@ test('six pages in one swarm connect to each other', async () => {
   for (const s of await Promise.all(pages.map(state))) assert.equal(s.open.length, 5);
 });
 
+test('the demo page: two tabs on the same video connect and chat', async () => {
+  await reset();
+  const url = `${fleet.pageOrigin}/demo/?tracker=${encodeURIComponent(fleet.frontUrl)}&video=demo-${++swarmSeq}&autojoin=1`;
+  const tabs = [await browser.context.newPage(), await browser.context.newPage()];
+  try {
+    for (const t of tabs) {
+      await t.goto(url);
+      await until(async () => (await t.textContent('#me')) !== '-', 'the demo to connect');
+    }
+    const ids = await Promise.all(tabs.map((t) => t.textContent('#me')));
+    // Each tab lists the other as a peer.
+    await until(async () => (await tabs[0].textContent('#peers')).includes(ids[1]) && (await tabs[1].textContent('#peers')).includes(ids[0]), 'the peer rows');
+    await tabs[0].fill('#text', 'hi from tab one');
+    await tabs[0].click('#chat button');
+    await until(async () => (await tabs[1].textContent('#peers')).includes('hi from tab one'), 'the message in the other tab');
+    await tabs[1].click('#leave');
+    await until(async () => !(await tabs[0].textContent('#peers')).includes(ids[1]), 'the peer to leave the list');
+  } finally {
+    for (const t of tabs) await t.close();
+  }
+});
+
 test('a page whose tracker drains reconnects, rejoins and reconnects its peer', async () => {
   const { a, b } = await pair({ refillDelayMs: 200 }, { refillDelayMs: 200 });
   const drained = fleet.byInstance(a.instance);
