@@ -25,78 +25,121 @@ const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
  * @returns {Uint8Array}
  */
 export function encode(value) {
-  /** @type {number[]} */
-  const out = [];
-  write(out, value, 0);
-  return Uint8Array.from(out);
+  const w = new Writer();
+  w.value(value, 0);
+  return w.buf.slice(0, w.pos);
 }
 
-/** @param {number[]} out @param {number} n @param {number} bytes */
-function be(out, n, bytes) {
-  for (let i = bytes - 1; i >= 0; i--) out.push(Math.floor(n / 2 ** (8 * i)) & 0xff);
-}
-
-/** @param {number[]} out @param {string} s */
-function writeStr(out, s) {
-  const b = utf8Encoder.encode(s);
-  const n = b.length;
-  if (n < 32) out.push(0xa0 | n);
-  else if (n < 0x100) out.push(0xd9, n);
-  else if (n < 0x10000) { out.push(0xda); be(out, n, 2); }
-  else { out.push(0xdb); be(out, n, 4); }
-  for (const x of b) out.push(x);
-}
-
-/** @param {number[]} out @param {unknown} v @param {number} depth */
-function write(out, v, depth) {
-  if (depth > MAX_DEPTH) throw new MsgpackError('value nested too deeply');
-  if (v === null || v === undefined) out.push(0xc0);
-  else if (v === false) out.push(0xc2);
-  else if (v === true) out.push(0xc3);
-  else if (typeof v === 'number') writeNumber(out, v);
-  else if (typeof v === 'string') writeStr(out, v);
-  else if (Array.isArray(v)) {
-    const n = v.length;
-    if (n < 16) out.push(0x90 | n);
-    else if (n < 0x10000) { out.push(0xdc); be(out, n, 2); }
-    else { out.push(0xdd); be(out, n, 4); }
-    for (const x of v) write(out, x, depth + 1);
-  } else if (typeof v === 'object') {
-    const entries = Object.entries(v).filter(([, x]) => x !== undefined);
-    const n = entries.length;
-    if (n < 16) out.push(0x80 | n);
-    else if (n < 0x10000) { out.push(0xde); be(out, n, 2); }
-    else { out.push(0xdf); be(out, n, 4); }
-    for (const [k, x] of entries) {
-      writeStr(out, k);
-      write(out, x, depth + 1);
-    }
-  } else throw new MsgpackError(`cannot encode ${typeof v}`);
-}
-
-/** @param {number[]} out @param {number} v */
-function writeNumber(out, v) {
-  if (Number.isSafeInteger(v)) {
-    if (v >= 0) {
-      if (v < 0x80) out.push(v);
-      else if (v < 0x100) out.push(0xcc, v);
-      else if (v < 0x10000) { out.push(0xcd); be(out, v, 2); }
-      else if (v < 0x100000000) { out.push(0xce); be(out, v, 4); }
-      else { out.push(0xcf); be(out, v, 8); }
-    } else if (v >= -32) out.push(v & 0xff);
-    else if (v >= -0x80) out.push(0xd0, v & 0xff);
-    else if (v >= -0x8000) { out.push(0xd1); be(out, v & 0xffff, 2); }
-    else if (v >= -0x80000000) { out.push(0xd2); be(out, v >>> 0, 4); }
-    else {
-      const b = new Uint8Array(8);
-      new DataView(b.buffer).setBigInt64(0, BigInt(v));
-      out.push(0xd3, ...b);
-    }
-    return;
+/** A growable byte buffer: one allocation per doubling, not one per byte. */
+class Writer {
+  constructor() {
+    this.buf = new Uint8Array(256);
+    this.view = new DataView(this.buf.buffer);
+    this.pos = 0;
   }
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setFloat64(0, v);
-  out.push(0xcb, ...b);
+
+  /** @param {number} n bytes about to be written */
+  ensure(n) {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  /** @param {number} b */
+  u8(b) {
+    this.ensure(1);
+    this.buf[this.pos++] = b;
+  }
+
+  /** A type byte and a 1, 2 or 4-byte big-endian length or value. @param {number} t @param {number} n @param {number} bytes */
+  head(t, n, bytes) {
+    this.ensure(1 + bytes);
+    this.buf[this.pos++] = t;
+    if (bytes === 1) this.view.setUint8(this.pos, n);
+    else if (bytes === 2) this.view.setUint16(this.pos, n);
+    else this.view.setUint32(this.pos, n);
+    this.pos += bytes;
+  }
+
+  /** @param {string} s */
+  str(s) {
+    // Encode straight into the buffer behind the longest possible header, then move the bytes
+    // back if the real header is shorter: no intermediate array per string.
+    this.ensure(5 + s.length * 3);
+    const { written } = utf8Encoder.encodeInto(s, this.buf.subarray(this.pos + 5));
+    const n = /** @type {number} */ (written);
+    const hl = n < 32 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+    if (hl !== 5) this.buf.copyWithin(this.pos + hl, this.pos + 5, this.pos + 5 + n);
+    if (n < 32) this.buf[this.pos] = 0xa0 | n;
+    else if (n < 0x100) { this.buf[this.pos] = 0xd9; this.buf[this.pos + 1] = n; }
+    else if (n < 0x10000) { this.buf[this.pos] = 0xda; this.view.setUint16(this.pos + 1, n); }
+    else { this.buf[this.pos] = 0xdb; this.view.setUint32(this.pos + 1, n); }
+    this.pos += hl + n;
+  }
+
+  /** @param {number} n @param {number} fix @param {number} t16 */
+  len(n, fix, t16) {
+    if (n < 16) this.u8(fix | n);
+    else if (n < 0x10000) this.head(t16, n, 2);
+    else this.head(t16 + 1, n, 4);
+  }
+
+  /** @param {unknown} v @param {number} depth */
+  value(v, depth) {
+    if (depth > MAX_DEPTH) throw new MsgpackError('value nested too deeply');
+    if (v === null || v === undefined) this.u8(0xc0);
+    else if (v === false) this.u8(0xc2);
+    else if (v === true) this.u8(0xc3);
+    else if (typeof v === 'number') this.number(v);
+    else if (typeof v === 'string') this.str(v);
+    else if (Array.isArray(v)) {
+      this.len(v.length, 0x90, 0xdc);
+      for (const x of v) this.value(x, depth + 1);
+    } else if (typeof v === 'object') {
+      const entries = Object.entries(v).filter(([, x]) => x !== undefined);
+      this.len(entries.length, 0x80, 0xde);
+      for (const [k, x] of entries) {
+        this.str(k);
+        this.value(x, depth + 1);
+      }
+    } else throw new MsgpackError(`cannot encode ${typeof v}`);
+  }
+
+  /** @param {number} v */
+  number(v) {
+    if (Number.isSafeInteger(v)) {
+      if (v >= 0) {
+        if (v < 0x80) this.u8(v);
+        else if (v < 0x100) this.head(0xcc, v, 1);
+        else if (v < 0x10000) this.head(0xcd, v, 2);
+        else if (v < 0x100000000) this.head(0xce, v, 4);
+        else {
+          this.ensure(9);
+          this.buf[this.pos] = 0xcf;
+          this.view.setBigUint64(this.pos + 1, BigInt(v));
+          this.pos += 9;
+        }
+      } else if (v >= -32) this.u8(v & 0xff);
+      else if (v >= -0x80) this.head(0xd0, v & 0xff, 1);
+      else if (v >= -0x8000) this.head(0xd1, v & 0xffff, 2);
+      else if (v >= -0x80000000) this.head(0xd2, v >>> 0, 4);
+      else {
+        this.ensure(9);
+        this.buf[this.pos] = 0xd3;
+        this.view.setBigInt64(this.pos + 1, BigInt(v));
+        this.pos += 9;
+      }
+      return;
+    }
+    this.ensure(9);
+    this.buf[this.pos] = 0xcb;
+    this.view.setFloat64(this.pos + 1, v);
+    this.pos += 9;
+  }
 }
 
 /**
@@ -136,6 +179,14 @@ class Reader {
   /** @param {number} n */
   str(n) {
     const at = this.need(n);
+    // Short ASCII strings (keys, ids, candidates) are most of a frame; TextDecoder's call cost
+    // dominates at that size.
+    if (n <= 64) {
+      let ascii = '';
+      let i = at;
+      for (; i < at + n && this.b[i] < 0x80; i++) ascii += String.fromCharCode(this.b[i]);
+      if (i === at + n) return ascii;
+    }
     try {
       return utf8Decoder.decode(this.b.subarray(at, at + n));
     } catch {
