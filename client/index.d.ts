@@ -26,6 +26,8 @@ export interface SwarmClientOptions {
   refillDelayMs?: number;
   /** Swarms joined at once (default 16). */
   maxSwarms?: number;
+  /** A peer whose negotiation failed isn't offered to again for this long (ms, default 30000). */
+  retryFailedAfterMs?: number;
   /** Data channel label (default `swarmtrack`). */
   channelLabel?: string;
   /** WebSocket constructor (default the global). */
@@ -92,6 +94,8 @@ export interface ClientStats {
   connects: number;
   /** Messages not sent: socket down or over the tracker's `max_message`. */
   dropped: number;
+  /** Peers from `peers` not offered to because they failed recently. */
+  skippedFailed: number;
 }
 
 export interface SwarmClientEvents {

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
+import { decodeServerFrame } from '../src/wire.js';
 import { launch } from './browser.mjs';
 import { connections, startFleet, until } from './fleet.mjs';
 
@@ -120,6 +121,48 @@ test('six pages in one swarm connect to each other', async () => {
     return all.every((s, i) => ids.every((id, j) => i === j || s.peers[id]?.received.includes(`hello from ${id}`)));
   }, 'every page to hear from the five others', 30000);
   for (const s of await Promise.all(pages.map(state))) assert.equal(s.open.length, 5);
+});
+
+test('a peer that never answers is closed after connectTimeoutMs; leave cleans up', async () => {
+  await reset();
+  const swarm = `silent-${++swarmSeq}`;
+  // A viewer that joins and then ignores everything: a plain WebSocket client in this process.
+  const ws = new WebSocket(fleet.frontUrl);
+  /** @type {any[]} */
+  const got = [];
+  ws.onmessage = (ev) => got.push(...decodeServerFrame(ev.data));
+  try {
+    const welcome = await until(() => got.find((m) => m.t === 'welcome'), 'welcome of the silent viewer');
+    ws.send(JSON.stringify({ t: 'join', swarm, want: 5 }));
+    await until(() => got.some((m) => m.t === 'peers'), 'peers of the silent viewer');
+    await start(pages[0], swarm, { connectTimeoutMs: 1500, refillDelayMs: 300 });
+    // The page offers (minified) and trickles its candidates, batched, ending with `end`.
+    const offer = await until(() => got.find((m) => m.t === 'offer'), 'the offer');
+    assert.match(offer.m, /^1,/);
+    await until(() => got.some((m) => m.t === 'cands' && m.end), 'the end of candidates');
+    // Nobody answers: the page gives up on the peer and, the swarm being short of peers, asks
+    // the tracker again; the tracker hands out the same silent viewer, which the page doesn't
+    // offer to again for retryFailedAfterMs.
+    const s = await until(async () => {
+      const x = await state(pages[0]);
+      return x.stats.peersFailed === 1 && x.stats.skippedFailed >= 1 && x;
+    }, 'the timeout, the refill and the skip');
+    assert.ok(s.stats.sent.join.messages >= 2);
+    assert.equal(s.stats.sent.offer.messages, 1);
+    assert.deepEqual(s.open, []);
+    assert.equal(s.held, 0);
+    assert.equal(offer.from, s.peerId);
+    assert.equal(welcome.peer.length, 22);
+    // Leaving closes what the page holds and takes it out of the swarm.
+    await pages[0].evaluate((sw) => /** @type {any} */ (window).harness.leave(sw), swarm);
+    assert.equal((await state(pages[0])).held, 0);
+    const before = got.length;
+    ws.send(JSON.stringify({ t: 'join', swarm, want: 5 }));
+    const peers = await until(() => got.slice(before).find((m) => m.t === 'peers'), 'peers after the leave');
+    assert.deepEqual(peers.peers, []);
+  } finally {
+    ws.close();
+  }
 });
 
 test('the demo page: two tabs on the same video connect and chat', async () => {

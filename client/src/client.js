@@ -38,6 +38,8 @@ import { decodeServerFrame, encodeFrame, frameBytes } from './wire.js';
  * @property {number} [refillDelayMs] least time between two joins of one swarm to find
  *   replacement peers (default 1000)
  * @property {number} [maxSwarms] swarms joined at once (default 16, the tracker's default)
+ * @property {number} [retryFailedAfterMs] a peer whose negotiation failed isn't offered to again
+ *   for this long, so an unreachable peer isn't retried at every refill (default 30000)
  * @property {string} [channelLabel] data channel label (default `swarmtrack`)
  * @property {typeof WebSocket} [WebSocket] constructor to use (default the global)
  * @property {typeof RTCPeerConnection} [RTCPeerConnection] constructor (default the global)
@@ -59,6 +61,7 @@ import { decodeServerFrame, encodeFrame, frameBytes } from './wire.js';
  * @property {number} peersFailed negotiations that ended before a channel opened
  * @property {number} connects `welcome`s received
  * @property {number} dropped messages not sent (socket down or over `max_message`)
+ * @property {number} skippedFailed peers from `peers` not offered to because they failed recently
  */
 
 const DEFAULTS = {
@@ -74,10 +77,15 @@ const DEFAULTS = {
   backoffMaxMs: 30000,
   refillDelayMs: 1000,
   maxSwarms: 16,
+  retryFailedAfterMs: 30000,
   channelLabel: 'swarmtrack',
 };
 
 const OPEN = 1;
+/** Peers remembered as failed at most; the oldest is forgotten first. */
+const MAX_FAILED = 256;
+/** Close reasons that say the remote is unreachable, not that we let go of it. */
+const FAILURES = new Set(['timeout', 'failed', 'negotiation failed']);
 const utf8 = new TextEncoder();
 
 /**
@@ -118,6 +126,8 @@ export class SwarmClient extends Emitter {
     this.swarms = new Map();
     /** @type {Map<string, Peer>} key: swarm + "\n" + remote id */
     this.peers = new Map();
+    /** @type {Map<string, number>} same key -> time until which we don't offer to it */
+    this.failed = new Map();
     this.attempt = 0;
     /** @type {unknown} */
     this.reconnectTimer = null;
@@ -137,6 +147,7 @@ export class SwarmClient extends Emitter {
       peersFailed: 0,
       connects: 0,
       dropped: 0,
+      skippedFailed: 0,
     };
   }
 
@@ -394,8 +405,14 @@ export class SwarmClient extends Emitter {
    */
   onPeers(swarm, ids) {
     if (!this.swarms.has(swarm)) return;
+    const now = this.now();
     for (const id of ids) {
-      if (id === this.peerId || this.peers.has(`${swarm}\n${id}`)) continue;
+      const key = `${swarm}\n${id}`;
+      if (id === this.peerId || this.peers.has(key)) continue;
+      if ((this.failed.get(key) ?? -Infinity) > now) {
+        this.stats.skippedFailed++;
+        continue;
+      }
       if (this.peers.size >= this.o.maxPeers || this.countIn(swarm) >= this.o.want) break;
       this.startPeer(swarm, id, this.newSid(), true).offer();
     }
@@ -485,6 +502,11 @@ export class SwarmClient extends Emitter {
       this.emit('peerclose', { swarm: peer.swarm, id: peer.remote, reason });
     } else {
       this.stats.peersFailed++;
+      if (peer.initiator && !this.closed && (FAILURES.has(reason) || reason.startsWith('tracker:'))) {
+        this.failed.delete(key);
+        this.failed.set(key, this.now() + this.o.retryFailedAfterMs);
+        if (this.failed.size > MAX_FAILED) this.failed.delete(/** @type {string} */ (this.failed.keys().next().value));
+      }
     }
     if (!this.closed) this.scheduleRefill(peer.swarm);
   }
