@@ -25,15 +25,26 @@ const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
  * @returns {Uint8Array}
  */
 export function encode(value) {
-  const w = new Writer();
-  w.value(value, 0);
-  return w.buf.slice(0, w.pos);
+  scratch.pos = 0;
+  try {
+    scratch.value(value, 0);
+    return scratch.buf.slice(0, scratch.pos);
+  } finally {
+    // A rare huge message mustn't pin its buffer for the page's life.
+    if (scratch.buf.length > MAX_KEPT_BUFFER) scratch = new Writer();
+  }
 }
 
-/** A growable byte buffer: one allocation per doubling, not one per byte. */
+/** Largest encode buffer kept between calls; signals are at most 16 KiB (max_message). */
+const MAX_KEPT_BUFFER = 65536;
+
+/**
+ * A growable byte buffer: one allocation per doubling, not one per byte. One instance is
+ * reused by every `encode` (encoding is synchronous, so calls never overlap).
+ */
 class Writer {
   constructor() {
-    this.buf = new Uint8Array(256);
+    this.buf = new Uint8Array(4096);
     this.view = new DataView(this.buf.buffer);
     this.pos = 0;
   }
@@ -141,6 +152,8 @@ class Writer {
     this.pos += 9;
   }
 }
+
+let scratch = new Writer();
 
 /**
  * Decodes exactly one value filling the whole buffer.
