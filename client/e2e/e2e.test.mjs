@@ -165,6 +165,33 @@ test('a peer that never answers is closed after connectTimeoutMs; leave cleans u
   }
 });
 
+test('a plain module script tag puts the SDK on window.swarmtrack', async () => {
+  const page = await browser.context.newPage();
+  try {
+    await page.goto(`${fleet.pageOrigin}/e2e/page.html`);
+    await page.addScriptTag({ url: '/global.js', type: 'module' });
+    await page.waitForFunction(() => typeof (/** @type {any} */ (window).swarmtrack?.SwarmClient) === 'function');
+    // The browser's own parser takes an expanded SDP: a throwaway connection applies one.
+    const ok = await page.evaluate(async () => {
+      const { minify, expand } = /** @type {any} */ (window).swarmtrack;
+      const a = new RTCPeerConnection();
+      a.createDataChannel('x');
+      await a.setLocalDescription(await a.createOffer());
+      const b = new RTCPeerConnection();
+      await b.setRemoteDescription({ type: 'offer', sdp: expand(minify(a.localDescription.sdp)) });
+      await b.setLocalDescription(await b.createAnswer());
+      await a.setRemoteDescription({ type: 'answer', sdp: expand(minify(b.localDescription.sdp)) });
+      const states = [a.signalingState, b.signalingState];
+      a.close();
+      b.close();
+      return states;
+    });
+    assert.deepEqual(ok, ['stable', 'stable']);
+  } finally {
+    await page.close();
+  }
+});
+
 test('the demo page: two tabs on the same video connect and chat', async () => {
   await reset();
   const url = `${fleet.pageOrigin}/demo/?tracker=${encodeURIComponent(fleet.frontUrl)}&video=demo-${++swarmSeq}&autojoin=1`;

@@ -78,6 +78,33 @@ class Writer {
 
   /** @param {string} s */
   str(s) {
+    if (!this.ascii(s)) this.utf8(s);
+  }
+
+  /**
+   * Writes an ASCII string byte by byte; returns false (writing nothing) at the first other
+   * character. Keys, ids, sids and SDP are ASCII, and for strings this short a JS loop beats
+   * a call into the browser's TextEncoder binding.
+   * @param {string} s
+   */
+  ascii(s) {
+    const n = s.length;
+    const hl = n < 32 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+    this.ensure(hl + n);
+    const b = this.buf;
+    let at = this.pos + hl;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) return false;
+      b[at++] = c;
+    }
+    this.header(n, hl);
+    this.pos += hl + n;
+    return true;
+  }
+
+  /** @param {string} s */
+  utf8(s) {
     // Encode straight into the buffer behind the longest possible header, then move the bytes
     // back if the real header is shorter: no intermediate array per string.
     this.ensure(5 + s.length * 3);
@@ -85,11 +112,16 @@ class Writer {
     const n = /** @type {number} */ (written);
     const hl = n < 32 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
     if (hl !== 5) this.buf.copyWithin(this.pos + hl, this.pos + 5, this.pos + 5 + n);
-    if (n < 32) this.buf[this.pos] = 0xa0 | n;
-    else if (n < 0x100) { this.buf[this.pos] = 0xd9; this.buf[this.pos + 1] = n; }
-    else if (n < 0x10000) { this.buf[this.pos] = 0xda; this.view.setUint16(this.pos + 1, n); }
-    else { this.buf[this.pos] = 0xdb; this.view.setUint32(this.pos + 1, n); }
+    this.header(n, hl);
     this.pos += hl + n;
+  }
+
+  /** A string header of `hl` bytes for `n` bytes of UTF-8, at `pos`. @param {number} n @param {number} hl */
+  header(n, hl) {
+    if (hl === 1) this.buf[this.pos] = 0xa0 | n;
+    else if (hl === 2) { this.buf[this.pos] = 0xd9; this.buf[this.pos + 1] = n; }
+    else if (hl === 3) { this.buf[this.pos] = 0xda; this.view.setUint16(this.pos + 1, n); }
+    else { this.buf[this.pos] = 0xdb; this.view.setUint32(this.pos + 1, n); }
   }
 
   /** @param {number} n @param {number} fix @param {number} t16 */

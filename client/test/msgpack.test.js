@@ -11,6 +11,8 @@ test('round trips every value kind the protocol uses, at every length boundary',
     Number.MAX_SAFE_INTEGER, -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1,
     Number.MIN_SAFE_INTEGER, 0.5, -1.25e300, '', 'a', 'x'.repeat(31), 'x'.repeat(32),
     'x'.repeat(255), 'x'.repeat(256), 'x'.repeat(65535), 'x'.repeat(65536), 'é€😀',
+    // Non-ASCII: more bytes than characters, across each header size.
+    'é'.repeat(20), 'é'.repeat(200), 'é'.repeat(40000), `${'x'.repeat(30)}é`,
     [], [1, 'a', null], Array.from({ length: 15 }, (_, i) => i), Array.from({ length: 16 }, (_, i) => i),
     Array.from({ length: 70000 }, () => 0),
   ];
