@@ -24,7 +24,9 @@ const MAX_INPUT = 65536;
 /** At most this many candidates in one minified SDP (browsers gather a handful). */
 const MAX_INLINE_CANDIDATES = 64;
 
+/** @type {Record<string, string>} */
 const SETUP_TO_CODE = { actpass: 'a', active: 'c', passive: 'p' };
+/** @type {Record<string, 'actpass' | 'active' | 'passive'>} */
 const CODE_TO_SETUP = { a: 'actpass', c: 'active', p: 'passive' };
 
 /** ICE ufrag/pwd characters (RFC 8839 ice-char) — also guarantees no `,` or space inside. */

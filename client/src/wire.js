@@ -49,11 +49,11 @@ export function frameBytes(frame) {
 const isStr = (v) => typeof v === 'string';
 /** @param {unknown} v @returns {v is number} */
 const isNat = (v) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-/** @param {unknown} v */
+/** @param {unknown} v @returns {v is string} */
 const isPeer = (v) => isStr(v) && PEER_ID.test(v);
-/** @param {unknown} v */
+/** @param {unknown} v @returns {v is string} */
 const isSwarm = (v) => isStr(v) && v.length > 0 && v.length <= 256;
-/** @param {unknown} v */
+/** @param {unknown} v @returns {v is string} */
 const isSid = (v) => isStr(v) && v.length <= 32;
 
 /**
