@@ -4,7 +4,7 @@ import { test } from 'node:test';
 
 import { CandidateBatcher, DEFAULT_WINDOW_MS } from '../src/batcher.js';
 import { FakeClock } from './clock.js';
-import { jsonl, names } from './fixtures.js';
+import { jsonl, names, read } from './fixtures.js';
 
 /**
  * The gathering sessions of a capture: per side, the candidates with their times and the time
@@ -138,4 +138,32 @@ test('end with nothing pending still says end; later candidates are ignored', ()
   b.add('late');
   clock.advanceTo(100);
   assert.deepEqual(sent, [{ c: [], end: true }]);
+});
+
+test('gathering-timing.csv: 88 sessions, batched within the window, never more messages', () => {
+  const [head, ...lines] = read('gathering-timing.csv').trim().split('\n');
+  const cols = head.split(',');
+  const rows = lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i], v])));
+  assert.equal(rows.length, 88);
+  let batched = 0;
+  let alone = 0;
+  for (const r of rows) {
+    const n = Number(r.n_candidates);
+    const first = Number(r.first_cand_ms);
+    const last = Number(r.last_cand_ms);
+    // The CSV has the first and last candidate time; the others are spread evenly between.
+    const cands = Array.from({ length: n }, (_, i) => ({ t: n === 1 ? first : first + ((last - first) * i) / (n - 1), c: `c${i}` }));
+    const session = { cands, endAt: Number(r.gather_complete_ms) };
+    const sent = replay(session, DEFAULT_WINDOW_MS, 32);
+    const what = `${r.source} ${r.kind} run ${r.run} ${r.side}`;
+    assert.deepEqual(sent.flatMap((m) => m.c), cands.map((x) => x.c), what);
+    assert.ok(sent.length <= n + 1, what);
+    // Candidates that all came within one window leave together.
+    if (n > 0 && last - first < DEFAULT_WINDOW_MS) assert.equal(sent[0].c.length, n, what);
+    batched += sent.length;
+    alone += replay(session, 0, 32).length;
+  }
+  // 377 candidates and 88 ends: 465 messages alone, 145 with a 15 ms window.
+  assert.equal(alone, 88 + rows.reduce((s, r) => s + Number(r.n_candidates), 0));
+  assert.equal(batched, 145);
 });
