@@ -19,9 +19,12 @@ import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { until } from '../test/poll.js';
+
+export { until };
+
 export const CLIENT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const REPO = resolve(CLIENT_DIR, '..');
-const DEADLINE_MS = 20000;
 
 /** Every child process alive, so the exit hook can stop them. */
 const children = new Set();
@@ -52,29 +55,6 @@ export function freePort() {
       s.close(() => res(port));
     });
   });
-}
-
-/**
- * Polls `fn` (sync or async) until it returns something truthy; throws after the deadline.
- * @template T
- * @param {() => T | Promise<T>} fn
- * @param {string} what
- * @param {number} [ms]
- * @returns {Promise<T>}
- */
-export async function until(fn, what, ms = DEADLINE_MS) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last}` : ''}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** @param {number} port */

@@ -4,6 +4,8 @@
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 
+export { until } from './poll.js';
+
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
 /** One accepted connection: send frames, read the client's messages. */
@@ -93,22 +95,4 @@ export async function startServer() {
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
-}
-
-/**
- * Polls `fn` until it returns a truthy value or the deadline passes.
- * @template T
- * @param {() => T} fn
- * @param {string} what
- * @param {number} [ms]
- * @returns {Promise<T>}
- */
-export async function until(fn, what, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
