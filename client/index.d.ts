@@ -71,6 +71,11 @@ export interface ConnectedEvent {
   instance: string;
 }
 
+/**
+ * A refusal from the tracker (`code` as in docs/ARCHITECTURE.md 3.6), or a problem the SDK
+ * found itself: `bad_url` (the tracker URL doesn't parse), `rtc_config` (the browser refused
+ * the RTCPeerConnection configuration, e.g. a malformed ICE server).
+ */
 export interface TrackerError {
   code: string;
   msg: string;

@@ -165,6 +165,19 @@ test('a peer that never answers is closed after connectTimeoutMs; leave cleans u
   }
 });
 
+test('a malformed ICE server is reported as rtc_config, not thrown', async () => {
+  await reset();
+  const swarm = `badice-${++swarmSeq}`;
+  await start(pages[0], swarm, {});
+  await start(pages[1], swarm, { iceServers: [{ urls: 'not a url' }] });
+  const s = await until(async () => {
+    const x = await state(pages[1]);
+    return x.events.some((e) => e.startsWith('error rtc_config')) && x;
+  }, 'the rtc_config error');
+  assert.equal(s.held, 0);
+  assert.equal(s.stats.malformed, 0);
+});
+
 test('a plain module script tag puts the SDK on window.swarmtrack', async () => {
   const page = await browser.context.newPage();
   try {

@@ -414,7 +414,7 @@ export class SwarmClient extends Emitter {
         continue;
       }
       if (this.peers.size >= this.o.maxPeers || this.countIn(swarm) >= this.o.want) break;
-      this.startPeer(swarm, id, this.newSid(), true).offer();
+      this.startPeer(swarm, id, this.newSid(), true)?.offer();
     }
   }
 
@@ -435,7 +435,7 @@ export class SwarmClient extends Emitter {
       existing.close('replaced');
     }
     if (this.peers.size >= this.o.maxPeers) return;
-    this.startPeer(swarm, from, sid, false).answer(m);
+    this.startPeer(swarm, from, sid, false)?.answer(m);
   }
 
   /**
@@ -443,21 +443,31 @@ export class SwarmClient extends Emitter {
    * @param {string} remote
    * @param {string} sid
    * @param {boolean} initiator
+   * @returns {Peer | null} null if the browser refused to create the connection
    */
   startPeer(swarm, remote, sid, initiator) {
-    const peer = new Peer(this, { swarm, remote, sid, initiator }, {
-      rtcConfig: { iceServers: this.o.iceServers },
-      minify: this.o.minify,
-      batchWindowMs: this.o.batchWindowMs,
-      connectTimeoutMs: this.o.connectTimeoutMs,
-      channelLabel: this.o.channelLabel,
-      RTCPeerConnection: this.PC,
-      timers: this.timers,
-      now: this.now,
-    });
+    let peer;
+    try {
+      peer = new Peer(this, { swarm, remote, sid, initiator }, {
+        rtcConfig: { iceServers: this.o.iceServers },
+        minify: this.o.minify,
+        batchWindowMs: this.o.batchWindowMs,
+        connectTimeoutMs: this.o.connectTimeoutMs,
+        channelLabel: this.o.channelLabel,
+        RTCPeerConnection: this.PC,
+        timers: this.timers,
+        now: this.now,
+      });
+    } catch (err) {
+      // The browser refused the configuration (e.g. a malformed ICE server URL): the
+      // application must hear of it, and nothing is left half made.
+      this.emit('error', { code: 'rtc_config', msg: String(err), ref: null, sid: null });
+      return null;
+    }
     this.peers.set(`${swarm}\n${remote}`, peer);
     return peer;
   }
+
 
   /** @param {string} swarm */
   countIn(swarm) {

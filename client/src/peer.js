@@ -105,7 +105,12 @@ export class Peer {
 
   /** Creates the data channel and sends the offer. */
   offer() {
-    this.attach(this.pc.createDataChannel(this.opts.channelLabel));
+    try {
+      this.attach(this.pc.createDataChannel(this.opts.channelLabel));
+    } catch {
+      this.close('negotiation failed');
+      return;
+    }
     this.run(async () => {
       await this.pc.setLocalDescription(await this.pc.createOffer());
       this.sendDescription('offer');
