@@ -259,6 +259,9 @@ pub struct WebTorrentConfig {
     pub max_pending_offers: usize,
     /// Most info hashes in one scrape.
     pub max_scrape_hashes: usize,
+    /// Swarms one WebTorrent connection may announce in: a client shares one socket per
+    /// tracker across all its torrents, so this is larger than the native limit.
+    pub max_swarms_per_connection: usize,
     /// Largest message processed, bytes (announces carry several complete SDPs); larger
     /// frames get a `failure reason`, and frames over `limits.max_frame_bytes` close the
     /// connection.
@@ -275,6 +278,7 @@ impl Default for WebTorrentConfig {
             peer_ttl_secs: 300,
             max_pending_offers: 64,
             max_scrape_hashes: 255,
+            max_swarms_per_connection: 100,
             max_message_bytes: 48 * 1024,
         }
     }
@@ -471,8 +475,10 @@ impl Config {
             ),
             (wt.peer_ttl_secs > 0, "webtorrent.peer_ttl_secs must be > 0"),
             (
-                wt.max_pending_offers > 0 && wt.max_scrape_hashes > 0,
-                "webtorrent.max_pending_offers and webtorrent.max_scrape_hashes must be > 0",
+                wt.max_pending_offers > 0
+                    && wt.max_scrape_hashes > 0
+                    && wt.max_swarms_per_connection > 0,
+                "webtorrent.max_pending_offers, max_scrape_hashes and max_swarms_per_connection must be > 0",
             ),
             (
                 (256..=l.max_frame_bytes).contains(&wt.max_message_bytes),

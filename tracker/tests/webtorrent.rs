@@ -598,3 +598,43 @@ async fn a_peer_is_in_the_fleet_swarm_once_its_announce_is_answered() {
         assert_eq!(got["offer_id"], id('o', n), "round {n}");
     }
 }
+
+#[tokio::test]
+async fn answers_are_not_limited_by_the_answerers_own_rate() {
+    let mut config = test_config();
+    config.limits.messages_per_sec = 1;
+    config.limits.burst = 22;
+    let server = TestServer::with_config(config).await;
+    // A popular peer in twenty swarms (twenty of its 22 tokens)...
+    let mut popular = peer(&server).await;
+    for n in 0..20 {
+        join(&mut popular, &id('i', 100 + n), &id('p', 13)).await;
+    }
+    // ...gets an offer in each (the offerers' own buckets pay for their announces)...
+    let mut offerers = Vec::new();
+    for n in 0..20 {
+        let mut c = peer(&server).await;
+        c.send(&announce(&id('i', 100 + n), &id('o', n), &[id('x', n)]))
+            .await;
+        c.recv().await;
+        offerers.push(c);
+    }
+    let mut offers = Vec::new();
+    for _ in 0..20 {
+        let o = popular.recv().await;
+        offers.push((
+            o["info_hash"].as_str().expect("info_hash").to_string(),
+            o["peer_id"].as_str().expect("peer_id").to_string(),
+            o["offer_id"].as_str().expect("offer_id").to_string(),
+        ));
+    }
+    // ...and answers them all at once, far over what is left of its bucket.
+    for (ih, from, offer_id) in &offers {
+        popular
+            .send(&answer(ih, &id('p', 13), from, offer_id))
+            .await;
+    }
+    for c in &mut offerers {
+        assert!(c.recv().await.get("answer").is_some());
+    }
+}

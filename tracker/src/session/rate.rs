@@ -41,6 +41,12 @@ impl TokenBucket {
             false
         }
     }
+
+    /// Gives back a token taken for a message that turned out to cost the sender nothing of
+    /// its own (a WebTorrent answer to an offer it was sent).
+    pub fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
 }
 
 #[cfg(test)]
@@ -57,5 +63,16 @@ mod tests {
         assert_eq!((0..8).filter(|_| b.try_take(Instant::now())).count(), 3);
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!((0..8).filter(|_| b.try_take(Instant::now())).count(), 5);
+        b.refund();
+        b.refund();
+        assert_eq!((0..8).filter(|_| b.try_take(Instant::now())).count(), 2);
+        for _ in 0..10 {
+            b.refund();
+        }
+        assert_eq!(
+            (0..8).filter(|_| b.try_take(Instant::now())).count(),
+            5,
+            "at most burst"
+        );
     }
 }

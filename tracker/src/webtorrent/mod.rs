@@ -31,7 +31,7 @@ use rand::Rng;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::metrics::ReceivedKind;
+use crate::metrics::{DropReason, ReceivedKind};
 use crate::protocol::Format;
 use crate::relay::{Body, SendError, Signal, SignalKind};
 use crate::session::{Ending, Protocol, Session};
@@ -242,9 +242,7 @@ impl Session<WebTorrent> {
             return self.send_text(text).await;
         }
 
-        if index.is_none()
-            && self.proto.joined.len() >= state.config().limits.max_swarms_per_connection
-        {
+        if index.is_none() && self.proto.joined.len() >= config.max_swarms_per_connection {
             let f = fail(
                 FailureKind::SwarmLimit,
                 "this connection is in as many swarms as allowed",
@@ -297,6 +295,10 @@ impl Session<WebTorrent> {
                 );
                 return self.send_failure(&f).await;
             };
+            // Answers are driven by other peers' offers, which their own buckets already paid
+            // for, and each needs an offer delivered here: a popular peer must not lose its
+            // answers to its own rate limit.
+            self.bucket.refund();
             let (info_hash, peer_id, offer_id) = (
                 a.info_hash.to_string(),
                 a.peer_id.to_string(),
@@ -331,11 +333,12 @@ impl Session<WebTorrent> {
         // Offers go to their targets before the reply: when the announcer reads its reply,
         // every offer to a peer of this instance is already queued.
         let (info_hash, peer_id) = (a.info_hash.to_string(), a.peer_id.to_string());
-        let mut refused = false;
         for (i, (offer, to)) in a.offers.iter().zip(joined.peers).enumerate() {
-            // Each further offer costs a token, like each message of a native batch.
+            // Each further offer costs a token, like each message of a native batch. Offers
+            // over the rate are dropped and counted, without a second reply to this announce:
+            // a client can't tell a late failure from the refusal of its next request.
             if i > 0 && !self.bucket.try_take(now) {
-                refused |= self.rate_refused(now);
+                state.metrics().dropped(DropReason::RateLimited);
                 continue;
             }
             let offer_id = offer.offer_id.to_string();
@@ -354,15 +357,7 @@ impl Session<WebTorrent> {
             let _ = state.relay().send(signal);
         }
         let text = response::announce(&a.info_hash, counts, config.interval_secs);
-        self.send_text(text).await?;
-        if refused {
-            let f = fail(
-                FailureKind::RateLimited,
-                "over the message rate; some offers were dropped",
-            );
-            return self.send_failure(&f).await;
-        }
-        Ok(())
+        self.send_text(text).await
     }
 
     /// Leaves the `i`th joined swarm; returns its counts after.
