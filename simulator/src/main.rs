@@ -1,4 +1,5 @@
-//! The `simulator` binary: `run`, `ramp` (and `worker`, which the simulator starts itself).
+//! The `simulator` binary: `run`, `ramp`, `webtorrent` (and `worker`, which the simulator
+//! starts itself).
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,7 +9,8 @@ use clap::Parser;
 use simulator::controller::{self, Mode};
 use simulator::options::{Cli, Command, Invalid, LoadArgs, Phase, peak_connections};
 use simulator::ramp::Bounds;
-use simulator::{plot, workers};
+use simulator::webtorrent::WebtorrentArgs;
+use simulator::{plot, webtorrent, workers};
 
 /// Descriptors a process keeps for itself (stdio, the runtime, pipes to workers).
 const RESERVED_FDS: u64 = 100;
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Webtorrent(w) => return run_webtorrent(&runtime, &w),
         Command::Run(r) => (Mode::Run, r.load.clone(), r.phases()),
         Command::Ramp(r) => (
             Mode::Ramp(Bounds {
@@ -51,7 +54,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(simulate(mode, &load, phases)) {
+    exit(runtime.block_on(simulate(mode, &load, phases)))
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -60,12 +67,32 @@ fn main() -> ExitCode {
     }
 }
 
+fn clock_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+/// The WebTorrent mode runs in one process: a plan that doesn't fit its descriptors is refused.
+fn run_webtorrent(runtime: &tokio::runtime::Runtime, args: &WebtorrentArgs) -> ExitCode {
+    let limit = raise_fd_limit();
+    let plan = args
+        .plan(args.seed.unwrap_or_else(clock_seed))
+        .and_then(|p| {
+            p.fits(limit, limit.saturating_sub(RESERVED_FDS))
+                .map(|()| p)
+        });
+    match plan {
+        Ok(plan) => exit(runtime.block_on(webtorrent::simulate(args, plan))),
+        Err(Invalid(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn simulate(mode: Mode, load: &LoadArgs, phases: Vec<Phase>) -> anyhow::Result<()> {
-    let seed = load.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    });
+    let seed = load.seed.unwrap_or_else(clock_seed);
     let report = controller::drive(mode, load, phases, seed).await?;
     print!("{}", report.table());
     if let Some(path) = &load.json {

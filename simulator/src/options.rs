@@ -29,6 +29,9 @@ pub enum Command {
     /// Raise connections/sec and messages/sec step by step until p99 latency or loss crosses
     /// a bound; report the knee (the last step that held).
     Ramp(RampArgs),
+    /// Browser WebTorrent peers against a tracker's `/announce` (closed loop; `--ramp` finds
+    /// the knee).
+    Webtorrent(crate::webtorrent::WebtorrentArgs),
     /// One worker process of a multi-process run (started by the simulator itself; reads its
     /// plan on stdin and writes events on stdout).
     #[command(hide = true)]

@@ -1,0 +1,62 @@
+//! The WebTorrent mode: browser peers speaking the WebTorrent tracker protocol (as
+//! bittorrent-tracker's WebSocket client and simple-peer do) against a tracker's `/announce`.
+//!
+//! Closed loop, like aquatic's load test: each connection keeps one request (an announce with
+//! `--offers` complete-SDP offers, now and then a scrape) in flight and answers every offer it
+//! receives. Measured: requests and responses by kind, the announce round trip, offer and answer
+//! relay latency (the `offer_id` names the sender and its announce, so the receiver finds the
+//! send time in the [`ledger`]), where every offer and answer went, failures by reason, and
+//! reconnects after a drain (close 1012). `--ramp` adds connections step by step to the knee.
+//!
+//! Layout: [`options`] (the subcommand and its plan), [`engine`] (the run, the clock, the
+//! wind-down), [`peer`] (one connection), [`wire`] (ids and frames), [`ledger`], [`stats`],
+//! [`report`], [`plot`]. It reuses the native mode's target checks, source addresses, SDP
+//! captures, histogram summaries and plotter.
+
+pub mod engine;
+pub mod ledger;
+pub mod options;
+pub mod peer;
+pub mod plot;
+pub mod report;
+pub mod stats;
+pub mod wire;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+pub use options::WebtorrentArgs;
+
+/// Runs a validated plan: prints the table, writes the JSON report and the plot when asked.
+///
+/// # Errors
+/// The run couldn't be set up, a file couldn't be written, or the simulator itself had
+/// problems (what the tracker did is in the report, not an error).
+pub async fn simulate(args: &WebtorrentArgs, plan: options::Plan) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.cancel();
+            }
+        });
+    }
+    let report = engine::run(plan, stop, args.quiet).await?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report: {}", path.display());
+    }
+    if let Some(path) = &args.svg {
+        plot::write(&report, path).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("plot: {}", path.display());
+    }
+    anyhow::ensure!(
+        report.problems.is_empty(),
+        "the run had problems: {}",
+        report.problems.join("; ")
+    );
+    Ok(())
+}
