@@ -307,6 +307,11 @@ fn swarm_id<'a>(
     if swarm.is_empty() || swarm.len() > max {
         return Err(invalid(t, format!("`swarm` must be 1..={max} bytes")));
     }
+    // Control characters are reserved: the tracker keys WebTorrent swarms with one, so a
+    // native swarm id can never name a WebTorrent swarm.
+    if swarm.chars().any(char::is_control) {
+        return Err(invalid(t, "`swarm` must not contain control characters"));
+    }
     Ok(swarm)
 }
 
@@ -528,6 +533,7 @@ mod tests {
             r#"{"t":"offer","swarm":"x","to":"short","sid":"s","m":"x"}"#,
             r#"{"t":"cands","swarm":"x","sid":"s","c":[]}"#,
             r#"{"t":"join","swarm":"\ud800","want":1}"#,
+            r#"{"t":"join","swarm":"wt\u001fabc","want":1}"#,
         ] {
             let e = err(bad);
             assert_eq!(e.code(), ErrorCode::BadMessage, "{bad}: {e}");

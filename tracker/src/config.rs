@@ -34,6 +34,8 @@ pub struct Config {
     pub swarm: SwarmConfig,
     /// Redis, for scale-out across instances; without it the tracker runs alone.
     pub redis: RedisConfig,
+    /// The WebTorrent tracker protocol on `/announce` and `/`.
+    pub webtorrent: WebTorrentConfig,
     /// Admin bearer token, from the environment only.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
@@ -237,6 +239,47 @@ impl Default for WebSocketConfig {
     }
 }
 
+/// The WebTorrent tracker protocol (bittorrent-tracker, p2p-media-loader and WebTorrent
+/// clients), served on `/announce` and `/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebTorrentConfig {
+    /// Serve it at all.
+    pub enabled: bool,
+    /// The announce `interval` told to clients, seconds.
+    pub interval_secs: u32,
+    /// Most offers in one announce; more is refused with a `failure reason`.
+    pub max_offers: usize,
+    /// An answer is forwarded only within this long of its offer's delivery, seconds.
+    pub offer_ttl_secs: u64,
+    /// A peer that hasn't announced in a swarm for this long leaves it, seconds; checked at
+    /// each server ping, so it takes effect up to one ping interval later.
+    pub peer_ttl_secs: u64,
+    /// Offers one connection may hold unanswered; beyond it the oldest is forgotten.
+    pub max_pending_offers: usize,
+    /// Most info hashes in one scrape.
+    pub max_scrape_hashes: usize,
+    /// Largest message processed, bytes (announces carry several complete SDPs); larger
+    /// frames get a `failure reason`, and frames over `limits.max_frame_bytes` close the
+    /// connection.
+    pub max_message_bytes: usize,
+}
+
+impl Default for WebTorrentConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 120,
+            max_offers: 10,
+            offer_ttl_secs: 120,
+            peer_ttl_secs: 300,
+            max_pending_offers: 64,
+            max_scrape_hashes: 255,
+            max_message_bytes: 48 * 1024,
+        }
+    }
+}
+
 /// Graceful drain, on SIGTERM or `POST /admin/drain`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -370,7 +413,8 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let l = &self.limits;
         let w = &self.websocket;
-        let checks: [(bool, &str); 15] = [
+        let wt = &self.webtorrent;
+        let checks: [(bool, &str); 21] = [
             (l.max_connections > 0, "limits.max_connections must be > 0"),
             (
                 l.max_message_bytes >= 256,
@@ -415,6 +459,24 @@ impl Config {
             (
                 self.websocket.read_buffer_bytes > 0,
                 "websocket.read_buffer_bytes must be > 0",
+            ),
+            (wt.interval_secs > 0, "webtorrent.interval_secs must be > 0"),
+            (
+                (1..=100).contains(&wt.max_offers),
+                "webtorrent.max_offers must be 1..=100",
+            ),
+            (
+                wt.offer_ttl_secs > 0,
+                "webtorrent.offer_ttl_secs must be > 0",
+            ),
+            (wt.peer_ttl_secs > 0, "webtorrent.peer_ttl_secs must be > 0"),
+            (
+                wt.max_pending_offers > 0 && wt.max_scrape_hashes > 0,
+                "webtorrent.max_pending_offers and webtorrent.max_scrape_hashes must be > 0",
+            ),
+            (
+                (256..=l.max_frame_bytes).contains(&wt.max_message_bytes),
+                "webtorrent.max_message_bytes must be 256..=limits.max_frame_bytes",
             ),
         ];
         for (ok, msg) in checks {

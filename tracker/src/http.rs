@@ -4,7 +4,7 @@
 //! the admin listener when one is configured, else on the main one.
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{OnFailedUpgrade, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,8 +15,11 @@ use serde::Deserialize;
 
 use crate::metrics::RefuseReason;
 use crate::protocol::Format;
-use crate::session::Session;
+use crate::session::{Native, Session};
+use crate::shutdown::ConnectionGuard;
 use crate::state::AppState;
+use crate::webtorrent::WebTorrent;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// The main listener's routes; with `with_admin`, also `/metrics` and `/admin/*`.
 pub fn router(state: AppState, with_admin: bool) -> Router {
@@ -24,6 +27,14 @@ pub fn router(state: AppState, with_admin: bool) -> Router {
         .route("/v1/ws", any(ws_upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
+    // WebTorrent clients use whatever path their tracker URL has; these two are the
+    // conventional ones.
+    let r = if state.config().webtorrent.enabled {
+        r.route("/announce", any(webtorrent_upgrade))
+            .route("/", any(webtorrent_upgrade))
+    } else {
+        r
+    };
     let r = if with_admin { add_admin(r) } else { r };
     r.with_state(state)
 }
@@ -63,35 +74,67 @@ async fn ws_upgrade(
             return (StatusCode::BAD_REQUEST, "format must be json or msgpack\n").into_response();
         }
     };
+    let (guard, token) = match admit(&state, &headers) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    configure(&state, ws)
+        // A plain closure returning the session's future, not an async block around it: the
+        // task lives as long as the connection, and each async layer adds its captures to it.
+        .on_upgrade(move |socket| {
+            Session::new(state, socket, Native::new(format), guard, token).run()
+        })
+}
+
+/// `GET /announce` and `GET /`: the WebTorrent tracker protocol.
+async fn webtorrent_upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let (guard, token) = match admit(&state, &headers) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    configure(&state, ws).on_upgrade(move |socket| {
+        Session::new(state, socket, WebTorrent::default(), guard, token).run()
+    })
+}
+
+/// Admission, the same for every protocol: allowed origin, not draining, a free slot.
+fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(ConnectionGuard, TaskTrackerToken), (StatusCode, &'static str)> {
     let lifecycle = state.lifecycle();
     let metrics = state.metrics();
-    if !origin_allowed(&state.config().limits.allowed_origins, &headers) {
+    if !origin_allowed(&state.config().limits.allowed_origins, headers) {
         metrics.refused(RefuseReason::Origin);
-        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+        return Err((StatusCode::FORBIDDEN, "origin not allowed\n"));
     }
     if lifecycle.is_draining() {
         metrics.refused(RefuseReason::Draining);
-        return (
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "draining: connect to another instance\n",
-        )
-            .into_response();
+        ));
     }
     let Some(guard) = lifecycle.try_admit() else {
         metrics.refused(RefuseReason::Full);
-        return (StatusCode::SERVICE_UNAVAILABLE, "at max connections\n").into_response();
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "at max connections\n"));
     };
-    let c = state.config();
     // Held from now on so the tracker knows a session is coming even before the upgrade ends.
-    let token = lifecycle.sessions.token();
+    Ok((guard, lifecycle.sessions.token()))
+}
+
+/// The upgrade with this instance's buffer and size limits.
+fn configure(state: &AppState, ws: WebSocketUpgrade) -> WebSocketUpgrade<impl OnFailedUpgrade> {
+    let c = state.config();
     ws.read_buffer_size(c.websocket.read_buffer_bytes)
         .write_buffer_size(0)
         .max_message_size(c.limits.max_frame_bytes)
         .max_frame_size(c.limits.max_frame_bytes)
         .on_failed_upgrade(|e| debug!(error = %e, "websocket upgrade failed"))
-        // A plain closure returning the session's future, not an async block around it: the
-        // task lives as long as the connection, and each async layer adds its captures to it.
-        .on_upgrade(move |socket| Session::new(state, socket, format, guard, token).run())
 }
 
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {

@@ -14,6 +14,7 @@ pub mod session;
 pub mod shutdown;
 pub mod state;
 pub mod swarm;
+pub mod webtorrent;
 
 /// The native wire protocol, from its own crate so the simulator shares it.
 pub use swarmtrack_protocol as protocol;

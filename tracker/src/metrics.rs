@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{
 
 use crate::protocol::{ErrorCode, Format};
 use crate::relay::SignalKind;
+use crate::webtorrent::request::FailureKind;
 
 /// Latency buckets for `_seconds` histograms: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -114,7 +115,10 @@ pub struct Metrics {
     pub connections_opened: Counter,
     closed: [Counter; CloseReason::ALL.len()],
     refused: [Counter; 3],
-    received: [[Counter; 2]; 7],
+    received: [[Counter; 2]; RECEIVED_KINDS.len()],
+    webtorrent_failures: [Counter; FailureKind::ALL.len()],
+    /// Time to process a WebTorrent announce (reply written, offers handed to the relay).
+    pub announce_seconds: Histogram,
     relayed_local: [Counter; 3],
     dropped: [Counter; DropReason::ALL.len()],
     errors: [Counter; ErrorCode::ALL.len()],
@@ -221,10 +225,14 @@ pub enum ReceivedKind {
     Ping,
     /// Refused before its type was known: undecodable, too large, or over the rate.
     Invalid,
+    /// WebTorrent `announce` (without an answer; one carrying an answer counts as `answer`).
+    Announce,
+    /// WebTorrent `scrape`.
+    Scrape,
 }
 
-const RECEIVED_KINDS: [&str; 7] = [
-    "join", "leave", "offer", "answer", "cands", "ping", "invalid",
+const RECEIVED_KINDS: [&str; 9] = [
+    "join", "leave", "offer", "answer", "cands", "ping", "invalid", "announce", "scrape",
 ];
 
 impl Metrics {
@@ -288,6 +296,14 @@ impl Metrics {
         describe_gauge!("tracker_memberships", "Local swarm memberships.");
         describe_gauge!("tracker_draining", "1 while the instance drains.");
         describe_histogram!("tracker_join_seconds", "Time from join to peers.");
+        describe_histogram!(
+            "tracker_announce_seconds",
+            "Time to process a WebTorrent announce."
+        );
+        describe_counter!(
+            "tracker_webtorrent_failures_total",
+            "WebTorrent `failure reason` replies, by reason."
+        );
         describe_histogram!(
             "tracker_relay_seconds",
             "Time from a signal's arrival to its write to the target."
@@ -364,6 +380,8 @@ impl Metrics {
                 counter!("tracker_messages_received_total", "kind" => kind, "format" => f.as_str())
             })
         });
+        let webtorrent_failures = FailureKind::ALL
+            .map(|r| counter!("tracker_webtorrent_failures_total", "reason" => r.as_str()));
         let relayed_local = SignalKind::ALL.map(
             |k| counter!("tracker_messages_relayed_total", "kind" => k.as_str(), "path" => "local"),
         );
@@ -383,6 +401,8 @@ impl Metrics {
             closed,
             refused,
             received,
+            webtorrent_failures,
+            announce_seconds: histogram!("tracker_announce_seconds"),
             relayed_local,
             dropped,
             errors,
@@ -427,6 +447,11 @@ impl Metrics {
     /// Counts a received message.
     pub fn received(&self, kind: ReceivedKind, format: Format) {
         self.received[kind as usize][format as usize].increment(1);
+    }
+
+    /// Counts a WebTorrent failure reply.
+    pub fn webtorrent_failure(&self, kind: FailureKind) {
+        self.webtorrent_failures[kind as usize].increment(1);
     }
 
     /// Counts a signal handed to a local target.

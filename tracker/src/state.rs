@@ -9,6 +9,7 @@ use crate::relay::remote::RemoteRelay;
 use crate::relay::{PeerTable, Relay};
 use crate::shutdown::Lifecycle;
 use crate::swarm::{Directory, Membership, SwarmIndex};
+use crate::webtorrent::WebTorrentSwarms;
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone)]
@@ -24,6 +25,7 @@ struct Inner {
     relay: Relay,
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
+    webtorrent: WebTorrentSwarms,
 }
 
 impl AppState {
@@ -43,6 +45,7 @@ impl AppState {
         let membership =
             Membership::new(index, Arc::clone(&peers), directory, Arc::clone(&metrics));
         let relay = Relay::new(instance, Arc::clone(&peers), remote, Arc::clone(&metrics));
+        let webtorrent = WebTorrentSwarms::new(config.swarm.shards);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -52,6 +55,7 @@ impl AppState {
                 relay,
                 metrics,
                 lifecycle,
+                webtorrent,
             }),
         }
     }
@@ -84,6 +88,11 @@ impl AppState {
     /// Metric handles.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// This instance's WebTorrent peers: peer ids, seeders, completions.
+    pub fn webtorrent(&self) -> &WebTorrentSwarms {
+        &self.inner.webtorrent
     }
 
     /// Drain and shutdown state.

@@ -1,52 +1,86 @@
-//! One viewer's WebSocket connection.
+//! One WebSocket connection, whatever protocol it speaks.
 //!
 //! The session task is the only writer to its socket. It `select!`s over the next frame from the
-//! viewer, its bounded outbox in the peer table (signals other sessions or the relay queued for
-//! it), one timer (ping, idle check, drain close) and the drain or stop token. Queued signals are coalesced into one `batch` frame. Every
-//! write has a timeout: a viewer that doesn't read is closed as a slow consumer, so it can never
-//! hold up anyone else (senders only ever `try_send` into the outbox).
+//! client, its bounded outbox in the peer table (signals other sessions or the relay queued for
+//! it), one timer (ping, idle check, drain close) and the drain or stop token. Every write has a
+//! timeout: a client that doesn't read is closed as a slow consumer, so it can never hold up
+//! anyone else (senders only ever `try_send` into the outbox).
+//!
+//! The loop is shared; what a frame means, how queued signals are written and how a drain is
+//! announced belong to the [`Protocol`]: [`Native`] (protocol v1 on `/v1/ws`) or
+//! [`crate::webtorrent::WebTorrent`] (on `/announce` and `/`).
 
+mod native;
 mod rate;
 mod write;
 
-use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use rand::Rng;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{Instrument, debug};
 
-use crate::metrics::{CloseReason, DropReason, ReceivedKind};
-use crate::protocol::{
-    ClientMsg, Decoded, ErrorCode, Format, PeerId, ServerMsg, WelcomeLimits, close, decode_client,
-};
-use crate::relay::{Body, SendError, Signal, SignalKind, TakeLimits};
+use crate::metrics::{CloseReason, DropReason};
+use crate::protocol::{Format, PeerId, close};
+use crate::relay::{Signal, TakeLimits};
 use crate::shutdown::ConnectionGuard;
 use crate::state::AppState;
 
+pub use native::Native;
 pub use rate::TokenBucket;
 
-/// How often a viewer is told it is rate limited, at most; further refusals are only counted.
+/// How often a client is told it is rate limited, at most; further refusals are only counted.
 const RATE_ERROR_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the closing handshake may take once the session is over.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// One viewer's connection state, owned by its task.
-pub struct Session {
-    state: AppState,
+/// What a protocol adds to the shared connection loop. Each handler runs boxed from the loop,
+/// so its future is allocated only while it works (see [`Session::run`]).
+pub trait Protocol: Sized + Send + 'static {
+    /// Runs once before the loop: native clients get `welcome`.
+    fn start(s: &mut Session<Self>) -> impl Future<Output = Result<(), Ending>> + Send;
+
+    /// Handles one data frame; `format` is the frame's type (text: JSON, binary: MessagePack).
+    fn on_frame(
+        s: &mut Session<Self>,
+        frame: &[u8],
+        format: Format,
+    ) -> impl Future<Output = Result<(), Ending>> + Send;
+
+    /// Writes the signals taken from the outbox, and empties `queued`.
+    // Boxed signals move from sender to outbox to here without copying ~100-byte structs.
+    #[allow(clippy::vec_box)]
+    fn flush_outbox(
+        s: &mut Session<Self>,
+        queued: &mut Vec<Box<Signal>>,
+    ) -> impl Future<Output = Result<(), Ending>> + Send;
+
+    /// The drain reached this session: tell the client if the protocol can, and return how
+    /// long it has before it is closed.
+    fn on_drain(s: &mut Session<Self>) -> impl Future<Output = Result<Duration, Ending>> + Send;
+
+    /// Periodic upkeep, at each server ping.
+    fn on_tick(_s: &mut Session<Self>, _now: Instant) {}
+
+    /// Leaves every swarm: the session is over.
+    fn leave_all(s: &mut Session<Self>);
+}
+
+/// One client's connection state, owned by its task.
+pub struct Session<P> {
+    pub(crate) state: AppState,
     socket: WebSocket,
-    id: PeerId,
-    format: Format,
-    bucket: TokenBucket,
+    pub(crate) id: PeerId,
+    pub(crate) bucket: TokenBucket,
     last_rate_error: Option<Instant>,
-    joined: Vec<Arc<str>>,
     last_seen: Instant,
+    /// The protocol's own state.
+    pub(crate) proto: P,
     _guard: ConnectionGuard,
     /// Keeps the session tracker non-empty until this session is over.
     _tracked: TaskTrackerToken,
@@ -60,25 +94,27 @@ enum Event {
     Timer,
     /// Signals were taken from the outbox.
     Outbox,
-    /// The viewer sent something, or the socket ended.
+    /// The client sent something, or the socket ended.
     Frame(Option<Result<Message, axum::Error>>),
 }
 
 /// Why the loop ended, and how to close the socket.
-struct Ending {
+pub struct Ending {
     reason: CloseReason,
     close: Option<(u16, &'static str)>,
 }
 
 impl Ending {
-    fn quiet(reason: CloseReason) -> Self {
+    /// The client ended it (or the socket failed): nothing to send.
+    pub(crate) fn quiet(reason: CloseReason) -> Self {
         Self {
             reason,
             close: None,
         }
     }
 
-    fn with(reason: CloseReason, code: u16, text: &'static str) -> Self {
+    /// The server ends it with a close frame.
+    pub(crate) fn with(reason: CloseReason, code: u16, text: &'static str) -> Self {
         Self {
             reason,
             close: Some((code, text)),
@@ -86,13 +122,13 @@ impl Ending {
     }
 }
 
-impl Session {
-    /// Registers the viewer and prepares its task; `format` is used until the viewer sends a
-    /// frame, `guard` holds its connection slot and `tracked` its place in the session tracker.
+impl<P: Protocol> Session<P> {
+    /// Registers the client and prepares its task; `guard` holds its connection slot and
+    /// `tracked` its place in the session tracker.
     pub fn new(
         state: AppState,
         socket: WebSocket,
-        format: Format,
+        proto: P,
         guard: ConnectionGuard,
         tracked: TaskTrackerToken,
     ) -> Self {
@@ -103,16 +139,15 @@ impl Session {
             state,
             socket,
             id,
-            format,
             last_rate_error: None,
-            joined: Vec::new(),
             last_seen: Instant::now(),
+            proto,
             _guard: guard,
             _tracked: tracked,
         }
     }
 
-    /// Runs the connection to its end, then removes the viewer from every swarm.
+    /// Runs the connection to its end, then removes the client from every swarm.
     pub fn run(self) -> impl Future<Output = ()> + Send {
         // A debug span: free at the default `info` level, where an info span would keep a
         // registry entry alive for every idle connection.
@@ -122,39 +157,22 @@ impl Session {
         Box::new(self).run_inner().instrument(span)
     }
 
-    // This future lives as long as the connection, so its size is per-viewer memory (it was
-    // 3 KB when written naively). Only the loop's state is laid out inline; the one-off welcome
+    // This future lives as long as the connection, so its size is per-client memory (it was
+    // 3 KB when written naively). Only the loop's state is laid out inline; the one-off start
     // and ending, and every handler the loop calls, run boxed, allocated only while they work.
     async fn run_inner(mut self: Box<Self>) {
         self.state.metrics().connections_opened.increment(1);
-        let ending = match Box::pin(self.welcome()).await {
+        let ending = match Box::pin(P::start(&mut self)).await {
             Ok(()) => self.serve().await,
             Err(e) => e,
         };
         Box::pin(self.finish(ending)).await;
     }
 
-    async fn welcome(&mut self) -> Result<(), Ending> {
-        let limits = &self.state.config().limits;
-        let welcome = ServerMsg::Welcome {
-            peer: self.id,
-            instance: self.state.instance(),
-            limits: WelcomeLimits {
-                want: limits.max_want,
-                max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
-                rate: limits.messages_per_sec,
-                burst: limits.burst,
-            },
-        };
-        self.write(&welcome).await
-    }
-
     /// Leaves every swarm, then closes the socket.
     async fn finish(mut self: Box<Self>, ending: Ending) {
-        // Leave first: from here on nobody is paired with this viewer or signals to it.
-        for swarm in std::mem::take(&mut self.joined) {
-            self.state.membership().leave(self.id, &swarm);
-        }
+        // Leave first: from here on nobody is paired with this client or signals to it.
+        P::leave_all(&mut self);
         self.state.peers().unregister(self.id);
         self.state.metrics().closed(ending.reason);
         let closing = async {
@@ -166,7 +184,7 @@ impl Session {
                     }));
                     let _ = self.socket.send(frame).await;
                 }
-                // The viewer closed: tungstenite queued the echo of its close frame; send it.
+                // The client closed: tungstenite queued the echo of its close frame; send it.
                 None => {
                     let _ = futures_util::SinkExt::flush(&mut self.socket).await;
                 }
@@ -211,7 +229,7 @@ impl Session {
                 biased;
                 () = cancel.cancelled() => Event::Cancelled,
                 () = &mut timer => Event::Timer,
-                // Queued output goes before more input: a viewer that floods can't starve the
+                // Queued output goes before more input: a client that floods can't starve the
                 // signals others sent it, and what was queued first is written first.
                 () = poll_fn(|cx| peers.poll_outbox(self.id, cx, &mut queued, take)) => Event::Outbox,
                 frame = self.socket.recv() => Event::Frame(frame),
@@ -220,35 +238,36 @@ impl Session {
                 Event::Cancelled if close_at.is_some() => {
                     return Ending::with(CloseReason::Drain, close::RESTART, "shutting down");
                 }
-                Event::Cancelled => {
-                    let after_ms = rand::rng().random_range(0..=config.drain.reconnect_window_ms);
-                    close_at = Some(
-                        Instant::now()
-                            + Duration::from_millis(after_ms + config.drain.close_grace_ms),
-                    );
-                    Box::pin(self.write(&ServerMsg::Reconnect { after_ms })).await
-                }
+                Event::Cancelled => match Box::pin(P::on_drain(self)).await {
+                    Ok(delay) => {
+                        close_at = Some(Instant::now() + delay);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
                 Event::Timer if close_at.is_some_and(|c| c <= Instant::now()) => {
                     return Ending::with(CloseReason::Drain, close::RESTART, "draining");
                 }
                 Event::Timer => {
-                    next_ping = Instant::now() + ping_interval;
+                    let now = Instant::now();
+                    next_ping = now + ping_interval;
                     if self.last_seen.elapsed() >= idle_timeout {
                         return Ending::with(CloseReason::Idle, close::POLICY, "idle timeout");
                     }
+                    P::on_tick(self, now);
                     Box::pin(self.send_frame(Message::Ping(Default::default()), 0)).await
                 }
-                Event::Outbox => Box::pin(self.flush_outbox(&mut queued)).await,
+                Event::Outbox => Box::pin(P::flush_outbox(self, &mut queued)).await,
                 Event::Frame(frame) => {
                     self.last_seen = Instant::now();
                     match frame {
                         None => return Ending::quiet(CloseReason::Client),
                         Some(Err(e)) => return read_error(e),
                         Some(Ok(Message::Text(text))) => {
-                            Box::pin(self.on_frame(text.as_bytes(), Format::Json)).await
+                            Box::pin(P::on_frame(self, text.as_bytes(), Format::Json)).await
                         }
                         Some(Ok(Message::Binary(bytes))) => {
-                            Box::pin(self.on_frame(&bytes, Format::MsgPack)).await
+                            Box::pin(P::on_frame(self, &bytes, Format::MsgPack)).await
                         }
                         Some(Ok(Message::Close(_))) => return Ending::quiet(CloseReason::Client),
                         // Pings are answered by tungstenite; both only prove liveness.
@@ -262,245 +281,18 @@ impl Session {
         }
     }
 
-    /// Handles one data frame; replies go out as one frame.
-    async fn on_frame(&mut self, frame: &[u8], format: Format) -> Result<(), Ending> {
-        self.format = format;
-        let state = self.state.clone();
-        let metrics = state.metrics();
-        metrics.bytes_received.increment(frame.len() as u64);
-        let mut replies: Vec<ServerMsg<'static>> = Vec::new();
-        let now = Instant::now();
-
-        if !self.bucket.try_take(now) {
-            metrics.received(ReceivedKind::Invalid, format);
-            self.rate_limited(now, None, &mut replies);
-            return self.reply(replies).await;
-        }
-        if frame.len() > state.config().limits.max_message_bytes {
-            metrics.received(ReceivedKind::Invalid, format);
-            replies.push(error_msg(
-                ErrorCode::TooLarge,
-                format!(
-                    "message of {} bytes is over the limit of {}",
-                    frame.len(),
-                    state.config().limits.max_message_bytes
-                ),
-                None,
-            ));
-            return self.reply(replies).await;
-        }
-        match decode_client(frame, format, &state.config().limits.decode_limits()) {
-            Err(e) => {
-                metrics.received(ReceivedKind::Invalid, format);
-                debug!(error = %e, "refused message");
-                replies.push(error_msg(e.code(), e.to_string(), e.reference()));
-            }
-            Ok(Decoded::One(msg)) => self.on_message(msg, format, now, &mut replies).await,
-            Ok(Decoded::Batch(msgs)) => {
-                // The batch frame took the first token; each further message takes its own.
-                let mut first = true;
-                for msg in msgs {
-                    if !first && !self.bucket.try_take(now) {
-                        metrics.received(ReceivedKind::Invalid, format);
-                        self.rate_limited(now, Some("batch"), &mut replies);
-                        continue;
-                    }
-                    first = false;
-                    match msg {
-                        Ok(msg) => self.on_message(msg, format, now, &mut replies).await,
-                        Err(e) => {
-                            metrics.received(ReceivedKind::Invalid, format);
-                            replies.push(error_msg(e.code(), e.to_string(), e.reference()));
-                        }
-                    }
-                }
-            }
-        }
-        self.reply(replies).await
-    }
-
-    fn rate_limited(
-        &mut self,
-        now: Instant,
-        reference: Option<&'static str>,
-        replies: &mut Vec<ServerMsg<'static>>,
-    ) {
-        // Refusals are counted always but answered at most once a second, so a flood can't turn
-        // this instance into a reflector.
+    /// Counts a message refused for the rate, and says whether to tell the client: refusals
+    /// are counted always but answered at most once a second, so a flood can't turn this
+    /// instance into a reflector.
+    pub(crate) fn rate_refused(&mut self, now: Instant) -> bool {
         self.state.metrics().dropped(DropReason::RateLimited);
-        if self
+        let tell = self
             .last_rate_error
-            .is_none_or(|t| now.saturating_duration_since(t) >= RATE_ERROR_INTERVAL)
-        {
+            .is_none_or(|t| now.saturating_duration_since(t) >= RATE_ERROR_INTERVAL);
+        if tell {
             self.last_rate_error = Some(now);
-            replies.push(error_msg(
-                ErrorCode::RateLimited,
-                "over the message rate; messages were dropped".to_string(),
-                reference,
-            ));
         }
-    }
-
-    async fn on_message(
-        &mut self,
-        msg: ClientMsg<'_>,
-        format: Format,
-        now: Instant,
-        replies: &mut Vec<ServerMsg<'static>>,
-    ) {
-        let state = self.state.clone();
-        let metrics = state.metrics();
-        match msg {
-            ClientMsg::Join { swarm, want } => {
-                metrics.received(ReceivedKind::Join, format);
-                let already = self.joined.iter().any(|s| **s == *swarm);
-                if !already && self.joined.len() >= state.config().limits.max_swarms_per_connection
-                {
-                    replies.push(error_msg(
-                        ErrorCode::SwarmLimit,
-                        format!("already in {} swarms, the most allowed", self.joined.len()),
-                        Some("join"),
-                    ));
-                    return;
-                }
-                let joined = state.membership().join(self.id, &swarm, want).await;
-                if !already {
-                    self.joined.push(joined.swarm.clone());
-                }
-                replies.push(ServerMsg::Peers {
-                    swarm: Cow::Owned(joined.swarm.to_string()),
-                    peers: joined.peers,
-                });
-                metrics.join_seconds.record(now.elapsed().as_secs_f64());
-            }
-            ClientMsg::Leave { swarm } => {
-                metrics.received(ReceivedKind::Leave, format);
-                if state.membership().leave(self.id, &swarm) {
-                    self.joined.retain(|s| **s != *swarm);
-                }
-            }
-            ClientMsg::Offer(s) => {
-                metrics.received(ReceivedKind::Offer, format);
-                let body = Body::Sdp(s.m.into());
-                self.signal(
-                    SignalKind::Offer,
-                    &s.swarm,
-                    s.to,
-                    &s.sid,
-                    body,
-                    now,
-                    replies,
-                );
-            }
-            ClientMsg::Answer(s) => {
-                metrics.received(ReceivedKind::Answer, format);
-                let body = Body::Sdp(s.m.into());
-                self.signal(
-                    SignalKind::Answer,
-                    &s.swarm,
-                    s.to,
-                    &s.sid,
-                    body,
-                    now,
-                    replies,
-                );
-            }
-            ClientMsg::Cands(c) => {
-                metrics.received(ReceivedKind::Cands, format);
-                let body = Body::Cands {
-                    c: c.c.into_iter().map(Cow::into_owned).collect(),
-                    end: c.end,
-                };
-                self.signal(
-                    SignalKind::Cands,
-                    &c.swarm,
-                    c.to,
-                    &c.sid,
-                    body,
-                    now,
-                    replies,
-                );
-            }
-            ClientMsg::Ping => {
-                metrics.received(ReceivedKind::Ping, format);
-                replies.push(ServerMsg::Pong);
-            }
-            // The decoder never yields a nested batch.
-            ClientMsg::Batch { .. } => {
-                metrics.received(ReceivedKind::Invalid, format);
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn signal(
-        &mut self,
-        kind: SignalKind,
-        swarm: &str,
-        to: PeerId,
-        sid: &str,
-        body: Body,
-        now: Instant,
-        replies: &mut Vec<ServerMsg<'static>>,
-    ) {
-        let Some(swarm) = self.joined.iter().find(|s| ***s == *swarm) else {
-            self.state.metrics().dropped(DropReason::SenderNotInSwarm);
-            replies.push(signal_error(
-                ErrorCode::NotInSwarm,
-                "join the swarm before signaling in it",
-                kind,
-                sid,
-            ));
-            return;
-        };
-        let signal = Box::new(Signal {
-            kind,
-            swarm: Arc::clone(swarm),
-            from: self.id,
-            to,
-            sid: sid.into(),
-            body,
-            received_at: now,
-        });
-        match self.state.relay().send(signal) {
-            Ok(()) => {}
-            Err(SendError::UnknownPeer) => replies.push(signal_error(
-                ErrorCode::UnknownPeer,
-                "target peer is gone or not in that swarm",
-                kind,
-                sid,
-            )),
-            Err(SendError::Overloaded) => replies.push(signal_error(
-                ErrorCode::Overloaded,
-                "target peer is not keeping up; the message was dropped",
-                kind,
-                sid,
-            )),
-        }
-    }
-}
-
-fn error_msg(code: ErrorCode, msg: String, reference: Option<&'static str>) -> ServerMsg<'static> {
-    ServerMsg::Error {
-        code,
-        msg: Cow::Owned(msg),
-        reference: reference.map(Cow::Borrowed),
-        sid: None,
-    }
-}
-
-/// The refusal of one signal, naming its negotiation so the sender can abandon it.
-fn signal_error(
-    code: ErrorCode,
-    msg: &'static str,
-    kind: SignalKind,
-    sid: &str,
-) -> ServerMsg<'static> {
-    ServerMsg::Error {
-        code,
-        msg: Cow::Borrowed(msg),
-        reference: Some(Cow::Borrowed(kind.as_str())),
-        sid: Some(Cow::Owned(sid.to_string())),
+        tell
     }
 }
 

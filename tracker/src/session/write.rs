@@ -11,12 +11,12 @@ use std::time::Duration;
 use axum::extract::ws::Message;
 use tracing::warn;
 
-use super::{Ending, Session};
+use super::{Ending, Native, Protocol, Session};
 use crate::metrics::CloseReason;
 use crate::protocol::{Frame, ServerMsg, close, encode};
 use crate::relay::Signal;
 
-impl Session {
+impl Session<Native> {
     /// Writes replies to the viewer's own messages, coalesced into one frame.
     pub(super) async fn reply(
         &mut self,
@@ -47,7 +47,7 @@ impl Session {
     /// Writes the signals taken from the outbox as one frame, and empties `queued`.
     // Boxed signals move from sender to outbox to here without copying ~100-byte structs.
     #[allow(clippy::vec_box)]
-    pub(super) async fn flush_outbox(
+    pub(super) async fn flush_signals(
         &mut self,
         queued: &mut Vec<Box<Signal>>,
     ) -> Result<(), Ending> {
@@ -62,12 +62,7 @@ impl Session {
             };
             self.write_sized(&batch, n, payload).await?;
         }
-        let metrics = self.state.metrics();
-        for s in queued.drain(..) {
-            metrics
-                .relay_seconds
-                .record(s.received_at.elapsed().as_secs_f64());
-        }
+        self.record_relayed(queued);
         Ok(())
     }
 
@@ -87,7 +82,7 @@ impl Session {
         count: usize,
         payload: usize,
     ) -> Result<(), Ending> {
-        let frame = match encode(msg, self.format, payload) {
+        let frame = match encode(msg, self.proto.format, payload) {
             Ok(Frame::Text(text)) => Message::Text(text.into()),
             Ok(Frame::Binary(bytes)) => Message::Binary(bytes.into()),
             Err(e) => {
@@ -98,21 +93,57 @@ impl Session {
         };
         self.send_frame(frame, count).await
     }
+}
 
-    pub(super) async fn send_frame(&mut self, frame: Message, count: usize) -> Result<(), Ending> {
+impl<P: Protocol> Session<P> {
+    /// Records the relay latency of signals written, and empties `written`.
+    #[allow(clippy::vec_box)]
+    pub(crate) fn record_relayed(&self, written: &mut Vec<Box<Signal>>) {
+        let metrics = self.state.metrics();
+        for s in written.drain(..) {
+            metrics
+                .relay_seconds
+                .record(s.received_at.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Writes one frame holding `count` messages (0: a control frame, not counted).
+    pub(crate) async fn send_frame(&mut self, frame: Message, count: usize) -> Result<(), Ending> {
+        self.send_frames(std::iter::once(frame), count).await
+    }
+
+    /// Writes frames holding `count` messages in all, with one flush (one syscall when they
+    /// fit the socket buffer) and one write timeout.
+    pub(crate) async fn send_frames(
+        &mut self,
+        frames: impl IntoIterator<Item = Message> + Send,
+        count: usize,
+    ) -> Result<(), Ending> {
+        use futures_util::SinkExt;
         let metrics = Arc::clone(self.state.metrics());
-        let len = match &frame {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-            _ => 0,
-        };
         let timeout = Duration::from_secs(self.state.config().websocket.write_timeout_secs);
-        match tokio::time::timeout(timeout, self.socket.send(frame)).await {
-            Ok(Ok(())) => {
+        let socket = &mut self.socket;
+        let write = async {
+            let mut frames_n = 0u64;
+            let mut bytes = 0u64;
+            for frame in frames {
+                bytes += match &frame {
+                    Message::Text(t) => t.len(),
+                    Message::Binary(b) => b.len(),
+                    _ => 0,
+                } as u64;
+                frames_n += 1;
+                socket.feed(frame).await?;
+            }
+            socket.flush().await?;
+            Ok::<_, axum::Error>((frames_n, bytes))
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok((frames_n, bytes))) => {
                 if count > 0 {
-                    metrics.frames_sent.increment(1);
+                    metrics.frames_sent.increment(frames_n);
                     metrics.messages_sent.increment(count as u64);
-                    metrics.bytes_sent.increment(len as u64);
+                    metrics.bytes_sent.increment(bytes);
                 }
                 Ok(())
             }
