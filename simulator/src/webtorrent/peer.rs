@@ -1,9 +1,9 @@
 //! One simulated WebTorrent peer: one WebSocket, a closed loop of requests, and answers to the
 //! offers it receives.
 //!
-//! The peer keeps one request in flight: when its announce (or scrape) response, or a failure
-//! naming that torrent, comes in, it sends the next one, no sooner than `--request-rate`
-//! allows; a request without either after the lost-after bound times out and the loop goes
+//! The peer keeps one request in flight: when its announce (or scrape) response comes in, it
+//! sends the next one, no sooner than `--request-rate` allows; a request without a response
+//! after the lost-after bound (one the tracker refused or dropped) times out and the loop goes
 //! on. Offers it receives it answers at once (with `--answer-probability`). The task is the
 //! only writer to its socket. A close with 1012 (the tracker drains) brings it back on a new
 //! connection at once, announcing afresh (`started`); other closes and failed attempts, after
@@ -359,20 +359,11 @@ impl Session<'_> {
                     ctx.stats.count(Count::UnexpectedResponses, 1);
                 }
             }
-            Some(Received::Failure { reason, info_hash }) => {
+            Some(Received::Failure { reason, .. }) => {
+                // A failure doesn't end the request in flight: swarmtrack also sends one after
+                // an announce's response when it dropped some of its offers, so it can't be
+                // told from a refusal. A refused request times out instead.
                 ctx.stats.failure(&reason);
-                // A failure naming the torrent of the request in flight (or none) ends it; a
-                // failure about an answer names the answer's torrent.
-                let ends = self
-                    .pending
-                    .as_ref()
-                    .is_some_and(|p| match (p.announce, &info_hash) {
-                        (Some((rank, _)), Some(ih)) => *ih == wire::info_hash(ctx.tag, rank),
-                        _ => true,
-                    });
-                if ends {
-                    self.responded();
-                }
             }
             Some(Received::Offer {
                 info_hash,

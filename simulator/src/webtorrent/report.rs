@@ -76,8 +76,10 @@ pub struct StepReport {
     pub connect_failures: BTreeMap<String, u64>,
     /// Lost offers and answers, of those the tracker could deliver.
     pub loss_ratio: f64,
-    /// Failures and timeouts, of requests.
+    /// `failure reason`s, of frames sent.
     pub failure_ratio: f64,
+    /// Requests without a response (refused or dropped), of requests.
+    pub timeout_ratio: f64,
     /// CPU the simulator used, in cores.
     pub sim_cpu_cores: f64,
     /// In a ramp: `held`, or why not.
@@ -124,7 +126,8 @@ impl StepReport {
             closes: s.closes.clone(),
             connect_failures: s.connect_failures.clone(),
             loss_ratio: ratio(g(Count::OffersLost) + g(Count::AnswersLost), deliverable),
-            failure_ratio: ratio(g(Count::Failures) + g(Count::RequestTimeouts), requests),
+            failure_ratio: ratio(g(Count::Failures), g(Count::FramesOut)),
+            timeout_ratio: ratio(g(Count::RequestTimeouts), requests),
             sim_cpu_cores: s.cpu_ms as f64 / 1000.0 / secs,
             verdict: None,
         }
@@ -156,9 +159,16 @@ impl StepReport {
         }
         if self.failure_ratio > plan.max_loss {
             why.push(format!(
-                "{:.2} % of requests failed or timed out {:?}",
+                "{} failures ({:.2} % of frames sent) {:?}",
+                self.counts.get(Count::Failures),
                 self.failure_ratio * 100.0,
                 self.failures
+            ));
+        }
+        if self.timeout_ratio > plan.max_loss {
+            why.push(format!(
+                "{:.2} % of requests got no response",
+                self.timeout_ratio * 100.0
             ));
         }
         let c = |k| self.counts.get(k);

@@ -55,10 +55,10 @@ counts! {
     AnnounceResponses = "announce_responses",
     /// Scrape responses received.
     ScrapeResponses = "scrape_responses",
-    /// Announce responses that answered no request of this connection (should be 0: answers
-    /// get no reply).
+    /// Announce responses that answered no request in flight (should be 0: answers get no
+    /// reply; or the response of a request that had timed out).
     UnexpectedResponses = "unexpected_responses",
-    /// Requests with neither a response nor a failure within the lost-after bound.
+    /// Requests without a response within the lost-after bound (refused or dropped).
     RequestTimeouts = "request_timeouts",
     /// `failure reason` frames received.
     Failures = "failures",
