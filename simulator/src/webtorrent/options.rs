@@ -26,6 +26,12 @@ pub struct WebtorrentArgs {
     /// Zipf exponent of torrent popularity (0 = uniform).
     #[arg(long, default_value_t = 1.0)]
     pub zipf: f64,
+    /// Torrents each peer is in, drawn by popularity when it starts (a player watches one or
+    /// two streams; a WebTorrent client seeds a few torrents over one socket); 0 = a fresh
+    /// draw for every request, as aquatic's load test does (a connection then ends up in many
+    /// swarms: mind the tracker's `limits.max_swarms_per_connection`).
+    #[arg(long, default_value_t = 2)]
+    pub torrents_per_peer: u32,
     /// Offers per announce (the WebTorrent client sends up to 10).
     #[arg(long, default_value_t = 10)]
     pub offers: u8,
@@ -114,6 +120,8 @@ pub struct Plan {
     pub torrents: u32,
     /// Zipf exponent.
     pub zipf: f64,
+    /// Torrents per peer (0: a fresh draw per request).
+    pub torrents_per_peer: u32,
     /// Offers per announce.
     pub offers: u8,
     /// Chance of answering an offer.
@@ -169,6 +177,10 @@ impl WebtorrentArgs {
         }
         check(self.connections >= 1, "--connections must be at least 1")?;
         check(self.torrents >= 1, "--torrents must be at least 1")?;
+        check(
+            self.torrents_per_peer <= 1000,
+            "--torrents-per-peer must be 0..=1000",
+        )?;
         check(
             self.zipf.is_finite() && self.zipf >= 0.0,
             "--zipf must be a number >= 0",
@@ -241,6 +253,7 @@ impl WebtorrentArgs {
             urls: self.urls.clone(),
             torrents: self.torrents,
             zipf: self.zipf,
+            torrents_per_peer: self.torrents_per_peer,
             offers: self.offers,
             answer_probability: self.answer_probability,
             seeders: self.seeders,

@@ -66,8 +66,12 @@ pub async fn run(ctx: Arc<Ctx>, conn: u32) {
     };
     let target = &ctx.targets[conn as usize % ctx.targets.len()];
     let source = source_addr(0, u64::from(conn), ctx.plan.sources);
+    let torrents = (0..ctx.plan.torrents_per_peer)
+        .map(|_| ctx.torrent(&mut rng))
+        .collect();
     let mut peer = Peer {
         peer_id: wire::peer_id(ctx.tag, conn),
+        torrents,
         ctx: Arc::clone(&ctx),
         conn,
         browser,
@@ -136,6 +140,19 @@ struct Peer {
     rng: StdRng,
     /// Announces sent, over every connection: the `offer_id`s stay unique.
     seq: u32,
+    /// The torrents it is in (empty: a fresh draw for each request).
+    torrents: Vec<u64>,
+}
+
+impl Peer {
+    /// The torrent of the next announce.
+    fn torrent(&mut self) -> u64 {
+        if self.torrents.is_empty() {
+            return self.ctx.torrent(&mut self.rng);
+        }
+        let i = self.rng.random_range(0..self.torrents.len());
+        self.torrents[i]
+    }
 }
 
 /// One connection's state.
@@ -243,7 +260,7 @@ impl Session<'_> {
             ctx.stats.count(Count::Scrapes, 1);
             return self.send(wire::scrape(&hashes)).await;
         }
-        let rank = ctx.torrent(&mut self.peer.rng);
+        let rank = self.peer.torrent();
         self.peer.seq = self.peer.seq.wrapping_add(1);
         let seq = self.peer.seq;
         let ids: Vec<String> = (0..plan.offers)
