@@ -221,11 +221,13 @@ pub struct Spec {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), Invalid> {
+/// `Err(Invalid(msg()))` unless `ok`.
+pub(crate) fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), Invalid> {
     if ok { Ok(()) } else { Err(Invalid(msg())) }
 }
 
-fn ms(d: Duration) -> u64 {
+/// `d` in whole milliseconds (saturating).
+pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -23,22 +23,15 @@ pub struct Panel<'a, P> {
     pub series: Vec<Series<'a, P>>,
 }
 
-/// A point of a timeline: when, and in which step.
-pub trait Timed {
-    /// Seconds since the start.
-    fn t_s(&self) -> f64;
-    /// The step it belongs to.
-    fn step(&self) -> usize;
-}
-
-impl Timed for Point {
-    fn t_s(&self) -> f64 {
-        self.t_s
-    }
-
-    fn step(&self) -> usize {
-        self.step
-    }
+#[derive(Clone, Copy)]
+/// A timeline: its points, and how to read a point's time (seconds since the start) and step.
+pub struct Timeline<'a, P> {
+    /// The points, in time order.
+    pub points: &'a [P],
+    /// A point's time, seconds.
+    pub t_s: fn(&P) -> f64,
+    /// A point's step.
+    pub step: fn(&P) -> usize,
 }
 
 /// Writes `report`'s timeline as an SVG to `path`.
@@ -80,10 +73,15 @@ pub fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
         ),
         None => format!("swarmtrack simulator {}", report.mode),
     };
+    let timeline = Timeline {
+        points: &report.timeline,
+        t_s: |p| p.t_s,
+        step: |p| p.step,
+    };
     draw(
         path,
         &title,
-        &report.timeline,
+        &timeline,
         report.knee.as_ref().map(|k| k.step),
         &panels,
     )
@@ -94,30 +92,31 @@ pub fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// When the file can't be written.
-pub fn draw<P: Timed>(
+pub fn draw<P>(
     path: &Path,
     title: &str,
-    points: &[P],
+    timeline: &Timeline<'_, P>,
     knee: Option<usize>,
     panels: &[Panel<'_, P>],
 ) -> anyhow::Result<()> {
-    let t_max = points.iter().map(Timed::t_s).fold(1.0, f64::max);
+    let Timeline { points, t_s, step } = *timeline;
+    let t_max = points.iter().map(t_s).fold(1.0, f64::max);
     // Where each step starts, for the vertical rules; and where the knee's step ends.
     let mut step_starts = Vec::new();
     let mut prev = usize::MAX;
     let mut t_prev = 0.0;
     for p in points {
-        if p.step() != prev {
-            step_starts.push((p.step(), t_prev));
-            prev = p.step();
+        if step(p) != prev {
+            step_starts.push((step(p), t_prev));
+            prev = step(p);
         }
-        t_prev = p.t_s();
+        t_prev = t_s(p);
     }
     let knee_end = knee.and_then(|k| {
         points
             .iter()
-            .filter(|p| p.step() == k)
-            .map(Timed::t_s)
+            .filter(|p| step(p) == k)
+            .map(t_s)
             .reduce(f64::max)
     });
     let height = 320 * u32::try_from(panels.len()).unwrap_or(3);
@@ -165,7 +164,7 @@ pub fn draw<P: Timed>(
             let color = *color;
             chart
                 .draw_series(LineSeries::new(
-                    points.iter().map(|p| (p.t_s(), f(p))),
+                    points.iter().map(|p| (t_s(p), f(p))),
                     color,
                 ))
                 .map_err(err)?

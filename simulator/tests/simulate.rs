@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -144,7 +144,6 @@ async fn a_drained_tracker_sends_viewers_back_and_every_message_is_accounted_for
     c.drain.close_grace_ms = 1000;
     c.drain.deadline_secs = 5;
     let first = Tracker::start(c.clone()).await;
-    let addr = first.addr;
     let dir = tmp("drain");
     let json = dir.join("r.json");
     let url = first.url();
@@ -175,18 +174,7 @@ async fn a_drained_tracker_sends_viewers_back_and_every_message_is_accounted_for
         }
     });
     // Drain once viewers are connected and signaling.
-    let until = Instant::now() + DEADLINE;
-    while first.metric("tracker_connections").await < 15.0 {
-        assert!(Instant::now() < until, "viewers never arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let reply = first.http("POST", "/admin/drain").await;
-    assert!(reply.starts_with("HTTP/1.1 20"), "{reply}");
-    // The drained instance exits once its viewers have gone; a new one takes its address, as
-    // in a restart in place behind a front end.
-    first.exited().await;
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let second = Tracker::on(listener, config());
+    let second = first.restart_once_connected(15).await;
     let (out, _) = sim.await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let r = report(&json);

@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 /// Both accounts balance, nothing lost, and the tracker did nothing it shouldn't.
 fn assert_balanced(r: &Value) {
@@ -163,7 +162,6 @@ async fn a_drained_tracker_closes_with_1012_and_peers_come_back() {
     c.drain.close_grace_ms = 1000;
     c.drain.deadline_secs = 5;
     let first = Tracker::start(c).await;
-    let addr = first.addr;
     let dir = tmp("wt-drain");
     let json = dir.join("r.json");
     let url = first.announce_url();
@@ -196,18 +194,7 @@ async fn a_drained_tracker_closes_with_1012_and_peers_come_back() {
         }
     });
     // Drain once every peer is connected.
-    let until = Instant::now() + DEADLINE;
-    while first.metric("tracker_connections").await < PEERS as f64 {
-        assert!(Instant::now() < until, "peers never arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let reply = first.http("POST", "/admin/drain").await;
-    assert!(reply.starts_with("HTTP/1.1 20"), "{reply}");
-    // The drained instance exits once its peers have gone; a new one takes its address, as in
-    // a restart in place behind a front end.
-    first.exited().await;
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let second = Tracker::on(listener, config());
+    let second = first.restart_once_connected(PEERS).await;
     let (out, _) = sim.await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let r = report(&json);

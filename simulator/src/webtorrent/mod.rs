@@ -22,17 +22,15 @@ pub mod report;
 pub mod stats;
 pub mod wire;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 pub use options::WebtorrentArgs;
 
-/// Runs a validated plan: prints the table, writes the JSON report and the plot when asked.
+/// Runs a validated plan until it ends or Ctrl-C, and returns its report.
 ///
 /// # Errors
-/// The run couldn't be set up, a file couldn't be written, or the simulator itself had
-/// problems (what the tracker did is in the report, not an error).
-pub async fn simulate(args: &WebtorrentArgs, plan: options::Plan) -> anyhow::Result<()> {
+/// The run couldn't be set up (what the tracker did is in the report, not an error).
+pub async fn run(plan: options::Plan, quiet: bool) -> anyhow::Result<report::Report> {
     let stop = CancellationToken::new();
     {
         let stop = stop.clone();
@@ -42,21 +40,5 @@ pub async fn simulate(args: &WebtorrentArgs, plan: options::Plan) -> anyhow::Res
             }
         });
     }
-    let report = engine::run(plan, stop, args.quiet).await?;
-    print!("{}", report.table());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_vec_pretty(&report)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("report: {}", path.display());
-    }
-    if let Some(path) = &args.svg {
-        plot::write(&report, path).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("plot: {}", path.display());
-    }
-    anyhow::ensure!(
-        report.problems.is_empty(),
-        "the run had problems: {}",
-        report.problems.join("; ")
-    );
-    Ok(())
+    engine::run(plan, stop, quiet).await
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::wire::{MAX_CONN, MAX_OFFERS};
-use crate::options::Invalid;
+use crate::options::{self, Invalid, ms};
 use crate::target::Target;
 
 /// `webtorrent`: browser WebTorrent peers (bittorrent-tracker's WebSocket client) in a closed
@@ -84,8 +84,8 @@ pub struct WebtorrentArgs {
     /// A step fails when p99 announce, offer or answer latency is above this.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     pub max_p99: Duration,
-    /// A step fails when more than this share of offers and answers is lost, of requests
-    /// fail or time out, or of connection attempts fail.
+    /// A step fails when more than this share of offers and answers is lost, of requests get
+    /// no response, of frames sent get a `failure reason`, or of connection attempts fail.
     #[arg(long, default_value_t = 0.01)]
     pub max_loss: f64,
     /// Write the JSON report here.
@@ -155,11 +155,7 @@ pub struct Plan {
 }
 
 fn check(ok: bool, msg: &str) -> Result<(), Invalid> {
-    if ok { Ok(()) } else { Err(Invalid(msg.into())) }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    options::check(ok, || msg.into())
 }
 
 fn share(v: f64) -> bool {

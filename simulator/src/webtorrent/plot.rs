@@ -6,17 +6,7 @@ use std::path::Path;
 use plotters::prelude::{BLUE, CYAN, GREEN, MAGENTA, RED};
 
 use super::report::{Point, Report};
-use crate::plot::{Panel, Timed, draw};
-
-impl Timed for Point {
-    fn t_s(&self) -> f64 {
-        self.t_s
-    }
-
-    fn step(&self) -> usize {
-        self.step
-    }
-}
+use crate::plot::{Panel, Timeline, draw};
 
 /// Writes `report`'s timeline as an SVG to `path`.
 ///
@@ -54,10 +44,15 @@ pub fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
         ),
         None => format!("swarmtrack simulator {}", report.mode),
     };
+    let timeline = Timeline {
+        points: &report.timeline,
+        t_s: |p| p.t_s,
+        step: |p| p.step,
+    };
     draw(
         path,
         &title,
-        &report.timeline,
+        &timeline,
         report.knee.as_ref().map(|k| k.step),
         &panels,
     )

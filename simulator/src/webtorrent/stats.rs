@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use crate::stats::HistData;
+use crate::stats::{HistData, add_map};
 
 /// Distinct failure reasons kept by name; more are counted under `other`. Reasons are the
 /// tracker's text, which could carry ids: the bound keeps the report small.
@@ -198,12 +198,6 @@ pub struct Snapshot {
     pub cpu_ms: u64,
     /// Length, ms.
     pub wall_ms: u64,
-}
-
-fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
-    for (k, v) in from {
-        *into.entry(k.clone()).or_default() += v;
-    }
 }
 
 impl Snapshot {

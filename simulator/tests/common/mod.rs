@@ -91,6 +91,25 @@ impl Tracker {
     }
 }
 
+impl Tracker {
+    /// Once `connections` are open, drains this tracker, waits for it to exit (once its
+    /// clients have gone) and starts a new one on its address, as in a restart in place behind
+    /// a front end.
+    pub async fn restart_once_connected(self, connections: u64) -> Tracker {
+        let until = Instant::now() + DEADLINE;
+        while self.metric("tracker_connections").await < connections as f64 {
+            assert!(Instant::now() < until, "clients never arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let reply = self.http("POST", "/admin/drain").await;
+        assert!(reply.starts_with("HTTP/1.1 20"), "{reply}");
+        let addr = self.addr;
+        self.exited().await;
+        let listener = TcpListener::bind(addr).await.unwrap();
+        Tracker::on(listener, config())
+    }
+}
+
 impl Drop for Tracker {
     fn drop(&mut self) {
         self.stop.cancel();
