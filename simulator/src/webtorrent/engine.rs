@@ -19,10 +19,10 @@ use tokio_util::task::TaskTracker;
 
 use super::ledger::Ledger;
 use super::options::Plan;
-use super::peer;
 use super::report::{Point, Report, StepReport};
 use super::stats::{Count, Snapshot, Stats};
 use super::wire::Sdp;
+use super::{peer, ramp};
 use crate::payload::Browser;
 use crate::stats::process_cpu_ms;
 use crate::target::Target;
@@ -194,7 +194,7 @@ pub async fn run(plan: Plan, stop: CancellationToken, quiet: bool) -> anyhow::Re
             if now >= step_end {
                 let mut s = StepReport::new(i, Some(step), &acc);
                 let failed = if ctx.plan.ramp {
-                    let verdict = s.judge(&ctx.plan);
+                    let verdict = ramp::judge(&s, &ctx.plan);
                     let failed = verdict.is_err();
                     s.verdict = Some(verdict.err().unwrap_or_else(|| "held".into()));
                     failed

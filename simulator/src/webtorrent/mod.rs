@@ -10,7 +10,7 @@
 //!
 //! Layout: [`options`] (the subcommand and its plan), [`engine`] (the run, the clock, the
 //! wind-down), [`peer`] (one connection), [`wire`] (ids and frames), [`ledger`], [`stats`],
-//! [`report`], [`plot`]. It reuses the native mode's target checks, source addresses, SDP
+//! [`ramp`] (verdicts, knee), [`report`], [`plot`]. It reuses the native mode's target checks, source addresses, SDP
 //! captures, histogram summaries and plotter.
 
 pub mod engine;
@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod options;
 pub mod peer;
 pub mod plot;
+pub mod ramp;
 pub mod report;
 pub mod stats;
 pub mod wire;

@@ -7,13 +7,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::options::{Plan, Step};
+use super::ramp;
 use super::stats::{Count, Counts, Latency, Snapshot};
 use crate::stats::Summary;
-
-/// A step reached less than this share of the requests its connections were paced for. Not
-/// 0.9 as for native arrivals: each new connection starts at a random point of its first
-/// interval (up to a whole interval lost), which costs a short step up to ~15 %.
-const MIN_RATE_SHARE: f64 = 0.75;
 
 /// Counters that show a tracker bug whenever they aren't 0.
 const ANOMALIES: &[Count] = &[
@@ -89,7 +85,8 @@ pub struct StepReport {
     pub verdict: Option<String>,
 }
 
-fn ratio(a: u64, b: u64) -> f64 {
+/// `a / b`, 0 when `b` is 0.
+pub(super) fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
@@ -132,68 +129,6 @@ impl StepReport {
             timeout_ratio: ratio(g(Count::RequestTimeouts), requests),
             sim_cpu_cores: s.cpu_ms as f64 / 1000.0 / secs,
             verdict: None,
-        }
-    }
-
-    /// `Ok` when the step held; else every reason it didn't.
-    ///
-    /// # Errors
-    /// The bounds crossed, in words.
-    pub fn judge(&self, plan: &Plan) -> Result<(), String> {
-        let mut why = Vec::new();
-        for (name, s) in [
-            ("announce", &self.announce),
-            ("offer", &self.offer),
-            ("answer", &self.answer),
-        ] {
-            if s.count > 0 && s.p99_ms > plan.max_p99_ms {
-                why.push(format!(
-                    "{name} p99 {:.1} ms > {:.1} ms",
-                    s.p99_ms, plan.max_p99_ms
-                ));
-            }
-        }
-        if self.loss_ratio > plan.max_loss {
-            why.push(format!(
-                "{:.2} % of offers and answers lost",
-                self.loss_ratio * 100.0
-            ));
-        }
-        if self.failure_ratio > plan.max_loss {
-            why.push(format!(
-                "{} failures ({:.2} % of frames sent) {:?}",
-                self.counts.get(Count::Failures),
-                self.failure_ratio * 100.0,
-                self.failures
-            ));
-        }
-        if self.timeout_ratio > plan.max_loss {
-            why.push(format!(
-                "{:.2} % of requests got no response",
-                self.timeout_ratio * 100.0
-            ));
-        }
-        let c = |k| self.counts.get(k);
-        let attempts = c(Count::Connects) + c(Count::ConnectFailures);
-        if ratio(c(Count::ConnectFailures), attempts) > plan.max_loss {
-            why.push(format!(
-                "{} of {attempts} connection attempts failed {:?}",
-                c(Count::ConnectFailures),
-                self.connect_failures
-            ));
-        }
-        // Paced peers: a closed loop that can't keep its pace means responses come too late.
-        let paced = f64::from(self.target_connections) * plan.request_rate;
-        if paced > 0.0 && self.requests_per_s < paced * MIN_RATE_SHARE {
-            why.push(format!(
-                "sent {:.0} requests/s of {paced:.0} paced",
-                self.requests_per_s
-            ));
-        }
-        if why.is_empty() {
-            Ok(())
-        } else {
-            Err(why.join("; "))
         }
     }
 
@@ -378,20 +313,7 @@ impl Report {
         if !plan.ramp {
             return;
         }
-        let held = self
-            .steps
-            .iter()
-            .take_while(|s| s.verdict.as_deref() == Some("held"))
-            .last();
-        self.knee = held.map(|s| Knee {
-            step: s.index,
-            connections: s.target_connections,
-            announces_per_s: s.announces_per_s,
-            relayed_per_s: s.relayed_per_s,
-            announce_p99_ms: s.announce.p99_ms,
-            offer_p99_ms: s.offer.p99_ms,
-            answer_p99_ms: s.answer.p99_ms,
-        });
+        self.knee = ramp::knee(&self.steps);
         self.outcome = Some(
             match self
                 .steps
