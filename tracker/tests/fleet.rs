@@ -300,6 +300,72 @@ async fn viewers_through_haproxy_land_on_every_instance_and_signal_across() {
 }
 
 #[tokio::test]
+async fn webtorrent_peers_through_haproxy_reach_each_other_on_every_instance() {
+    use common::webtorrent::{WtClient, announce, answer, id};
+    let fleet = Fleet::start(Options::new(Routing::LeastConn)).await;
+    let ih = id('f', 1);
+    // Six peers, two per instance (leastconn), on both WebTorrent paths.
+    let mut peers = Vec::new();
+    for n in 0..6u32 {
+        let path = if n % 2 == 0 { "announce" } else { "" };
+        let mut c = WtClient::connect(&format!("ws://{}/{path}", fleet.proxy.front)).await;
+        c.send(&announce(&ih, &id('p', n), &[])).await;
+        assert_eq!(c.recv().await["action"], "announce");
+        peers.push(c);
+    }
+    for s in fleet.proxy.servers() {
+        assert_eq!(s.sessions, 2, "leastconn: two sessions on {}", s.name);
+    }
+    // Peer 0 offers to all five others; the ones on other instances come from Redis once the
+    // membership writes landed, and their offers may arrive a little later, so keep offering
+    // (new ids each round) until each of the five has received one, from any round.
+    let deadline = Deadline::new("offers to every other peer");
+    let mut latest: HashMap<usize, String> = HashMap::new();
+    let mut per_round: HashMap<(usize, u32), u32> = HashMap::new();
+    let mut round = 0u32;
+    while latest.len() < 5 {
+        round += 1;
+        let offers: Vec<String> = (0..5).map(|k| id('o', round * 10 + k)).collect();
+        peers[0].send(&announce(&ih, &id('p', 0), &offers)).await;
+        peers[0].recv().await;
+        for (n, c) in peers.iter_mut().enumerate().skip(1) {
+            while let Some(o) = c.recv_within(Duration::from_millis(100)).await {
+                let offer_id = o["offer_id"].as_str().expect("offer_id").to_string();
+                let from_round = offer_id.trim_start_matches('o').parse::<u32>().expect("n") / 10;
+                *per_round.entry((n, from_round)).or_default() += 1;
+                latest.insert(n, offer_id);
+            }
+        }
+        deadline.tick().await;
+    }
+    assert!(
+        per_round.values().all(|&k| k == 1),
+        "a peer got two offers of one announce: {per_round:?}"
+    );
+    let reached: Vec<(usize, String)> = latest.into_iter().collect();
+    // Every answer comes back to peer 0, whichever instance it started on.
+    for (n, offer_id) in &reached {
+        peers[*n]
+            .send(&answer(&ih, &id('p', *n as u32), &id('p', 0), offer_id))
+            .await;
+    }
+    let mut answered = HashSet::new();
+    while answered.len() < 5 {
+        let v = peers[0].recv().await;
+        assert!(v.get("answer").is_some(), "{v}");
+        answered.insert(v["peer_id"].as_str().expect("peer_id").to_string());
+    }
+    let mut remote = 0.0;
+    for i in 0..3 {
+        remote += relayed(&fleet.metrics(i).await, "remote");
+    }
+    assert!(
+        remote >= 8.0,
+        "offers and answers crossed instances: {remote}"
+    );
+}
+
+#[tokio::test]
 async fn a_killed_tracker_is_marked_down_and_its_viewers_are_paired_again_elsewhere() {
     let mut fleet = Fleet::start(Options::new(Routing::LeastConn)).await;
     let mut viewers = Vec::new();

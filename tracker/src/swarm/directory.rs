@@ -96,12 +96,11 @@ impl Directory {
     }
 
     /// Registers `peer` in `swarm` and samples up to `want` members of other instances, in one
-    /// round trip. Redis down or slow: no remote peers (counted), never an error.
+    /// round trip (with `want` 0 it only registers, and returns once Redis has the member).
+    /// Redis down or slow: no remote peers (counted), never an error.
     pub async fn join(&self, swarm: &str, peer: PeerId, want: usize) -> Vec<PeerId> {
-        if want == 0 || !self.backplane.is_up() {
-            if !self.backplane.is_up() {
-                self.metrics.redis_errors.increment(1);
-            }
+        if !self.backplane.is_up() {
+            self.metrics.redis_errors.increment(1);
             return Vec::new();
         }
         let now = now_ms();
@@ -120,6 +119,13 @@ impl Directory {
             .arg(now)
             .ignore();
         pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms * 2).ignore();
+        if want == 0 {
+            if let Err(e) = self.backplane.query::<()>(&pipe).await {
+                debug!(error = %e, "registering a member failed; the refresh will retry");
+                self.metrics.redis_errors.increment(1);
+            }
+            return Vec::new();
+        }
         pipe.cmd("ZRANDMEMBER").arg(&key).arg(ask).arg("WITHSCORES");
         let sampled: Vec<(String, f64)> =
             match self.backplane.query::<(Vec<(String, f64)>,)>(&pipe).await {

@@ -51,8 +51,21 @@ impl Membership {
     }
 
     /// Adds the viewer to a swarm and returns peers to offer to: local ones first, then, if
-    /// fewer than `want`, members on other instances.
+    /// fewer than `want`, members on other instances. When local peers suffice, a new member
+    /// reaches Redis a moment later, through the writer.
     pub async fn join(&self, peer: PeerId, swarm: &str, want: u32) -> Joined {
+        self.join_inner(peer, swarm, want, false).await
+    }
+
+    /// Like [`Membership::join`], but a new member is in Redis when this returns, so the next
+    /// pairing anywhere in the fleet finds it. A WebTorrent client takes its announce reply to
+    /// mean "I am in the swarm" and may announce without offers, waiting for others' offers;
+    /// the one extra round trip is paid once per swarm joined, not per announce.
+    pub async fn join_registered(&self, peer: PeerId, swarm: &str, want: u32) -> Joined {
+        self.join_inner(peer, swarm, want, true).await
+    }
+
+    async fn join_inner(&self, peer: PeerId, swarm: &str, want: u32, register_now: bool) -> Joined {
         let want = want as usize;
         let mut joined = self
             .index
@@ -67,7 +80,7 @@ impl Membership {
         }
         if let Some(directory) = &self.directory {
             let missing = want.saturating_sub(joined.peers.len());
-            if missing > 0 {
+            if missing > 0 || (register_now && joined.new_member) {
                 // Registers the viewer and samples, in one round trip.
                 let remote = directory.join(&joined.swarm, peer, missing).await;
                 joined.peers.extend(remote);

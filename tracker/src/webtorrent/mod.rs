@@ -273,7 +273,7 @@ impl Session<WebTorrent> {
         };
         let joined = state
             .membership()
-            .join(self.id, &key, u32::try_from(want).unwrap_or(u32::MAX))
+            .join_registered(self.id, &key, u32::try_from(want).unwrap_or(u32::MAX))
             .await;
         match index {
             Some(i) => self.proto.joined[i].last_announce = now,
@@ -328,15 +328,12 @@ impl Session<WebTorrent> {
             };
         }
 
-        let text = response::announce(&a.info_hash, counts, config.interval_secs);
-        self.send_text(text).await?;
-        if joined.peers.is_empty() {
-            return Ok(());
-        }
-        // Each further offer costs a token, like each message of a native batch.
+        // Offers go to their targets before the reply: when the announcer reads its reply,
+        // every offer to a peer of this instance is already queued.
         let (info_hash, peer_id) = (a.info_hash.to_string(), a.peer_id.to_string());
         let mut refused = false;
         for (i, (offer, to)) in a.offers.iter().zip(joined.peers).enumerate() {
+            // Each further offer costs a token, like each message of a native batch.
             if i > 0 && !self.bucket.try_take(now) {
                 refused |= self.rate_refused(now);
                 continue;
@@ -356,6 +353,8 @@ impl Session<WebTorrent> {
             // the reference; the relay counts the drop.
             let _ = state.relay().send(signal);
         }
+        let text = response::announce(&a.info_hash, counts, config.interval_secs);
+        self.send_text(text).await?;
         if refused {
             let f = fail(
                 FailureKind::RateLimited,

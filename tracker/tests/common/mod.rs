@@ -8,6 +8,7 @@ pub mod haproxy;
 pub mod process;
 pub mod redis;
 pub mod resp;
+pub mod webtorrent;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -246,7 +247,7 @@ pub async fn http(
     .await
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A viewer: a real WebSocket client speaking protocol v1.
 pub struct Client {
