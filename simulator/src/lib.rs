@@ -6,7 +6,8 @@
 //! the clock, the wind-down), [`viewer`] (one viewer's signaling), [`ledger`] (accounting for
 //! every relayed message), [`stats`] (counters and histograms), [`payload`] and [`sdp_min`]
 //! (what viewers send), [`target`] (where they connect), [`controller`] (merging, judging,
-//! stopping), [`workers`] (several processes), [`ramp`], [`report`], [`plot`], [`progress`].
+//! stopping), [`workers`] (several processes), [`ramp`], [`report`], [`plot`], [`progress`];
+//! [`webtorrent`], the WebTorrent tracker protocol mode.
 
 pub mod controller;
 pub mod engine;
@@ -21,4 +22,5 @@ pub mod sdp_min;
 pub mod stats;
 pub mod target;
 pub mod viewer;
+pub mod webtorrent;
 pub mod workers;

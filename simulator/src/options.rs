@@ -29,6 +29,9 @@ pub enum Command {
     /// Raise connections/sec and messages/sec step by step until p99 latency or loss crosses
     /// a bound; report the knee (the last step that held).
     Ramp(RampArgs),
+    /// Browser WebTorrent peers against a tracker's `/announce` (closed loop; `--ramp` finds
+    /// the knee).
+    Webtorrent(crate::webtorrent::WebtorrentArgs),
     /// One worker process of a multi-process run (started by the simulator itself; reads its
     /// plan on stdin and writes events on stdout).
     #[command(hide = true)]
@@ -218,11 +221,13 @@ pub struct Spec {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), Invalid> {
+/// `Err(Invalid(msg()))` unless `ok`.
+pub(crate) fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), Invalid> {
     if ok { Ok(()) } else { Err(Invalid(msg())) }
 }
 
-fn ms(d: Duration) -> u64 {
+/// `d` in whole milliseconds (saturating).
+pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

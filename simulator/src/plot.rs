@@ -11,13 +11,27 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 /// A line of a panel: its name, colour, and value at each point.
-type Series<'a> = (&'a str, RGBColor, fn(&Point) -> f64);
+pub type Series<'a, P> = (&'a str, RGBColor, fn(&P) -> f64);
 
 /// One panel: some series of the timeline against time.
-struct Panel<'a> {
-    title: &'a str,
-    unit: &'a str,
-    series: Vec<Series<'a>>,
+pub struct Panel<'a, P> {
+    /// Its caption.
+    pub title: &'a str,
+    /// The unit of its y axis.
+    pub unit: &'a str,
+    /// Its lines.
+    pub series: Vec<Series<'a, P>>,
+}
+
+#[derive(Clone, Copy)]
+/// A timeline: its points, and how to read a point's time (seconds since the start) and step.
+pub struct Timeline<'a, P> {
+    /// The points, in time order.
+    pub points: &'a [P],
+    /// A point's time, seconds.
+    pub t_s: fn(&P) -> f64,
+    /// A point's step.
+    pub step: fn(&P) -> usize,
 }
 
 /// Writes `report`'s timeline as an SVG to `path`.
@@ -25,32 +39,12 @@ struct Panel<'a> {
 /// # Errors
 /// When the file can't be written.
 pub fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
-    let points = &report.timeline;
-    let t_max = points.iter().map(|p| p.t_s).fold(1.0, f64::max);
-    // Where each step starts, for the vertical rules; and where the knee's step ends.
-    let mut step_starts = Vec::new();
-    let mut prev = usize::MAX;
-    let mut t_prev = 0.0;
-    for p in points {
-        if p.step != prev {
-            step_starts.push((p.step, t_prev));
-            prev = p.step;
-        }
-        t_prev = p.t_s;
-    }
-    let knee_end = report.knee.as_ref().and_then(|k| {
-        points
-            .iter()
-            .filter(|p| p.step == k.step)
-            .map(|p| p.t_s)
-            .reduce(f64::max)
-    });
     let panels = [
         Panel {
             title: "relayed messages per second",
             unit: "msg/s",
             series: vec![
-                ("sent", BLUE, |p| p.msg_rate),
+                ("sent", BLUE, |p: &Point| p.msg_rate),
                 ("delivered", GREEN, |p| p.delivered_rate),
             ],
         },
@@ -58,7 +52,7 @@ pub fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
             title: "connections per second, and viewers / 100",
             unit: "per s",
             series: vec![
-                ("connections/s", MAGENTA, |p| p.conn_rate),
+                ("connections/s", MAGENTA, |p: &Point| p.conn_rate),
                 ("viewers / 100", CYAN, |p| p.viewers as f64 / 100.0),
             ],
         },
@@ -66,14 +60,12 @@ pub fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
             title: "latency",
             unit: "ms",
             series: vec![
-                ("relay p50", GREEN, |p| p.relay_p50_ms),
+                ("relay p50", GREEN, |p: &Point| p.relay_p50_ms),
                 ("relay p99", RED, |p| p.relay_p99_ms),
                 ("join p99", BLUE, |p| p.join_p99_ms),
             ],
         },
     ];
-    let root = SVGBackend::new(path, (1100, 960)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
     let title = match &report.knee {
         Some(k) => format!(
             "swarmtrack simulator {}: knee at step {} ({:.0} conn/s, {:.0} msg/s, relay p99 {:.1} ms)",
@@ -81,8 +73,57 @@ pub fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
         ),
         None => format!("swarmtrack simulator {}", report.mode),
     };
-    let root = root.titled(&title, ("sans-serif", 20)).map_err(err)?;
-    for (panel, area) in panels.iter().zip(root.split_evenly((3, 1))) {
+    let timeline = Timeline {
+        points: &report.timeline,
+        t_s: |p| p.t_s,
+        step: |p| p.step,
+    };
+    draw(
+        path,
+        &title,
+        &timeline,
+        report.knee.as_ref().map(|k| k.step),
+        &panels,
+    )
+}
+
+/// Draws `panels` of `points` against time, one above the other, with a rule where each step
+/// starts and a red one where the knee's step (`knee`) ends.
+///
+/// # Errors
+/// When the file can't be written.
+pub fn draw<P>(
+    path: &Path,
+    title: &str,
+    timeline: &Timeline<'_, P>,
+    knee: Option<usize>,
+    panels: &[Panel<'_, P>],
+) -> anyhow::Result<()> {
+    let Timeline { points, t_s, step } = *timeline;
+    let t_max = points.iter().map(t_s).fold(1.0, f64::max);
+    // Where each step starts, for the vertical rules; and where the knee's step ends.
+    let mut step_starts = Vec::new();
+    let mut prev = usize::MAX;
+    let mut t_prev = 0.0;
+    for p in points {
+        if step(p) != prev {
+            step_starts.push((step(p), t_prev));
+            prev = step(p);
+        }
+        t_prev = t_s(p);
+    }
+    let knee_end = knee.and_then(|k| {
+        points
+            .iter()
+            .filter(|p| step(p) == k)
+            .map(t_s)
+            .reduce(f64::max)
+    });
+    let height = 320 * u32::try_from(panels.len()).unwrap_or(3);
+    let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(err)?;
+    for (panel, area) in panels.iter().zip(root.split_evenly((panels.len(), 1))) {
         let y_max = points
             .iter()
             .flat_map(|p| panel.series.iter().map(move |(_, _, f)| f(p)))
@@ -122,7 +163,10 @@ pub fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
         for (name, color, f) in &panel.series {
             let color = *color;
             chart
-                .draw_series(LineSeries::new(points.iter().map(|p| (p.t_s, f(p))), color))
+                .draw_series(LineSeries::new(
+                    points.iter().map(|p| (t_s(p), f(p))),
+                    color,
+                ))
                 .map_err(err)?
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));

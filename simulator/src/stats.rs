@@ -273,7 +273,8 @@ pub struct Snapshot {
     pub wall_ms: u64,
 }
 
-fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+/// Adds the counts of `from` into `into`, key by key.
+pub(crate) fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
     for (k, v) in from {
         *into.entry(k.clone()).or_default() += v;
     }

@@ -4,137 +4,13 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::*;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracker::config::{Config, Secret};
-
-const ADMIN_TOKEN: &str = "sim-test-token";
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A tracker running in this process.
-struct Tracker {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-fn config() -> Config {
-    let mut c = Config::default();
-    c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.admin_token = Some(Secret::new(ADMIN_TOKEN));
-    c
-}
-
-impl Tracker {
-    async fn start(config: Config) -> Self {
-        let listener = TcpListener::bind(config.server.listen).await.unwrap();
-        Self::on(listener, config)
-    }
-
-    fn on(listener: TcpListener, config: Config) -> Self {
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let listeners = tracker::Listeners {
-            main: listener,
-            admin: None,
-        };
-        let task = tokio::spawn(tracker::run(config, listeners, stop.clone()));
-        Self { addr, stop, task }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
-    }
-
-    async fn http(&self, method: &str, path: &str) -> String {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-             Content-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let body = self.http("GET", "/metrics").await;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-}
-
-impl Tracker {
-    /// Waits for the tracker to exit by itself (after a drain).
-    async fn exited(mut self) {
-        let task = std::mem::replace(&mut self.task, tokio::spawn(async { Ok(()) }));
-        tokio::time::timeout(DEADLINE, task)
-            .await
-            .expect("the tracker didn't exit")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("simtest-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Runs the simulator with `args` and waits for it, within [`DEADLINE`].
-async fn simulate(args: &[&str]) -> (Output, Duration) {
-    let started = Instant::now();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_simulator"))
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(DEADLINE, child)
-        .await
-        .expect("the simulator didn't end in time")
-        .unwrap();
-    (out, started.elapsed())
-}
-
-fn report(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn u(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("no {path} in the report"))
-}
-
-fn f(v: &Value, path: &str) -> f64 {
-    v.pointer(path)
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("no {path} in the report"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use tokio::net::TcpListener;
 
 /// Every message delivered, nothing refused or lost, and every field of the report there.
 fn assert_clean(r: &Value) {
@@ -268,7 +144,6 @@ async fn a_drained_tracker_sends_viewers_back_and_every_message_is_accounted_for
     c.drain.close_grace_ms = 1000;
     c.drain.deadline_secs = 5;
     let first = Tracker::start(c.clone()).await;
-    let addr = first.addr;
     let dir = tmp("drain");
     let json = dir.join("r.json");
     let url = first.url();
@@ -299,18 +174,7 @@ async fn a_drained_tracker_sends_viewers_back_and_every_message_is_accounted_for
         }
     });
     // Drain once viewers are connected and signaling.
-    let until = Instant::now() + DEADLINE;
-    while first.metric("tracker_connections").await < 15.0 {
-        assert!(Instant::now() < until, "viewers never arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let reply = first.http("POST", "/admin/drain").await;
-    assert!(reply.starts_with("HTTP/1.1 20"), "{reply}");
-    // The drained instance exits once its viewers have gone; a new one takes its address, as
-    // in a restart in place behind a front end.
-    first.exited().await;
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let second = Tracker::on(listener, config());
+    let second = first.restart_once_connected(15).await;
     let (out, _) = sim.await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let r = report(&json);
