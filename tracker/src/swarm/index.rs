@@ -2,13 +2,14 @@
 //! different swarms don't contend, with uniform sampling that never copies a member set.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::hash::RandomState;
+use std::sync::{Arc, MutexGuard};
 
 use indexmap::IndexSet;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
+use super::BySwarm;
 use crate::protocol::PeerId;
 
 type Members = IndexSet<PeerId, RandomState>;
@@ -18,8 +19,7 @@ type Shard = HashMap<Arc<str>, Members>;
 
 /// This instance's swarms and their local members.
 pub struct SwarmIndex {
-    shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    shards: BySwarm<Shard>,
 }
 
 /// The result of adding a viewer to a swarm.
@@ -39,20 +39,13 @@ impl SwarmIndex {
     /// An empty index with `shards` shards (at least 1).
     pub fn new(shards: usize) -> Self {
         Self {
-            shards: (0..shards.max(1))
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-            hasher: RandomState::new(),
+            shards: BySwarm::new(shards),
         }
     }
 
+    // Every mutation below is a single map or set operation.
     fn shard(&self, swarm: &str) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(swarm) as usize) % self.shards.len();
-        // Every mutation below is a single map or set operation, so a poisoned lock still holds
-        // a consistent map.
-        self.shards[i]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards.lock(swarm)
     }
 
     /// Adds `peer` to `swarm` and samples up to `want` other members, uniformly at random.
@@ -159,8 +152,7 @@ impl SwarmIndex {
     /// in turn, so not for the message path.
     pub fn memberships(&self) -> Vec<(Arc<str>, PeerId)> {
         let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for shard in self.shards.each() {
             for (swarm, members) in shard.iter() {
                 out.extend(members.iter().map(|m| (Arc::clone(swarm), *m)));
             }

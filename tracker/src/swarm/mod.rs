@@ -7,11 +7,13 @@
 
 mod directory;
 mod index;
+mod sharded;
 
 use std::sync::Arc;
 
 pub use directory::Directory;
 pub use index::{Joined, SwarmIndex};
+pub use sharded::BySwarm;
 
 use crate::metrics::Metrics;
 use crate::protocol::PeerId;

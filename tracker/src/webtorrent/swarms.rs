@@ -6,11 +6,11 @@
 //! key, one short lock per operation, nothing awaited inside.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 
 use super::id::Id20;
 use crate::protocol::PeerId;
+use crate::swarm::BySwarm;
 
 /// Seeders, leechers and completions of a swarm, as replies report them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,27 +55,20 @@ type Shard = HashMap<Arc<str>, Swarm>;
 
 /// The table.
 pub struct WebTorrentSwarms {
-    shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    shards: BySwarm<Shard>,
 }
 
 impl WebTorrentSwarms {
     /// An empty table with `shards` shards (at least 1).
     pub fn new(shards: usize) -> Self {
         Self {
-            shards: (0..shards.max(1))
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-            hasher: RandomState::new(),
+            shards: BySwarm::new(shards),
         }
     }
 
+    // Every mutation is a few field updates that can't panic halfway.
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
-        // Every mutation is a few field updates that can't panic halfway.
-        self.shards[i]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards.lock(key)
     }
 
     /// Records an announce by `owner` (a connection) as `peer_id`: adds the peer, or updates
