@@ -24,6 +24,9 @@ use crate::tracker::TrackerClient;
 const LAUNCH_ATTEMPTS: u32 = 3;
 /// Longest pause between ticks after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Pause between ticks while an instance launches or drains: a ready instance gets into
+/// HAProxy (and a drained one out) within a second instead of a whole poll interval.
+const BUSY_POLL: Duration = Duration::from_secs(1);
 
 /// The autoscaler's own metrics; handles made once.
 #[derive(Clone)]
@@ -79,6 +82,8 @@ pub struct Reconciler<P> {
     metrics: LoopMetrics,
     history: History,
     rates: Rates,
+    /// Whether the last tick saw an instance launching or draining.
+    busy: bool,
 }
 
 fn age(since: SystemTime) -> Duration {
@@ -104,6 +109,7 @@ impl<P: Provider> Reconciler<P> {
             metrics,
             history: History::default(),
             rates: Rates::default(),
+            busy: false,
         }
     }
 
@@ -124,7 +130,8 @@ impl<P: Provider> Reconciler<P> {
                 }
             }
             let pause = if failures == 0 {
-                poll.saturating_sub(started.elapsed())
+                let every = if self.busy { poll.min(BUSY_POLL) } else { poll };
+                every.saturating_sub(started.elapsed())
             } else {
                 (poll * 2u32.saturating_pow(failures.min(8))).min(MAX_BACKOFF.max(poll))
             };
@@ -220,6 +227,8 @@ impl<P: Provider> Reconciler<P> {
         } else {
             tracing::debug!(reason = decision.reason, capacity = decision.capacity, "hold");
         }
+        self.busy = views.iter().any(|v| v.phase != Phase::Serving)
+            || matches!(decision.action, Action::ScaleOut { .. } | Action::ScaleIn { .. });
         let action = decision.action.clone();
         let reason = decision.reason;
         self.board.tick(decision, statuses);

@@ -72,6 +72,18 @@ fn process_alive(pid: u32, addr: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
+/// The pid of a live process whose command line listens on `addr`: finds a tracker whose
+/// launch was interrupted between its start and the record of its pid.
+fn find_pid(addr: SocketAddr) -> Option<u32> {
+    let needle = format!("--listen\0{addr}\0");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        (String::from_utf8_lossy(&cmdline).contains(&needle) && process_alive(pid, addr))
+            .then_some(pid)
+    })
+}
+
 /// Two distinct free loopback ports (both held while picking).
 fn two_free_addrs() -> std::io::Result<(SocketAddr, SocketAddr)> {
     let a = TcpListener::bind("127.0.0.1:0")?;
@@ -148,6 +160,7 @@ impl LocalProvider {
     }
 
     fn instance(r: &Record) -> Instance {
+        let pid = r.pid.or_else(|| find_pid(r.addr));
         Instance {
             id: r.id.clone(),
             addr: r.addr,
@@ -155,7 +168,7 @@ impl LocalProvider {
             phase: r.phase,
             launched_at: at_ms(r.launched_at_ms),
             phase_since: at_ms(r.phase_since_ms),
-            alive: r.pid.is_some_and(|pid| process_alive(pid, r.addr)),
+            alive: pid.is_some_and(|pid| process_alive(pid, r.addr)),
         }
     }
 
@@ -223,8 +236,9 @@ impl Provider for LocalProvider {
             launched_at_ms: now,
             phase_since_ms: now,
         };
-        // Recorded before it starts: a crash in between leaves a record (cleaned up as dead),
-        // never a process nobody knows.
+        // Recorded before it starts: a crash in between leaves a record whose process is found
+        // by its address (or, if it never started, cleaned up as dead), never a process nobody
+        // knows.
         self.write(&r).await?;
         r.pid = Some(self.spawn(&r).await?);
         self.write(&r).await?;
@@ -247,7 +261,8 @@ impl Provider for LocalProvider {
             Err(ProviderError::Unknown(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if let Some(pid) = r.pid.filter(|&pid| process_alive(pid, r.addr)) {
+        let pid = r.pid.or_else(|| find_pid(r.addr));
+        if let Some(pid) = pid.filter(|&pid| process_alive(pid, r.addr)) {
             // As a cloud instance's termination: no goodbye. The workspace forbids unsafe code,
             // so the `kill` utility sends the signal.
             let _ = Command::new("kill")
