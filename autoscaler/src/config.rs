@@ -373,10 +373,16 @@ impl Config {
         }
         let p = &h.server;
         if p.check_inter_ms == 0 || p.check_fastinter_ms == 0 {
-            return bad("haproxy.server.check_inter_ms", "check intervals must be > 0");
+            return bad(
+                "haproxy.server.check_inter_ms",
+                "check intervals must be > 0",
+            );
         }
         if p.check_fall == 0 || p.check_rise == 0 || p.maxconn == 0 {
-            return bad("haproxy.server", "check_fall, check_rise and maxconn must be > 0");
+            return bad(
+                "haproxy.server",
+                "check_fall, check_rise and maxconn must be > 0",
+            );
         }
         if !(10..=60_000).contains(&self.tracker.http_timeout_ms) {
             return bad("tracker.http_timeout_ms", "must be 10..=60000");
@@ -442,8 +448,12 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
-            ("scaling.min_instances", Box::new(|c| c.scaling.min_instances = 0)),
+        type Change = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "scaling.min_instances",
+                Box::new(|c| c.scaling.min_instances = 0),
+            ),
             (
                 "scaling.min_instances",
                 Box::new(|c| c.scaling.min_instances = c.scaling.max_instances + 1),

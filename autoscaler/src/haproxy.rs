@@ -231,8 +231,7 @@ impl Haproxy {
         let b = &self.backend;
         self.expect(&format!("enable server {b}/{name}"), &[])
             .await?;
-        self.expect(&format!("enable health {b}/{name}"), &[])
-            .await
+        self.expect(&format!("enable health {b}/{name}"), &[]).await
     }
 
     /// `set server ... state`.
@@ -241,7 +240,11 @@ impl Haproxy {
     /// A refusal or I/O.
     pub async fn set_state(&self, name: &str, state: AdminState) -> Result<(), HaproxyError> {
         self.expect(
-            &format!("set server {}/{name} state {}", self.backend, state.as_str()),
+            &format!(
+                "set server {}/{name} state {}",
+                self.backend,
+                state.as_str()
+            ),
             &[],
         )
         .await
@@ -267,10 +270,8 @@ impl Haproxy {
         // 4 = servers only; -1 = every server id.
         let cmd = format!("show stat {} 4 -1", self.backend);
         let reply = self.command(&cmd).await?;
-        parse_show_stat(&reply, &self.backend).map_err(|why| HaproxyError::Parse {
-            command: cmd,
-            why,
-        })
+        parse_show_stat(&reply, &self.backend)
+            .map_err(|why| HaproxyError::Parse { command: cmd, why })
     }
 
     /// The backend's servers from `show servers state`.
@@ -364,7 +365,9 @@ pub fn parse_servers_state(reply: &str) -> Result<Vec<ServerState>, String> {
         servers.push(ServerState {
             name: f[name].to_string(),
             addr: format!("{}:{}", f[addr], f[port]).parse().ok(),
-            op_state: f[op].parse().map_err(|_| format!("bad srv_op_state in {line:?}"))?,
+            op_state: f[op]
+                .parse()
+                .map_err(|_| format!("bad srv_op_state in {line:?}"))?,
             admin_state: f[admin]
                 .parse()
                 .map_err(|_| format!("bad srv_admin_state in {line:?}"))?,

@@ -60,13 +60,18 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         config.status_listen = addr;
     }
     if let Some(Command::PrintConfig) = cli.command {
-        println!("{}", toml::to_string_pretty(&config).context("print config")?);
+        println!(
+            "{}",
+            toml::to_string_pretty(&config).context("print config")?
+        );
         return Ok(());
     }
     let listener = tokio::net::TcpListener::bind(config.status_listen)
         .await
         .with_context(|| format!("bind status listener {}", config.status_listen))?;
-    let token = std::env::var("TRACKER_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let token = std::env::var("TRACKER_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {

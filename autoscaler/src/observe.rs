@@ -143,7 +143,11 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(r.update("a", t0, figures(100.0, 1000.0, 5.0)), None);
         let s = r
-            .update("a", t0 + Duration::from_secs(2), figures(140.0, 1400.0, 7.0))
+            .update(
+                "a",
+                t0 + Duration::from_secs(2),
+                figures(140.0, 1400.0, 7.0),
+            )
             .unwrap();
         assert_eq!((s.conn_rate, s.msg_rate, s.connections), (20.0, 200.0, 7.0));
         // Restarted tracker: its counters start again from 0.

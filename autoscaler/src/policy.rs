@@ -430,7 +430,9 @@ mod tests {
             ),
             case(
                 "at max_instances: no action however high the load",
-                (0..6).map(|i| warm(["a", "b", "c", "d", "e", "f"][i], 900.0)).collect(),
+                (0..6)
+                    .map(|i| warm(["a", "b", "c", "d", "e", "f"][i], 900.0))
+                    .collect(),
                 (120, 6),
                 Action::Hold,
             ),

@@ -194,8 +194,11 @@ impl<P: Provider> Reconciler<P> {
                 signals,
             });
         }
-        self.rates
-            .retain(|id| instances.iter().any(|i| i.id == id && i.phase == Phase::Serving));
+        self.rates.retain(|id| {
+            instances
+                .iter()
+                .any(|i| i.id == id && i.phase == Phase::Serving)
+        });
 
         let s = &self.config.scaling;
         let decision = decide(&views, &self.history, at, s, &self.config.targets);
@@ -225,10 +228,17 @@ impl<P: Provider> Reconciler<P> {
                 "decision"
             );
         } else {
-            tracing::debug!(reason = decision.reason, capacity = decision.capacity, "hold");
+            tracing::debug!(
+                reason = decision.reason,
+                capacity = decision.capacity,
+                "hold"
+            );
         }
         self.busy = views.iter().any(|v| v.phase != Phase::Serving)
-            || matches!(decision.action, Action::ScaleOut { .. } | Action::ScaleIn { .. });
+            || matches!(
+                decision.action,
+                Action::ScaleOut { .. } | Action::ScaleIn { .. }
+            );
         let action = decision.action.clone();
         let reason = decision.reason;
         self.board.tick(decision, statuses);
@@ -433,10 +443,8 @@ impl<P: Provider> Reconciler<P> {
         let name = i.server_name();
         // Both are idempotent: repeated every tick until the instance is gone, so a restart or a
         // lost request changes nothing.
-        if in_haproxy {
-            if let Err(e) = self.haproxy.set_state(&name, AdminState::Drain).await {
-                self.failed(&i.id, "set state drain", &e);
-            }
+        if in_haproxy && let Err(e) = self.haproxy.set_state(&name, AdminState::Drain).await {
+            self.failed(&i.id, "set state drain", &e);
         }
         if let Err(e) = self.client.drain(i.admin).await {
             self.failed(&i.id, "POST /admin/drain", &e);

@@ -162,8 +162,7 @@ impl Board {
                 msg_rate: decision.load.msg_rate,
             });
             while s.points.len() > MAX_POINTS
-                || s
-                    .points
+                || s.points
                     .front()
                     .is_some_and(|p| now - p.at > CHART_SPAN.as_secs_f64())
             {
@@ -307,7 +306,13 @@ fn chart(s: &Snapshot) -> String {
     let now = unix_now();
     let t0 = now - CHART_SPAN.as_secs_f64();
     let x = |at: f64| PAD + (at - t0).max(0.0) / CHART_SPAN.as_secs_f64() * (W - 2.0 * PAD);
-    let max_inst = s.points.iter().map(|p| p.instances).max().unwrap_or(1).max(1) as f64;
+    let max_inst = s
+        .points
+        .iter()
+        .map(|p| p.instances)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let max_conn = s.points.iter().map(|p| p.conn_rate).fold(1.0, f64::max);
     let max_msg = s.points.iter().map(|p| p.msg_rate).fold(1.0, f64::max);
     let y = |v: f64, max: f64| H - PAD - v / max * (H - 2.0 * PAD);

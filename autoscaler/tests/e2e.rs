@@ -27,7 +27,10 @@ fn servers(h: &Haproxy) -> Vec<ServerStat> {
 }
 
 fn up(h: &Haproxy) -> Vec<ServerStat> {
-    servers(h).into_iter().filter(|s| s.status == "UP").collect()
+    servers(h)
+        .into_iter()
+        .filter(|s| s.status == "UP")
+        .collect()
 }
 
 /// `simulator run` against the front end, its JSON report written to `json`.
@@ -86,8 +89,16 @@ launch_timeout_secs = 20
         &haproxy,
         &steady_json,
         &[
-            "--rate", "2", "--duration", "45s", "--watch-min", "120s", "--watch-max", "120s",
-            "--grace", "1s",
+            "--rate",
+            "2",
+            "--duration",
+            "90s",
+            "--watch-min",
+            "120s",
+            "--watch-max",
+            "120s",
+            "--grace",
+            "1s",
         ],
     );
     // A burst: 30 new viewers a second for 12 s, each watching 2-4 s.
@@ -96,7 +107,14 @@ launch_timeout_secs = 20
         &haproxy,
         &burst_json,
         &[
-            "--rate", "30", "--duration", "12s", "--watch-min", "2s", "--watch-max", "4s",
+            "--rate",
+            "30",
+            "--duration",
+            "12s",
+            "--watch-min",
+            "2s",
+            "--watch-max",
+            "4s",
         ],
     );
 
@@ -109,8 +127,11 @@ launch_timeout_secs = 20
     // Remember every tracker process the fleet had, to see them exit.
     let pids: Vec<(String, u32)> = eventually("pids of the grown fleet", DEADLINE, || {
         let r = autoscaler.records();
-        (r.len() >= 2 && r.iter().all(|(_, p, _)| p.is_some()))
-            .then(|| r.into_iter().map(|(id, p, _)| (id, p.unwrap_or(0))).collect())
+        (r.len() >= 2 && r.iter().all(|(_, p, _)| p.is_some())).then(|| {
+            r.into_iter()
+                .map(|(id, p, _)| (id, p.unwrap_or(0)))
+                .collect()
+        })
     });
 
     eventually("the burst to end", DEADLINE, || {
@@ -118,14 +139,21 @@ launch_timeout_secs = 20
     });
 
     // Scale-in back to the minimum while the steady viewers stay.
-    let end = eventually("the fleet back to one server", Duration::from_secs(60), || {
-        let s = servers(&haproxy);
-        (s.len() == 1 && autoscaler.records().len() == 1).then_some(s)
-    });
+    let end = eventually(
+        "the fleet back to one server",
+        Duration::from_secs(60),
+        || {
+            let s = servers(&haproxy);
+            (s.len() == 1 && autoscaler.records().len() == 1).then_some(s)
+        },
+    );
     let kept = &end[0].name;
     for (id, pid) in &pids {
         if format!("as-{id}") != *kept {
-            assert!(!pid_alive(*pid), "drained tracker {id} (pid {pid}) still runs");
+            assert!(
+                !pid_alive(*pid),
+                "drained tracker {id} (pid {pid}) still runs"
+            );
         }
     }
     assert!(
@@ -134,9 +162,16 @@ launch_timeout_secs = 20
         autoscaler.log()
     );
 
-    let status = eventually("the steady simulator to end", Duration::from_secs(60), || {
-        steady.child.try_wait().ok().flatten()
-    });
+    // The story is over: the steady viewers leave (Ctrl-C makes the simulator wind down and
+    // write its report).
+    let _ = Command::new("kill")
+        .args(["-INT", &steady.child.id().to_string()])
+        .status();
+    let status = eventually(
+        "the steady simulator to end",
+        Duration::from_secs(60),
+        || steady.child.try_wait().ok().flatten(),
+    );
     assert!(status.success(), "steady simulator failed");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&steady_json).unwrap()).unwrap();
@@ -150,7 +185,11 @@ launch_timeout_secs = 20
         total["connects"], reconnects, total["closes"], total["connect_failures_by"]
     );
     assert!(reconnects > 0, "no viewer was told to reconnect: {total}");
-    assert_eq!(closes, 0, "viewers dropped without reconnect: {}", total["closes"]);
+    assert_eq!(
+        closes, 0,
+        "viewers dropped without reconnect: {}",
+        total["closes"]
+    );
     assert_eq!(
         total["connect_failures"].as_u64(),
         Some(0),
@@ -191,9 +230,13 @@ launch_timeout_secs = 20
     autoscaler.launch();
 
     let ticks = |a: &Autoscaler| a.status().and_then(|s| s["ticks"].as_u64()).unwrap_or(0);
-    eventually("two instances UP", DEADLINE, || (up(&haproxy).len() == 2).then_some(()));
+    eventually("two instances UP", DEADLINE, || {
+        (up(&haproxy).len() == 2).then_some(())
+    });
     let at = ticks(&autoscaler);
-    eventually("five more ticks", DEADLINE, || (ticks(&autoscaler) >= at + 5).then_some(()));
+    eventually("five more ticks", DEADLINE, || {
+        (ticks(&autoscaler) >= at + 5).then_some(())
+    });
     let records = autoscaler.records();
     assert_eq!(records.len(), 2, "duplicate launch: {records:?}");
     // Adopted: every instance whose process had started before the crash.

@@ -313,7 +313,13 @@ impl Provider for Ec2Provider {
     }
 
     async fn terminate(&self, id: &str) -> Result<(), ProviderError> {
-        match self.client.terminate_instances().instance_ids(id).send().await {
+        match self
+            .client
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 let why = DisplayErrorContext(&e).to_string();

@@ -63,7 +63,9 @@ fn process_alive(pid: u32, addr: SocketAddr) -> bool {
         return false;
     };
     // The state letter follows the parenthesised command name.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim().chars().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim().chars().next());
     if matches!(state, Some('Z' | 'X') | None) {
         return false;
     }
@@ -142,7 +144,9 @@ impl LocalProvider {
                 .map_err(io(format!("read {}", path.display())))?;
             match serde_json::from_slice::<Record>(&text) {
                 Ok(r) => records.push(r),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "unreadable state file skipped"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable state file skipped")
+                }
             }
         }
         records.sort_by(|a, b| a.id.cmp(&b.id));

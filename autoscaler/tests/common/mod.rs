@@ -41,10 +41,8 @@ pub fn temp_dir(what: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "swarmtrack-as-{what}-{}-{n}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("swarmtrack-as-{what}-{}-{n}", std::process::id()));
         if fs::create_dir(&dir).is_ok() {
             return dir;
         }
@@ -376,8 +374,7 @@ impl Autoscaler {
     pub fn log(&self) -> String {
         (1..=self.starts)
             .map(|n| {
-                fs::read_to_string(self.dir.join(format!("autoscaler.{n}.log")))
-                    .unwrap_or_default()
+                fs::read_to_string(self.dir.join(format!("autoscaler.{n}.log"))).unwrap_or_default()
             })
             .collect::<Vec<_>>()
             .join("\n--- restart ---\n")
