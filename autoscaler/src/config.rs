@@ -135,6 +135,11 @@ pub struct ScalingConfig {
     /// Longest wait, in seconds, for a launched instance to answer `/readyz`; then it is
     /// terminated and the next tick launches another.
     pub launch_timeout_secs: u64,
+    /// Seconds after a drain ends during which its viewers are still reconnecting to the
+    /// other instances: connections/sec doesn't count (those are moves, not new viewers) and
+    /// no other scale-in starts. Keep it above the trackers' `drain.reconnect_window_ms` plus
+    /// a poll interval.
+    pub drain_settle_secs: u64,
 }
 
 impl Default for ScalingConfig {
@@ -148,6 +153,7 @@ impl Default for ScalingConfig {
             warmup_secs: 30,
             drain_deadline_secs: 60,
             launch_timeout_secs: 300,
+            drain_settle_secs: 20,
         }
     }
 }

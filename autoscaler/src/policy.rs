@@ -131,12 +131,16 @@ impl History {
 
 /// Decides what to do this tick from `instances` (every live instance of the fleet) and
 /// `history` (earlier recommendations; the caller records [`Decision::recommendation`]).
+/// `settling`: a drain is running or ended less than `drain_settle_secs` ago, so its viewers
+/// are reconnecting elsewhere: connections/sec is left out (moves, not arrivals) and no other
+/// scale-in starts.
 pub fn decide(
     instances: &[InstanceView],
     history: &History,
     now: Instant,
     scaling: &ScalingConfig,
     targets: &TargetsConfig,
+    settling: bool,
 ) -> Decision {
     let warmup = Duration::from_secs(scaling.warmup_secs);
     let window = Duration::from_secs(scaling.scale_in_window_secs);
@@ -175,7 +179,10 @@ pub fn decide(
         capacity
     } else {
         [
-            per_signal(load.conn_rate, targets.conn_rate),
+            per_signal(
+                load.conn_rate,
+                if settling { 0.0 } else { targets.conn_rate },
+            ),
             per_signal(load.msg_rate, targets.msg_rate),
             per_signal(load.connections, targets.connections),
         ]
@@ -218,6 +225,9 @@ pub fn decide(
     if draining {
         return decision(Action::Hold, "a drain is in progress");
     }
+    if settling && !above_max {
+        return decision(Action::Hold, "viewers of the last drain still reconnecting");
+    }
     if !above_max {
         if missing_metrics {
             return decision(Action::Hold, "metrics missing: no scale-in");
@@ -259,6 +269,7 @@ mod tests {
             warmup_secs: 10,
             drain_deadline_secs: 30,
             launch_timeout_secs: 60,
+            drain_settle_secs: 10,
         }
     }
 
@@ -306,6 +317,7 @@ mod tests {
         /// Seconds of history and the recommendation it holds.
         history: (u64, usize),
         scaling: ScalingConfig,
+        settling: bool,
         expect: Action,
     }
 
@@ -320,6 +332,7 @@ mod tests {
             instances,
             history,
             scaling: scaling(),
+            settling: false,
             expect,
         }
     }
@@ -467,6 +480,24 @@ mod tests {
                 (120, 1),
                 out(1),
             ),
+            Case {
+                settling: true,
+                ..case(
+                    "drained viewers reconnecting: their connections/sec is no arrival",
+                    vec![warm("a", 150.0), warm("b", 150.0)],
+                    (120, 2),
+                    Action::Hold,
+                )
+            },
+            Case {
+                settling: true,
+                ..case(
+                    "settling after a drain: no second scale-in yet",
+                    vec![warm("a", 1.0), warm("b", 1.0)],
+                    (120, 1),
+                    Action::Hold,
+                )
+            },
         ];
         let now = Instant::now() + Duration::from_secs(3_600);
         for c in cases {
@@ -475,7 +506,7 @@ mod tests {
             } else {
                 history(now, c.history.0, c.history.1)
             };
-            let d = decide(&c.instances, &h, now, &c.scaling, &targets());
+            let d = decide(&c.instances, &h, now, &c.scaling, &targets(), c.settling);
             assert_eq!(d.action, c.expect, "{}: {d:?}", c.name);
         }
     }
@@ -491,6 +522,7 @@ mod tests {
             now,
             &s,
             &targets(),
+            false,
         );
         assert_eq!(d.action, scale_in("b"));
     }
@@ -504,7 +536,14 @@ mod tests {
             msg_rate: 3_000.0,
             connections: 10.0,
         });
-        let d = decide(&[a], &history(now, 120, 1), now, &scaling(), &targets());
+        let d = decide(
+            &[a],
+            &history(now, 120, 1),
+            now,
+            &scaling(),
+            &targets(),
+            false,
+        );
         assert_eq!(d.recommendation, 3);
         assert_eq!(d.action, Action::ScaleOut { count: 2 });
     }

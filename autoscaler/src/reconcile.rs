@@ -84,6 +84,8 @@ pub struct Reconciler<P> {
     rates: Rates,
     /// Whether the last tick saw an instance launching or draining.
     busy: bool,
+    /// Until when the viewers of the last drain may still be reconnecting.
+    settle_until: Option<Instant>,
 }
 
 fn age(since: SystemTime) -> Duration {
@@ -110,6 +112,7 @@ impl<P: Provider> Reconciler<P> {
             history: History::default(),
             rates: Rates::default(),
             busy: false,
+            settle_until: None,
         }
     }
 
@@ -150,8 +153,13 @@ impl<P: Provider> Reconciler<P> {
         let seen = observe(&self.provider, &self.haproxy).await?;
         let mut instances = Vec::new();
         for instance in &seen.instances {
-            if let Some(i) = self.step(instance, &seen).await {
-                instances.push(i);
+            match self.step(instance, &seen).await {
+                Some(i) => instances.push(i),
+                None if instance.phase == Phase::Draining => {
+                    let settle = Duration::from_secs(self.config.scaling.drain_settle_secs);
+                    self.settle_until = Some(Instant::now() + settle);
+                }
+                None => {}
             }
         }
         self.remove_orphans(&seen).await;
@@ -201,7 +209,9 @@ impl<P: Provider> Reconciler<P> {
         });
 
         let s = &self.config.scaling;
-        let decision = decide(&views, &self.history, at, s, &self.config.targets);
+        let settling = views.iter().any(|v| v.phase == Phase::Draining)
+            || self.settle_until.is_some_and(|t| at < t);
+        let decision = decide(&views, &self.history, at, s, &self.config.targets, settling);
         self.history.record(
             at,
             decision.recommendation,

@@ -72,6 +72,7 @@ warmup_secs = 1
 scale_in_window_secs = 6
 drain_deadline_secs = 20
 launch_timeout_secs = 20
+drain_settle_secs = 3
 "#,
         )
     });
@@ -146,6 +147,22 @@ launch_timeout_secs = 20
             let s = servers(&haproxy);
             (s.len() == 1 && autoscaler.records().len() == 1).then_some(s)
         },
+    );
+    // The drained viewers' reconnects are moves, not arrivals: no new launch follows.
+    let ticks = || {
+        autoscaler
+            .status()
+            .and_then(|s| s["ticks"].as_u64())
+            .unwrap_or(0)
+    };
+    let at = ticks();
+    eventually("four more ticks", DEADLINE, || {
+        (ticks() >= at + 4).then_some(())
+    });
+    assert_eq!(
+        autoscaler.records().len(),
+        1,
+        "relaunched after the scale-in"
     );
     let kept = &end[0].name;
     for (id, pid) in &pids {
