@@ -297,15 +297,22 @@ fn clock(at: f64) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
-/// The chart: instances (left axis) and conn/s, msg/s (each scaled to its own maximum, right
-/// axis labels), over the last hour; a vertical line per scale action.
+/// The chart: instances (left axis) and conn/s, msg/s (each scaled to its own maximum, given
+/// in the key), over the last hour; a vertical line per scale action.
 fn chart(s: &Snapshot) -> String {
     const W: f64 = 900.0;
     const H: f64 = 260.0;
     const PAD: f64 = 40.0;
     let now = unix_now();
-    let t0 = now - CHART_SPAN.as_secs_f64();
-    let x = |at: f64| PAD + (at - t0).max(0.0) / CHART_SPAN.as_secs_f64() * (W - 2.0 * PAD);
+    // The last hour, or less while the autoscaler has run less: a fresh run fills the chart.
+    let t0 = s
+        .points
+        .front()
+        .map_or(now - 60.0, |p| p.at)
+        .max(now - CHART_SPAN.as_secs_f64())
+        .min(now - 60.0);
+    let span = now - t0;
+    let x = |at: f64| PAD + (at - t0).max(0.0) / span * (W - 2.0 * PAD);
     let max_inst = s
         .points
         .iter()
@@ -351,13 +358,14 @@ fn chart(s: &Snapshot) -> String {
          <polyline fill='none' stroke='#27c' points='{}'/>\
          <polyline fill='none' stroke='#c2a' points='{}'/>\
          <text x='4' y='{PAD}'>{max_inst:.0}</text><text x='4' y='{yb}'>0</text>\
-         <text x='{PAD}' y='{yt}'>-60 min</text><text x='{xr}' y='{yt}'>now</text></svg>",
+         <text x='{PAD}' y='{yt}'>-{ago:.0} min</text><text x='{xr}' y='{yt}'>now</text></svg>",
         line(&|p| p.instances as f64, max_inst),
         line(&|p| p.conn_rate, max_conn),
         line(&|p| p.msg_rate, max_msg),
         yb = H - PAD,
         yt = H - 10.0,
         xr = W - PAD - 20.0,
+        ago = (span / 60.0).ceil(),
     );
     let _ = write!(
         svg,
