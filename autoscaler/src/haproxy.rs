@@ -285,6 +285,22 @@ impl Haproxy {
     }
 }
 
+/// The positions of `names` among a reply's header columns, and the highest of them (a line
+/// must have more fields than that).
+fn columns<const N: usize>(
+    header: &[&str],
+    names: [&str; N],
+) -> Result<([usize; N], usize), String> {
+    let mut positions = [0; N];
+    for (slot, name) in positions.iter_mut().zip(names) {
+        *slot = header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| format!("no {name} column"))?;
+    }
+    Ok((positions, positions.iter().copied().max().unwrap_or(0)))
+}
+
 /// Parses a `show stat` CSV reply: the header line (`# pxname,svname,...`) names the columns,
 /// so a new HAProxy version adding columns changes nothing.
 pub fn parse_show_stat(csv: &str, backend: &str) -> Result<Vec<ServerStat>, String> {
@@ -295,20 +311,8 @@ pub fn parse_show_stat(csv: &str, backend: &str) -> Result<Vec<ServerStat>, Stri
         .ok_or_else(|| format!("no CSV header: {:?}", csv.lines().next().unwrap_or("")))?
         .split(',')
         .collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or_else(|| format!("no {name} column"))
-    };
-    let (px, sv, status, scur, stot) = (
-        col("pxname")?,
-        col("svname")?,
-        col("status")?,
-        col("scur")?,
-        col("stot")?,
-    );
-    let width = [px, sv, status, scur, stot].into_iter().max().unwrap_or(0);
+    let ([px, sv, status, scur, stot], width) =
+        columns(&header, ["pxname", "svname", "status", "scur", "stot"])?;
     let mut servers = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
@@ -342,20 +346,16 @@ pub fn parse_servers_state(reply: &str) -> Result<Vec<ServerState>, String> {
         .ok_or("no header line")?
         .split_whitespace()
         .collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or_else(|| format!("no {name} column"))
-    };
-    let (name, addr, port, op, admin) = (
-        col("srv_name")?,
-        col("srv_addr")?,
-        col("srv_port")?,
-        col("srv_op_state")?,
-        col("srv_admin_state")?,
-    );
-    let width = [name, addr, port, op, admin].into_iter().max().unwrap_or(0);
+    let ([name, addr, port, op, admin], width) = columns(
+        &header,
+        [
+            "srv_name",
+            "srv_addr",
+            "srv_port",
+            "srv_op_state",
+            "srv_admin_state",
+        ],
+    )?;
     let mut servers = Vec::new();
     for line in lines {
         let f: Vec<&str> = line.split_whitespace().collect();
