@@ -272,3 +272,31 @@ launch_timeout_secs = 20
     });
     assert_eq!(autoscaler.records().len(), 2);
 }
+
+#[test]
+fn dry_run_decides_but_changes_nothing() {
+    let redis = Redis::start();
+    let haproxy = Haproxy::start();
+    let autoscaler =
+        Autoscaler::start(|state| common::test_config(&haproxy, &redis, state, "dry_run = true"));
+    // An empty fleet below its minimum: the decision is a launch, logged only.
+    let status = eventually("a scale-out decision", DEADLINE, || {
+        let s = autoscaler.status()?;
+        let last = s["decisions"].as_array()?.last()?.clone();
+        (last[1]["action"]["kind"] == "scale_out" && s["ticks"].as_u64()? >= 3).then_some(s)
+    });
+    assert_eq!(status["dry_run"], serde_json::Value::Bool(true));
+    assert!(
+        autoscaler.records().is_empty(),
+        "{:?}",
+        autoscaler.records()
+    );
+    assert!(servers(&haproxy).is_empty());
+    let page = autoscaler.get("/").unwrap();
+    assert!(
+        page.contains("(dry run)") && page.contains("<svg"),
+        "{page}"
+    );
+    let metrics = autoscaler.get("/metrics").unwrap();
+    assert!(metrics.contains("autoscaler_launches_total 0"), "{metrics}");
+}

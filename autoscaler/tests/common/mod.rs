@@ -437,12 +437,13 @@ impl Drop for Autoscaler {
     }
 }
 
-/// The config of a test fleet: fast polls and checks, short drains; `extra` (whole sections:
-/// `[targets]`, `[scaling]`) is appended.
+/// The config of a test fleet: fast polls and checks, short drains; `extra` (top-level keys
+/// first, then whole sections such as `[targets]`, `[scaling]`) comes before the fixed sections.
 pub fn test_config(haproxy: &Haproxy, redis: &Redis, state_dir: &Path, extra: &str) -> String {
     format!(
         r#"fleet = "test"
 poll_interval_ms = 500
+{extra}
 
 [haproxy]
 socket = "{socket}"
@@ -467,7 +468,6 @@ RUST_LOG = "warn"
 TRACKER__DRAIN__RECONNECT_WINDOW_MS = "1000"
 TRACKER__DRAIN__CLOSE_GRACE_MS = "1000"
 TRACKER__DRAIN__DEADLINE_SECS = "8"
-{extra}
 "#,
         socket = haproxy.socket.display(),
         tracker = workspace_bin("tracker").display(),
