@@ -366,7 +366,11 @@ impl<P: Provider> Reconciler<P> {
                     self.board.event("gone", &i.id, "launch timed out");
                     return None;
                 }
-                if !matches!(self.client.ready(i.admin).await, Ok(true)) {
+                // No address yet (an EC2 instance before its network interface): nothing to
+                // ask, and 0.0.0.0 would reach this host instead.
+                if i.admin.ip().is_unspecified()
+                    || !matches!(self.client.ready(i.admin).await, Ok(true))
+                {
                     return Some(i.clone());
                 }
                 if let Err(e) = self.ensure_server(i, state.is_some()).await {
