@@ -1,0 +1,217 @@
+//! A tracker's admin API as the autoscaler uses it: `GET /readyz`, `GET /metrics` and
+//! `POST /admin/drain` (bearer token), over plain HTTP/1.1 on a private address, one connection
+//! per request, each request bounded by a timeout.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Largest `/metrics` body read (a tracker's is about 20 kB).
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// A failed request to a tracker.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    /// Connect, send or receive failed.
+    #[error("{url}: {why}")]
+    Http {
+        /// `http://ADDR/PATH`
+        url: String,
+        /// The cause.
+        why: String,
+    },
+    /// No answer within the timeout.
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout {
+        /// `http://ADDR/PATH`
+        url: String,
+        /// The bound that passed.
+        timeout: Duration,
+    },
+    /// An answer with an unexpected status.
+    #[error("{url}: status {status}")]
+    Status {
+        /// `http://ADDR/PATH`
+        url: String,
+        /// The status.
+        status: u16,
+    },
+}
+
+/// The counters and gauges the policy's signals come from, summed over labels.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrackerFigures {
+    /// `tracker_connections_opened_total`.
+    pub connections_opened: f64,
+    /// `tracker_messages_received_total`, every kind and format.
+    pub messages_received: f64,
+    /// `tracker_connections`.
+    pub connections: f64,
+    /// `tracker_draining`.
+    pub draining: bool,
+}
+
+/// A client for trackers' admin listeners.
+#[derive(Clone, Debug)]
+pub struct TrackerClient {
+    timeout: Duration,
+    token: Option<String>,
+}
+
+impl TrackerClient {
+    /// Requests bounded by `timeout`; `token` authorises `/admin/drain`.
+    pub fn new(timeout: Duration, token: Option<String>) -> Self {
+        Self { timeout, token }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<(StatusCode, Bytes), TrackerError> {
+        let url = format!("http://{addr}{path}");
+        let http = |why: String| TrackerError::Http {
+            url: url.clone(),
+            why,
+        };
+        let exchange = async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|e| http(e.to_string()))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| http(e.to_string()))?;
+            // The connection task ends with the exchange: dropped with this future on timeout.
+            let driver = async move {
+                let _ = conn.await;
+            };
+            let mut req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(hyper::header::HOST, addr.to_string());
+            if let Some(token) = &self.token {
+                req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let req = req
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| http(e.to_string()))?;
+            let send = async {
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| http(e.to_string()))?;
+                let status = resp.status();
+                let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| http(e.to_string()))?
+                    .to_bytes();
+                Ok((status, body))
+            };
+            tokio::select! {
+                r = send => r,
+                () = driver => Err(http("connection closed".to_string())),
+            }
+        };
+        timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| TrackerError::Timeout {
+                url: url.clone(),
+                timeout: self.timeout,
+            })?
+    }
+
+    /// Whether `/readyz` answers 200.
+    ///
+    /// # Errors
+    /// The tracker can't be reached.
+    pub async fn ready(&self, admin: SocketAddr) -> Result<bool, TrackerError> {
+        let (status, _) = self.request(Method::GET, admin, "/readyz").await?;
+        Ok(status == StatusCode::OK)
+    }
+
+    /// Reads and parses `/metrics`.
+    ///
+    /// # Errors
+    /// The tracker can't be reached or answers other than 200.
+    pub async fn figures(&self, admin: SocketAddr) -> Result<TrackerFigures, TrackerError> {
+        let (status, body) = self.request(Method::GET, admin, "/metrics").await?;
+        if status != StatusCode::OK {
+            return Err(TrackerError::Status {
+                url: format!("http://{admin}/metrics"),
+                status: status.as_u16(),
+            });
+        }
+        Ok(parse_figures(&String::from_utf8_lossy(&body)))
+    }
+
+    /// `POST /admin/drain`: the tracker tells its viewers to `reconnect` and exits when empty
+    /// or at its deadline. Idempotent.
+    ///
+    /// # Errors
+    /// The tracker can't be reached or refuses (401/403: token).
+    pub async fn drain(&self, admin: SocketAddr) -> Result<(), TrackerError> {
+        let (status, _) = self.request(Method::POST, admin, "/admin/drain").await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(TrackerError::Status {
+                url: format!("http://{admin}/admin/drain"),
+                status: status.as_u16(),
+            })
+        }
+    }
+}
+
+/// Sums the samples of the families the signals need from Prometheus text.
+pub fn parse_figures(text: &str) -> TrackerFigures {
+    let mut f = TrackerFigures::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or("").trim();
+        match name {
+            "tracker_connections_opened_total" => f.connections_opened += value,
+            "tracker_messages_received_total" => f.messages_received += value,
+            "tracker_connections" => f.connections += value,
+            "tracker_draining" => f.draining = value > 0.0,
+            _ => {}
+        }
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn sums_over_labels() {
+        let text = "# TYPE tracker_connections gauge\n\
+                    tracker_connections 7\n\
+                    tracker_connections_opened_total 40\n\
+                    tracker_messages_received_total{kind=\"join\",format=\"json\"} 10\n\
+                    tracker_messages_received_total{kind=\"offer\",format=\"json\"} 5\n\
+                    tracker_messages_relayed_total{kind=\"offer\",path=\"local\"} 99\n\
+                    tracker_draining 0\n\
+                    garbage\n";
+        let f = parse_figures(text);
+        assert_eq!(f.connections, 7.0);
+        assert_eq!(f.connections_opened, 40.0);
+        assert_eq!(f.messages_received, 15.0);
+        assert!(!f.draining);
+    }
+}
