@@ -602,7 +602,10 @@ mod tests {
             for entry in entries.flatten() {
                 let path = entry.path();
                 // The tracker's examples; config/ also holds the autoscaler's.
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
                 if name.ends_with(".toml") && name.starts_with("tracker") {
                     let text = std::fs::read_to_string(&path).expect("read");
                     Config::from_toml(&text)
