@@ -13,7 +13,7 @@ use tracing::{debug, info};
 
 use serde::Deserialize;
 
-use crate::metrics::RefuseReason;
+use crate::metrics::{Origin, RefuseReason};
 use crate::protocol::Format;
 use crate::session::{Native, Session};
 use crate::shutdown::ConnectionGuard;
@@ -59,6 +59,9 @@ fn add_admin(r: Router<AppState>) -> Router<AppState> {
 struct WsParams {
     /// `json` (default) or `msgpack`: the format of `welcome`, until the client sends a frame.
     format: Option<String>,
+    /// `1`: the client is back because a draining instance told it to `reconnect` (counted
+    /// apart, so an autoscaler doesn't take moved viewers for new ones); `0` or absent: not.
+    reconnect: Option<String>,
 }
 
 async fn ws_upgrade(
@@ -74,7 +77,12 @@ async fn ws_upgrade(
             return (StatusCode::BAD_REQUEST, "format must be json or msgpack\n").into_response();
         }
     };
-    let (guard, token) = match admit(&state, &headers) {
+    let origin = match params.reconnect.as_deref() {
+        None | Some("0") => Origin::New,
+        Some("1") => Origin::Reconnect,
+        Some(_) => return (StatusCode::BAD_REQUEST, "reconnect must be 0 or 1\n").into_response(),
+    };
+    let (guard, token) = match admit(&state, &headers, origin) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -92,7 +100,8 @@ async fn webtorrent_upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let (guard, token) = match admit(&state, &headers) {
+    // The protocol has no `reconnect`: every WebTorrent viewer counts as new.
+    let (guard, token) = match admit(&state, &headers, Origin::New) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -105,6 +114,7 @@ async fn webtorrent_upgrade(
 fn admit(
     state: &AppState,
     headers: &HeaderMap,
+    origin: Origin,
 ) -> Result<(ConnectionGuard, TaskTrackerToken), (StatusCode, &'static str)> {
     let lifecycle = state.lifecycle();
     let metrics = state.metrics();
@@ -119,7 +129,7 @@ fn admit(
             "draining: connect to another instance\n",
         ));
     }
-    let Some(guard) = lifecycle.try_admit() else {
+    let Some(guard) = lifecycle.try_admit(origin) else {
         metrics.refused(RefuseReason::Full);
         return Err((StatusCode::SERVICE_UNAVAILABLE, "at max connections\n"));
     };

@@ -60,6 +60,28 @@ impl CloseReason {
     }
 }
 
+/// Why a viewer connected: on its own, or told to by a draining instance (it asked for
+/// `/v1/ws?reconnect=1`); the label of `tracker_viewers_joined_total`, so an autoscaler counts
+/// arrivals without the viewers a drain moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A new viewer (or one back after an error).
+    New,
+    /// A viewer moved here by another instance's drain.
+    Reconnect,
+}
+
+impl Origin {
+    const ALL: [Origin; 2] = [Origin::New, Origin::Reconnect];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::New => "new",
+            Origin::Reconnect => "reconnect",
+        }
+    }
+}
+
 /// Why an upgrade was refused; a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefuseReason {
@@ -113,6 +135,9 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections opened since start.
     pub connections_opened: Counter,
+    /// Open connections that have joined a swarm (or announced) at least once.
+    pub viewers: Gauge,
+    viewers_joined: [Counter; Origin::ALL.len()],
     closed: [Counter; CloseReason::ALL.len()],
     refused: [Counter; 3],
     received: [[Counter; 2]; RECEIVED_KINDS.len()],
@@ -252,6 +277,14 @@ impl Metrics {
             "tracker_connections_opened_total",
             "WebSocket connections accepted."
         );
+        describe_gauge!(
+            "tracker_viewers",
+            "Open connections that have joined a swarm or announced."
+        );
+        describe_counter!(
+            "tracker_viewers_joined_total",
+            "Connections whose first join or announce succeeded, by origin (new, reconnect)."
+        );
         describe_counter!(
             "tracker_connections_closed_total",
             "WebSocket connections ended, by reason."
@@ -373,6 +406,8 @@ impl Metrics {
 
         let closed = CloseReason::ALL
             .map(|r| counter!("tracker_connections_closed_total", "reason" => r.as_str()));
+        let viewers_joined =
+            Origin::ALL.map(|o| counter!("tracker_viewers_joined_total", "origin" => o.as_str()));
         let refused = ["full", "draining", "origin"]
             .map(|r| counter!("tracker_connections_refused_total", "reason" => r));
         let received = RECEIVED_KINDS.map(|kind| {
@@ -398,6 +433,8 @@ impl Metrics {
             handle,
             connections: gauge!("tracker_connections"),
             connections_opened: counter!("tracker_connections_opened_total"),
+            viewers: gauge!("tracker_viewers"),
+            viewers_joined,
             closed,
             refused,
             received,
@@ -437,6 +474,11 @@ impl Metrics {
     /// Counts a closed connection.
     pub fn closed(&self, reason: CloseReason) {
         self.closed[reason as usize].increment(1);
+    }
+
+    /// Counts a connection's first successful join or announce.
+    pub fn viewer_joined(&self, origin: Origin) {
+        self.viewers_joined[origin as usize].increment(1);
     }
 
     /// Counts a refused upgrade.

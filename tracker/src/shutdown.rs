@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Origin};
 
 /// Shared shutdown state of one tracker.
 pub struct Lifecycle {
@@ -63,8 +63,9 @@ impl Lifecycle {
         !self.is_draining() && self.connections() < self.max_connections
     }
 
-    /// Takes a connection slot, or `None` at the limit. The slot is freed when the guard drops.
-    pub fn try_admit(self: &Arc<Self>) -> Option<ConnectionGuard> {
+    /// Takes a connection slot for a viewer of `origin`, or `None` at the limit. The slot is
+    /// freed when the guard drops.
+    pub fn try_admit(self: &Arc<Self>, origin: Origin) -> Option<ConnectionGuard> {
         self.connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_connections).then_some(n + 1)
@@ -73,19 +74,38 @@ impl Lifecycle {
         self.metrics.connections.increment(1.0);
         Some(ConnectionGuard {
             lifecycle: Arc::clone(self),
+            origin,
+            joined: false,
         })
     }
 }
 
-/// One admitted connection; dropping it frees the slot.
+/// One admitted connection; dropping it frees the slot (and its place in `tracker_viewers`).
 pub struct ConnectionGuard {
     lifecycle: Arc<Lifecycle>,
+    origin: Origin,
+    joined: bool,
+}
+
+impl ConnectionGuard {
+    /// The connection's first join or announce succeeded: from now on it is a viewer
+    /// (`tracker_viewers`, `tracker_viewers_joined_total`). Later calls change nothing.
+    pub fn viewer_joined(&mut self) {
+        if !self.joined {
+            self.joined = true;
+            self.lifecycle.metrics.viewer_joined(self.origin);
+            self.lifecycle.metrics.viewers.increment(1.0);
+        }
+    }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.lifecycle.connections.fetch_sub(1, Ordering::AcqRel);
         self.lifecycle.metrics.connections.decrement(1.0);
+        if self.joined {
+            self.lifecycle.metrics.viewers.decrement(1.0);
+        }
     }
 }
 
@@ -100,15 +120,44 @@ mod tests {
             CancellationToken::new(),
             Arc::new(Metrics::new()),
         ));
-        let a = l.try_admit();
-        let b = l.try_admit();
+        let a = l.try_admit(Origin::New);
+        let b = l.try_admit(Origin::Reconnect);
         assert!(a.is_some() && b.is_some());
-        assert!(l.try_admit().is_none());
+        assert!(l.try_admit(Origin::New).is_none());
         assert!(!l.is_ready());
         drop(a);
         assert!(l.is_ready());
-        assert!(l.try_admit().is_some());
+        assert!(l.try_admit(Origin::New).is_some());
         l.start_drain();
         assert!(!l.is_ready());
+    }
+
+    #[test]
+    fn a_viewer_counts_once_from_its_first_join_until_it_goes() {
+        let metrics = Arc::new(Metrics::new());
+        let l = Arc::new(Lifecycle::new(
+            4,
+            CancellationToken::new(),
+            Arc::clone(&metrics),
+        ));
+        let value = |series: &str| {
+            metrics
+                .render()
+                .lines()
+                .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let mut a = l.try_admit(Origin::Reconnect).expect("slot");
+        let _idle = l.try_admit(Origin::New).expect("slot");
+        a.viewer_joined();
+        a.viewer_joined();
+        assert_eq!(value("tracker_viewers "), 1.0);
+        assert_eq!(
+            value(r#"tracker_viewers_joined_total{origin="reconnect"} "#),
+            1.0
+        );
+        assert_eq!(value(r#"tracker_viewers_joined_total{origin="new"} "#), 0.0);
+        drop(a);
+        assert_eq!(value("tracker_viewers "), 0.0);
     }
 }

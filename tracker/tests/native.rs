@@ -275,6 +275,34 @@ async fn disconnect_removes_the_viewer() {
 }
 
 #[tokio::test]
+async fn viewers_count_at_their_first_join_by_origin() {
+    let server = TestServer::start().await;
+    // Connected but not joined: a connection, not a viewer.
+    let idle = Client::connect(&server, Format::Json).await;
+    let mut a = Client::connect(&server, Format::Json).await;
+    a.join("v", 5).await;
+    a.join("w", 5).await;
+    let moved = format!("{}?reconnect=1", server.ws_url());
+    let mut b = Client::connect_url(&moved, Format::Json).await;
+    b.join("v", 5).await;
+    let joined = |origin: &str| format!(r#"tracker_viewers_joined_total{{origin="{origin}"}}"#);
+    assert_eq!(server.metric(&joined("new")).await, 1.0);
+    assert_eq!(server.metric(&joined("reconnect")).await, 1.0);
+    assert_eq!(server.metric("tracker_viewers").await, 2.0);
+    assert_eq!(server.metric("tracker_connections").await, 3.0);
+    b.close().await;
+    server.wait_metric("tracker_viewers", 1.0).await;
+    idle.close().await;
+    server.wait_metric("tracker_connections", 1.0).await;
+    assert_eq!(server.metric("tracker_viewers").await, 1.0);
+    let bad = format!("{}?reconnect=yes", server.ws_url());
+    assert!(matches!(
+        connect_ws(&bad, &[]).await,
+        Err(common::Refused::Status(400))
+    ));
+}
+
+#[tokio::test]
 async fn health_endpoints() {
     let server = TestServer::start().await;
     assert_eq!(http(server.addr, "GET", "/healthz", &[]).await.0, 200);

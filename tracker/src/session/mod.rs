@@ -81,7 +81,8 @@ pub struct Session<P> {
     last_seen: Instant,
     /// The protocol's own state.
     pub(crate) proto: P,
-    _guard: ConnectionGuard,
+    /// The connection slot; also marks the connection a viewer at its first join.
+    pub(crate) guard: ConnectionGuard,
     /// Keeps the session tracker non-empty until this session is over.
     _tracked: TaskTrackerToken,
 }
@@ -142,7 +143,7 @@ impl<P: Protocol> Session<P> {
             last_rate_error: None,
             last_seen: Instant::now(),
             proto,
-            _guard: guard,
+            guard,
             _tracked: tracked,
         }
     }

@@ -183,6 +183,7 @@ impl Session<Native> {
                     swarm: Cow::Owned(joined.swarm.to_string()),
                     peers: joined.peers,
                 });
+                self.guard.viewer_joined();
                 metrics.join_seconds.record(now.elapsed().as_secs_f64());
             }
             ClientMsg::Leave { swarm } => {

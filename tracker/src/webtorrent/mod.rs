@@ -273,6 +273,7 @@ impl Session<WebTorrent> {
             .membership()
             .join_registered(self.id, &key, u32::try_from(want).unwrap_or(u32::MAX))
             .await;
+        self.guard.viewer_joined();
         match index {
             Some(i) => self.proto.joined[i].last_announce = now,
             None => self.proto.joined.push(Joined {
