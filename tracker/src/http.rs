@@ -180,7 +180,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// Query parameters of `POST /admin/drain`.
+#[derive(Deserialize)]
+struct DrainParams {
+    /// Spread this drain's reconnects over this many ms instead of `drain.reconnect_window_ms`
+    /// (an autoscaler sizes it to what the other instances can take); at most the drain
+    /// deadline less `close_grace_ms`, so every viewer is told in time.
+    reconnect_window_ms: Option<u64>,
+}
+
+async fn drain(
+    State(state): State<AppState>,
+    Query(params): Query<DrainParams>,
+    headers: HeaderMap,
+) -> Response {
     let Some(token) = &state.config().admin_token else {
         return (
             StatusCode::FORBIDDEN,
@@ -206,11 +219,23 @@ async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Response {
         )
             .into_response();
     }
+    let drain = &state.config().drain;
+    let window_ms = params
+        .reconnect_window_ms
+        .map_or(drain.reconnect_window_ms, |w| {
+            w.min(
+                drain
+                    .deadline_secs
+                    .saturating_mul(1000)
+                    .saturating_sub(drain.close_grace_ms),
+            )
+        });
     info!(
         connections = state.lifecycle().connections(),
+        reconnect_window_ms = window_ms,
         "drain requested over the admin API"
     );
-    state.lifecycle().start_drain();
+    state.lifecycle().start_drain_within(window_ms);
     (StatusCode::ACCEPTED, "draining\n").into_response()
 }
 

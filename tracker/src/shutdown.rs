@@ -7,7 +7,7 @@
 //! run on a [`TaskTracker`] because axum does not wait for upgraded connections.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +25,9 @@ pub struct Lifecycle {
     connections: AtomicUsize,
     max_connections: usize,
     metrics: Arc<Metrics>,
+    /// This drain's reconnect window in ms, when the admin API chose one; `u64::MAX`: the
+    /// configured `drain.reconnect_window_ms`.
+    reconnect_window_ms: AtomicU64,
 }
 
 impl Lifecycle {
@@ -37,6 +40,26 @@ impl Lifecycle {
             connections: AtomicUsize::new(0),
             max_connections,
             metrics,
+            reconnect_window_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Starts the drain with its viewers' reconnects spread over `window_ms` (an autoscaler
+    /// sizes it to what the other instances can take); idempotent: a drain already started
+    /// keeps its window.
+    pub fn start_drain_within(&self, window_ms: u64) {
+        if !self.is_draining() {
+            self.reconnect_window_ms.store(window_ms, Ordering::Relaxed);
+            self.start_drain();
+        }
+    }
+
+    /// The window this drain spreads reconnects over, in ms: the one
+    /// [`start_drain_within`](Self::start_drain_within) set, else `configured`.
+    pub fn reconnect_window_ms(&self, configured: u64) -> u64 {
+        match self.reconnect_window_ms.load(Ordering::Relaxed) {
+            u64::MAX => configured,
+            chosen => chosen,
         }
     }
 
@@ -128,8 +151,13 @@ mod tests {
         drop(a);
         assert!(l.is_ready());
         assert!(l.try_admit(Origin::New).is_some());
-        l.start_drain();
+        assert_eq!(l.reconnect_window_ms(10_000), 10_000);
+        l.start_drain_within(2_500);
         assert!(!l.is_ready());
+        assert_eq!(l.reconnect_window_ms(10_000), 2_500);
+        // Already draining: the first window stays.
+        l.start_drain_within(9_000);
+        assert_eq!(l.reconnect_window_ms(10_000), 2_500);
     }
 
     #[test]

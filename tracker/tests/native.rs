@@ -396,6 +396,40 @@ async fn drain_tells_viewers_to_reconnect_and_exits_when_they_left() {
 }
 
 #[tokio::test]
+async fn drain_over_the_admin_api_may_choose_its_window_within_the_deadline() {
+    // Configured window 0: every viewer would be told to go at once.
+    let server = TestServer::with_config(drain_config(0, 1_000, 10)).await;
+    let mut viewers = Vec::new();
+    for _ in 0..20 {
+        let mut v = Client::connect(&server, Format::Json).await;
+        v.join("v", 1).await;
+        viewers.push(v);
+    }
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let bad = "/admin/drain?reconnect_window_ms=soon";
+    assert_eq!(
+        http(server.addr, "POST", bad, &[("Authorization", &auth)])
+            .await
+            .0,
+        400
+    );
+    // Asked for 60 s: cut to the deadline less the close grace (9 s).
+    let path = "/admin/drain?reconnect_window_ms=60000";
+    let (status, _) = http(server.addr, "POST", path, &[("Authorization", &auth)]).await;
+    assert_eq!(status, 202);
+    let mut delays = Vec::new();
+    for v in &mut viewers {
+        match v.recv().await {
+            ServerMsg::Reconnect { after_ms } => delays.push(after_ms),
+            m => panic!("expected reconnect, got {m:?}"),
+        }
+    }
+    assert!(delays.iter().all(|&d| d <= 9_000), "{delays:?}");
+    // 20 uniform draws over 0..=9000 all at 0 would mean the window wasn't applied.
+    assert!(delays.iter().any(|&d| d > 0), "{delays:?}");
+}
+
+#[tokio::test]
 async fn drain_closes_viewers_that_stay_with_1012() {
     let mut server = TestServer::with_config(drain_config(100, 100, 60)).await;
     let mut v = Client::connect(&server, Format::Json).await;

@@ -63,7 +63,11 @@ impl Protocol for Native {
 
     async fn on_drain(s: &mut Session<Self>) -> Result<Duration, Ending> {
         let drain = &s.state.config().drain;
-        let after_ms = rand::rng().random_range(0..=drain.reconnect_window_ms);
+        let window = s
+            .state
+            .lifecycle()
+            .reconnect_window_ms(drain.reconnect_window_ms);
+        let after_ms = rand::rng().random_range(0..=window);
         let close_in = Duration::from_millis(after_ms + drain.close_grace_ms);
         s.write(&ServerMsg::Reconnect { after_ms }).await?;
         Ok(close_in)

@@ -115,7 +115,8 @@ impl Protocol for WebTorrent {
     async fn on_drain(s: &mut Session<Self>) -> Result<Duration, Ending> {
         // The protocol has no `reconnect`: close with 1012 at a random time in the window,
         // and the client's own reconnect logic spreads the load over the other instances.
-        let window = s.state.config().drain.reconnect_window_ms;
+        let configured = s.state.config().drain.reconnect_window_ms;
+        let window = s.state.lifecycle().reconnect_window_ms(configured);
         Ok(Duration::from_millis(rand::rng().random_range(0..=window)))
     }
 
