@@ -1,6 +1,7 @@
 //! One tick's view of the fleet: the provider's instances, HAProxy's `show stat` and
-//! `show servers state` for the backend, and every serving tracker's `/metrics`; and the rates
-//! derived from counter deltas between ticks.
+//! `show servers state` for the backend, each launching tracker's `/readyz` and every other
+//! tracker's `/metrics` (all at once); and the rates derived from counter deltas between
+//! ticks.
 //!
 //! A tracker that restarted starts its counters again from zero: a counter lower than the
 //! last sample counts as a reset, and the delta is the new value (what was counted since).
@@ -69,24 +70,49 @@ pub async fn observe<P: Provider>(
     })
 }
 
-/// Reads `/metrics` of every `(id, admin address)` at once; each read is bounded by the
-/// client's timeout.
-pub async fn scrape(
+/// What one tick learned from one tracker.
+#[derive(Debug)]
+pub enum Probe {
+    /// A launching instance's `/readyz`: `true` on 200.
+    Ready(Result<bool, TrackerError>),
+    /// A serving or draining instance's `/metrics`.
+    Figures(Result<TrackerFigures, TrackerError>),
+}
+
+/// Asks every `(id, admin address, what)` at once (`what`: `true` for readiness, else
+/// metrics); each request is bounded by the client's timeout.
+pub async fn probe(
     client: &TrackerClient,
-    targets: Vec<(String, SocketAddr)>,
-) -> HashMap<String, Result<TrackerFigures, TrackerError>> {
+    targets: Vec<(String, SocketAddr, bool)>,
+) -> HashMap<String, Probe> {
     let mut set = JoinSet::new();
-    for (id, admin) in targets {
+    for (id, admin, readiness) in targets {
         let client = client.clone();
-        set.spawn(async move { (id, client.figures(admin).await) });
+        set.spawn(async move {
+            let probe = if readiness {
+                Probe::Ready(client.ready(admin).await)
+            } else {
+                Probe::Figures(client.figures(admin).await)
+            };
+            (id, probe)
+        });
     }
     let mut out = HashMap::new();
     while let Some(joined) = set.join_next().await {
-        if let Ok((id, figures)) = joined {
-            out.insert(id, figures);
+        if let Ok((id, probe)) = joined {
+            out.insert(id, probe);
         }
     }
     out
+}
+
+/// One instance's figures between two ticks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Delta {
+    /// Its signals (rates over the interval, open viewers now).
+    pub signals: Signals,
+    /// Open viewers now less at the last sample.
+    pub viewer_change: f64,
 }
 
 /// The last sample of each instance's counters, to turn them into rates.
@@ -98,7 +124,7 @@ pub struct Rates {
 impl Rates {
     /// Records `figures` of instance `id` sampled at `at` and returns its signals: `None` for
     /// the first sample (no rate yet) or one taken at the same instant.
-    pub fn update(&mut self, id: &str, at: Instant, figures: TrackerFigures) -> Option<Signals> {
+    pub fn update(&mut self, id: &str, at: Instant, figures: TrackerFigures) -> Option<Delta> {
         let previous = self.last.insert(id.to_string(), (at, figures));
         let (then, before) = previous?;
         let secs = at.checked_duration_since(then)?.as_secs_f64();
@@ -106,10 +132,14 @@ impl Rates {
             return None;
         }
         let delta = |now: f64, before: f64| if now < before { now } else { now - before };
-        Some(Signals {
-            conn_rate: delta(figures.connections_opened, before.connections_opened) / secs,
-            msg_rate: delta(figures.messages_received, before.messages_received) / secs,
-            connections: figures.connections,
+        Some(Delta {
+            signals: Signals {
+                conn_rate: delta(figures.joined_new, before.joined_new) / secs,
+                msg_rate: delta(figures.signals, before.signals) / secs,
+                connections: figures.viewers,
+                moved_rate: delta(figures.joined_moved, before.joined_moved) / secs,
+            },
+            viewer_change: figures.viewers - before.viewers,
         })
     }
 
@@ -128,11 +158,13 @@ mod tests {
 
     use super::*;
 
-    fn figures(opened: f64, received: f64, connections: f64) -> TrackerFigures {
+    fn figures(joined: f64, signals: f64, viewers: f64) -> TrackerFigures {
         TrackerFigures {
-            connections_opened: opened,
-            messages_received: received,
-            connections,
+            joined_new: joined,
+            joined_moved: joined / 10.0,
+            signals,
+            viewers,
+            connections: viewers * 2.0,
             draining: false,
         }
     }
@@ -142,19 +174,25 @@ mod tests {
         let mut r = Rates::default();
         let t0 = Instant::now();
         assert_eq!(r.update("a", t0, figures(100.0, 1000.0, 5.0)), None);
-        let s = r
+        let d = r
             .update(
                 "a",
                 t0 + Duration::from_secs(2),
                 figures(140.0, 1400.0, 7.0),
             )
             .unwrap();
-        assert_eq!((s.conn_rate, s.msg_rate, s.connections), (20.0, 200.0, 7.0));
-        // Restarted tracker: its counters start again from 0.
-        let s = r
+        let s = d.signals;
+        assert_eq!(
+            (s.conn_rate, s.msg_rate, s.connections, s.moved_rate),
+            (20.0, 200.0, 7.0, 2.0)
+        );
+        assert_eq!(d.viewer_change, 2.0);
+        // Restarted tracker: its counters start again from 0, its viewers are gone.
+        let d = r
             .update("a", t0 + Duration::from_secs(4), figures(10.0, 30.0, 2.0))
             .unwrap();
-        assert_eq!((s.conn_rate, s.msg_rate), (5.0, 15.0));
+        assert_eq!((d.signals.conn_rate, d.signals.msg_rate), (5.0, 15.0));
+        assert_eq!(d.viewer_change, -5.0);
         r.retain(|id| id != "a");
         assert_eq!(
             r.update("a", t0 + Duration::from_secs(6), figures(20.0, 40.0, 2.0)),

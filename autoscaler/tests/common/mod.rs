@@ -303,6 +303,8 @@ pub struct Autoscaler {
     pub status: SocketAddr,
     /// Folder of the config, the log and the local provider's state.
     pub dir: PathBuf,
+    /// Extra environment for the binary (e.g. AWS credentials for moto).
+    pub env: Vec<(String, String)>,
     proc: Option<Proc>,
     starts: usize,
 }
@@ -311,17 +313,32 @@ impl Autoscaler {
     /// Writes the config `make_config` returns for the local provider's state folder, and
     /// starts the binary.
     pub fn start(make_config: impl FnOnce(&Path) -> String) -> Self {
+        Self::start_with_env(Vec::new(), make_config)
+    }
+
+    /// As [`start`](Self::start), with extra environment variables.
+    pub fn start_with_env(
+        env: Vec<(String, String)>,
+        make_config: impl FnOnce(&Path) -> String,
+    ) -> Self {
         let dir = temp_dir("autoscaler");
         let config = make_config(&Self::state_dir_for(&dir));
         fs::write(dir.join("autoscaler.toml"), config).expect("write config");
         let mut a = Self {
             status: free_addr(),
             dir,
+            env,
             proc: None,
             starts: 0,
         };
         a.launch();
         a
+    }
+
+    /// Its config file (rewrite it, then [`launch`](Self::launch) again, to restart with
+    /// another config).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("autoscaler.toml")
     }
 
     /// The local provider's state folder to name in the config.
@@ -342,6 +359,7 @@ impl Autoscaler {
                 .arg(self.status.to_string())
                 .env("TRACKER_ADMIN_TOKEN", TOKEN)
                 .env("RUST_LOG", "info,autoscaler=debug")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .env_remove("AUTOSCALER_CONFIG")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log"))
@@ -422,11 +440,12 @@ impl Autoscaler {
 impl Drop for Autoscaler {
     fn drop(&mut self) {
         self.kill();
-        // The trackers it started outlive it by design (restart safety): stop them here.
+        // The instances it started outlive it by design (restart safety): stop them here,
+        // each a process group (the machine and its tracker).
         for (_, pid, _) in self.records() {
             if let Some(pid) = pid.filter(|&p| pid_alive(p)) {
                 let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
+                    .args(["-KILL", "--", &format!("-{pid}")])
                     .status();
             }
         }

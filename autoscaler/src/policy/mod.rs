@@ -1,13 +1,19 @@
-//! The scaling policy: a pure function from one tick's observations and the history of
-//! recommendations to a decision. No I/O and no clock: the caller passes `now`, so the tests
-//! are tables of cases.
+//! The scaling policy: a pure function from one tick's observations, the history of
+//! recommendations and the load's growth to a decision. No I/O and no clock: the caller passes
+//! `now`, so the tests are tables of cases.
 //!
-//! As Kubernetes' HPA does it: per signal, `ceil(total / target)`, kept at the current size
-//! while the load/capacity ratio is within the tolerance band; the recommendation is the
-//! maximum over signals, clamped to min/max. Scale-out acts at once, capped by `max_surge`;
-//! scale-in goes only to the highest recommendation over the window, one drain at a time, and
-//! never while figures are missing, an instance launches or warms up. Launching instances count
-//! as capacity, so a slow boot doesn't launch a second wave.
+//! As Kubernetes' HPA does it, with a look-ahead: per signal, `ceil(load / target)` on the load
+//! predicted one provisioning time ahead ([`trend`]: growth rates fitted over the last
+//! `trend_window_secs`; the horizon is the measured boot time plus a poll and HAProxy's rise
+//! checks), kept at the current size while the predicted load/capacity ratio is within the
+//! tolerance band; the recommendation is the maximum over signals, clamped to min/max.
+//! Scale-out acts at once, capped by `max_surge`; scale-in goes only to the highest
+//! recommendation over the window, one drain at a time, and never while the load grows,
+//! figures are missing, an instance launches, warms up or is being replaced. Launching
+//! instances count as capacity, so a slow boot doesn't launch a second wave; an unhealthy
+//! instance (its tracker failed `unhealthy_polls` polls) doesn't, so it is replaced.
+
+pub mod trend;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -16,16 +22,21 @@ use serde::Serialize;
 
 use crate::config::{ScalingConfig, TargetsConfig};
 use crate::provider::Phase;
+pub use trend::{Growth, Trend};
 
-/// Load figures: one instance's, or the fleet's total.
+/// Load figures: one instance's, or the fleet's total. Only real viewers count (see
+/// [`crate::tracker::TrackerFigures`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Signals {
-    /// New connections per second.
+    /// New viewers per second (not those moved by a drain).
     pub conn_rate: f64,
-    /// Client messages per second.
+    /// Signals relayed or refused for a real reason, per second.
     pub msg_rate: f64,
-    /// Open connections.
+    /// Open viewers.
     pub connections: f64,
+    /// Viewers moved here by a drain, per second (shown, not a target: a move is no new load
+    /// for the fleet).
+    pub moved_rate: f64,
 }
 
 impl std::ops::AddAssign for Signals {
@@ -33,6 +44,7 @@ impl std::ops::AddAssign for Signals {
         self.conn_rate += o.conn_rate;
         self.msg_rate += o.msg_rate;
         self.connections += o.connections;
+        self.moved_rate += o.moved_rate;
     }
 }
 
@@ -47,6 +59,9 @@ pub struct InstanceView {
     pub serving_for: Option<Duration>,
     /// Its figures this tick; `None` when they couldn't be read or no rate exists yet.
     pub signals: Option<Signals>,
+    /// `false`: its tracker failed `unhealthy_polls` polls in a row; it is no capacity and
+    /// is being replaced.
+    pub healthy: bool,
     /// HAProxy sessions on it now (picks the emptiest for scale-in).
     pub sessions: u64,
 }
@@ -66,21 +81,34 @@ pub enum Action {
     ScaleIn {
         /// Its provider id.
         id: String,
+        /// Its viewers reconnect spread over this window, sized to what the others take.
+        reconnect_window_ms: u64,
     },
 }
 
 /// The policy's answer for one tick.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Decision {
-    /// Instances counted as capacity (launching and serving).
+    /// Instances counted as capacity (launching, and serving healthy).
     pub capacity: usize,
     /// This tick's recommendation (to record in the [`History`]).
     pub recommendation: usize,
     /// The size scale-in aims at: the highest recommendation over the window.
     pub stabilized: usize,
-    /// The fleet's total load over the instances whose figures count.
+    /// The fleet's total load over the instances whose figures were read.
     pub load: Signals,
-    /// Whether some serving instance past its warm-up had no figures.
+    /// The load predicted one horizon ahead: what the recommendation is for.
+    pub predicted: Signals,
+    /// How fast the load grows.
+    pub growth: Growth,
+    /// The look-ahead, seconds: boot time, a poll and HAProxy's rise checks.
+    pub horizon_secs: f64,
+    /// Unused share of the serving instances' targets on the busiest signal now (negative:
+    /// above target; 0 without serving instances).
+    pub headroom: f64,
+    /// Serving instances whose tracker stopped answering (no capacity; replaced).
+    pub unhealthy: usize,
+    /// Whether some healthy serving instance had no figures.
     pub missing_metrics: bool,
     /// What to do.
     pub action: Action,
@@ -129,39 +157,19 @@ impl History {
     }
 }
 
-/// Decides what to do this tick from `instances` (every live instance of the fleet) and
-/// `history` (earlier recommendations; the caller records [`Decision::recommendation`]).
-/// `settling`: a drain is running or ended less than `drain_settle_secs` ago, so its viewers
-/// are reconnecting elsewhere: connections/sec is left out (moves, not arrivals) and no other
-/// scale-in starts.
-pub fn decide(
-    instances: &[InstanceView],
-    history: &History,
-    now: Instant,
-    scaling: &ScalingConfig,
-    targets: &TargetsConfig,
-    settling: bool,
-) -> Decision {
-    let warmup = Duration::from_secs(scaling.warmup_secs);
-    let window = Duration::from_secs(scaling.scale_in_window_secs);
-    let capacity = instances
-        .iter()
-        .filter(|i| matches!(i.phase, Phase::Launching | Phase::Serving))
-        .count();
-    let launching = instances.iter().any(|i| i.phase == Phase::Launching);
-    let draining = instances.iter().any(|i| i.phase == Phase::Draining);
-    let serving = || instances.iter().filter(|i| i.phase == Phase::Serving);
-    let warming = serving().any(|i| i.serving_for.is_none_or(|d| d < warmup));
-    let warm: Vec<&InstanceView> = serving()
-        .filter(|i| i.serving_for.is_some_and(|d| d >= warmup))
-        .collect();
-    let missing_metrics = warm.iter().any(|i| i.signals.is_none());
+/// The fleet's load: the sum over every instance whose figures were read (serving or
+/// draining: a viewer counts wherever it is until it has moved).
+pub fn fleet_load(instances: &[InstanceView]) -> Signals {
     let mut load = Signals::default();
-    for s in warm.iter().filter_map(|i| i.signals) {
+    for s in instances.iter().filter_map(|i| i.signals) {
         load += s;
     }
-    let counted = warm.iter().filter(|i| i.signals.is_some()).count();
+    load
+}
 
+/// Instances needed for `load` per signal, the maximum over signals; `capacity` when the
+/// ratio is within the tolerance band of it.
+fn needed(load: &Signals, capacity: usize, scaling: &ScalingConfig, t: &TargetsConfig) -> usize {
     let per_signal = |total: f64, target: f64| -> Option<usize> {
         if target <= 0.0 {
             return None;
@@ -174,27 +182,107 @@ pub fn decide(
         }
         Some((total / target).ceil() as usize)
     };
-    let mut recommendation = if counted == 0 {
-        // Nothing to judge by: hold what there is (the min/max clamp still applies).
-        capacity
-    } else {
-        [
-            per_signal(
-                load.conn_rate,
-                if settling { 0.0 } else { targets.conn_rate },
-            ),
-            per_signal(load.msg_rate, targets.msg_rate),
-            per_signal(load.connections, targets.connections),
-        ]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(capacity)
+    [
+        per_signal(load.conn_rate, t.conn_rate),
+        per_signal(load.msg_rate, t.msg_rate),
+        per_signal(load.connections, t.connections),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(capacity)
+}
+
+/// Unused share of `serving` instances' targets on the busiest signal.
+fn headroom(load: &Signals, serving: usize, t: &TargetsConfig) -> f64 {
+    if serving == 0 {
+        return 0.0;
+    }
+    let n = serving as f64;
+    [
+        (load.conn_rate, t.conn_rate),
+        (load.msg_rate, t.msg_rate),
+        (load.connections, t.connections),
+    ]
+    .into_iter()
+    .filter(|&(_, target)| target > 0.0)
+    .map(|(v, target)| 1.0 - v / (n * target))
+    .fold(1.0, f64::min)
+}
+
+/// The window a drained instance's `moving` viewers reconnect over, so that each of the
+/// `receivers` (their figures) takes them at no more than `targets.conn_rate` less its own
+/// arrivals (at least a quarter of the target, so a busy fleet still drains), between 1 s and
+/// `max`.
+pub fn reconnect_window(
+    moving: f64,
+    receivers: &[Signals],
+    targets: &TargetsConfig,
+    max: Duration,
+) -> Duration {
+    let target = targets.conn_rate;
+    if target <= 0.0 || receivers.is_empty() {
+        return max;
+    }
+    let spare: f64 = receivers
+        .iter()
+        .map(|r| (target - r.conn_rate - r.moved_rate).max(target / 4.0))
+        .sum();
+    let secs = moving.max(0.0) / spare;
+    Duration::from_secs_f64(secs.clamp(1.0, max.as_secs_f64().max(1.0)))
+}
+
+/// Decides what to do this tick from `instances` (every live instance of the fleet),
+/// `history` (earlier recommendations; the caller records [`Decision::recommendation`]) and
+/// `growth` (from the [`Trend`]), sizing for the load `horizon` ahead.
+pub fn decide(
+    instances: &[InstanceView],
+    history: &History,
+    growth: &Growth,
+    horizon: Duration,
+    now: Instant,
+    scaling: &ScalingConfig,
+    targets: &TargetsConfig,
+) -> Decision {
+    let warmup = Duration::from_secs(scaling.warmup_secs);
+    let window = Duration::from_secs(scaling.scale_in_window_secs);
+    let serving = || {
+        instances
+            .iter()
+            .filter(|i| i.phase == Phase::Serving && i.healthy)
     };
+    let launching = instances
+        .iter()
+        .filter(|i| i.phase == Phase::Launching)
+        .count();
+    let capacity = launching + serving().count();
+    let unhealthy = instances
+        .iter()
+        .filter(|i| i.phase == Phase::Serving && !i.healthy)
+        .count();
+    let draining = instances.iter().any(|i| i.phase == Phase::Draining);
+    let warming = serving().any(|i| i.serving_for.is_none_or(|d| d < warmup));
+    let missing_metrics = serving().any(|i| i.signals.is_none());
+    let load = fleet_load(instances);
+    let counted = instances.iter().filter(|i| i.signals.is_some()).count();
+    let predicted = growth.predict(&load, horizon);
+
+    let (mut now_needs, mut recommendation) = if counted == 0 {
+        // Nothing to judge by: hold what there is (the min/max clamp still applies).
+        (capacity, capacity)
+    } else {
+        (
+            needed(&load, capacity, scaling, targets),
+            needed(&predicted, capacity, scaling, targets),
+        )
+    };
+    recommendation = recommendation.max(now_needs);
     if missing_metrics {
         recommendation = recommendation.max(capacity);
+        now_needs = now_needs.max(capacity);
     }
-    let recommendation = recommendation.clamp(scaling.min_instances, scaling.max_instances);
+    let clamp = |n: usize| n.clamp(scaling.min_instances, scaling.max_instances);
+    let recommendation = clamp(recommendation);
     let stabilized = history
         .highest(now, window)
         .map_or(recommendation, |h| h.max(recommendation));
@@ -204,6 +292,11 @@ pub fn decide(
         recommendation,
         stabilized,
         load,
+        predicted,
+        growth: *growth,
+        horizon_secs: horizon.as_secs_f64(),
+        headroom: headroom(&load, serving().count(), targets),
+        unhealthy,
         missing_metrics,
         action,
         reason,
@@ -212,6 +305,10 @@ pub fn decide(
         let count = (recommendation - capacity).min(scaling.max_surge);
         let reason = if capacity < scaling.min_instances {
             "below min_instances"
+        } else if unhealthy > 0 && recommendation <= capacity + unhealthy {
+            "replacing an unhealthy instance"
+        } else if clamp(now_needs) <= capacity {
+            "load rising: forecast above target"
         } else {
             "load above target"
         };
@@ -225,32 +322,51 @@ pub fn decide(
     if draining {
         return decision(Action::Hold, "a drain is in progress");
     }
-    if settling && !above_max {
-        return decision(Action::Hold, "viewers of the last drain still reconnecting");
-    }
     if !above_max {
         if missing_metrics {
             return decision(Action::Hold, "metrics missing: no scale-in");
         }
-        if launching || warming {
+        if unhealthy > 0 {
+            return decision(Action::Hold, "an instance is being replaced");
+        }
+        if launching > 0 || warming {
             return decision(Action::Hold, "an instance is launching or warming up");
+        }
+        if growth.any() {
+            return decision(Action::Hold, "load still growing");
         }
         if !history.covers(now, window) {
             return decision(Action::Hold, "scale-in window not yet observed");
         }
     }
     let emptiest = serving().min_by(|a, b| a.sessions.cmp(&b.sessions).then(b.id.cmp(&a.id)));
-    match emptiest {
-        Some(i) => decision(
-            Action::ScaleIn { id: i.id.clone() },
-            if above_max {
-                "above max_instances"
-            } else {
-                "load below target over the window"
-            },
-        ),
-        None => decision(Action::Hold, "no serving instance to drain"),
-    }
+    let Some(victim) = emptiest else {
+        return decision(Action::Hold, "no serving instance to drain");
+    };
+    let receivers: Vec<Signals> = serving()
+        .filter(|i| i.id != victim.id)
+        .map(|i| i.signals.unwrap_or_default())
+        .collect();
+    let moving = victim
+        .signals
+        .map_or(victim.sessions as f64, |s| s.connections);
+    let window = reconnect_window(
+        moving,
+        &receivers,
+        targets,
+        Duration::from_secs(scaling.max_reconnect_window_secs),
+    );
+    decision(
+        Action::ScaleIn {
+            id: victim.id.clone(),
+            reconnect_window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+        },
+        if above_max {
+            "above max_instances"
+        } else {
+            "load below target over the window"
+        },
+    )
 }
 
 #[cfg(test)]
@@ -267,9 +383,12 @@ mod tests {
             scale_in_window_secs: 60,
             max_surge: 2,
             warmup_secs: 10,
+            boot_estimate_secs: 60,
+            trend_window_secs: 30,
+            unhealthy_polls: 3,
+            max_reconnect_window_secs: 20,
             drain_deadline_secs: 30,
             launch_timeout_secs: 60,
-            drain_settle_secs: 10,
         }
     }
 
@@ -291,7 +410,9 @@ mod tests {
                 conn_rate,
                 msg_rate: conn_rate,
                 connections: conn_rate,
+                moved_rate: 0.0,
             }),
+            healthy: true,
             sessions: conn_rate as u64,
         }
     }
@@ -317,7 +438,7 @@ mod tests {
         /// Seconds of history and the recommendation it holds.
         history: (u64, usize),
         scaling: ScalingConfig,
-        settling: bool,
+        growth: Growth,
         expect: Action,
     }
 
@@ -332,14 +453,19 @@ mod tests {
             instances,
             history,
             scaling: scaling(),
-            settling: false,
+            growth: Growth::default(),
             expect,
         }
     }
 
-    fn scale_in(id: &str) -> Action {
-        Action::ScaleIn { id: id.to_string() }
+    fn scale_in(id: &str, reconnect_window_ms: u64) -> Action {
+        Action::ScaleIn {
+            id: id.to_string(),
+            reconnect_window_ms,
+        }
     }
+
+    const HORIZON: Duration = Duration::from_secs(60);
 
     #[test]
     fn table() {
@@ -385,7 +511,8 @@ mod tests {
                 "load low over the whole window: drain the emptiest",
                 vec![warm("a", 12.0), warm("b", 10.0)],
                 (120, 1),
-                scale_in("b"),
+                // 10 viewers move to `a`, which takes 100 - 12 a second: the 1 s floor.
+                scale_in("b", 1_000),
             ),
             case(
                 "missing metrics: never scale in",
@@ -400,10 +527,10 @@ mod tests {
                 out(2),
             ),
             case(
-                "warm-up: a new instance's figures don't count and block scale-in",
+                "warm-up: a new instance blocks scale-in",
                 vec![
                     warm("a", 10.0),
-                    with(warm("b", 500.0), |i| {
+                    with(warm("b", 10.0), |i| {
                         i.serving_for = Some(Duration::from_secs(3))
                     }),
                 ],
@@ -480,20 +607,73 @@ mod tests {
                 (120, 1),
                 out(1),
             ),
+            case(
+                "an unhealthy instance is no capacity: a replacement is launched",
+                vec![
+                    warm("a", 150.0),
+                    with(warm("b", 0.0), |i| {
+                        i.healthy = false;
+                        i.signals = None;
+                    }),
+                ],
+                (120, 2),
+                out(1),
+            ),
+            case(
+                "an unhealthy instance blocks scale-in until it is gone",
+                vec![
+                    warm("a", 10.0),
+                    warm("b", 10.0),
+                    with(warm("c", 0.0), |i| {
+                        i.healthy = false;
+                        i.signals = None;
+                    }),
+                ],
+                (120, 1),
+                Action::Hold,
+            ),
+            case(
+                "a draining instance's viewers are load for the others",
+                vec![
+                    warm("a", 80.0),
+                    with(warm("b", 0.0), |i| {
+                        i.phase = Phase::Draining;
+                        i.signals = Some(Signals {
+                            connections: 1_500.0,
+                            ..Signals::default()
+                        });
+                    }),
+                ],
+                (120, 1),
+                out(1),
+            ),
             Case {
-                settling: true,
+                // 150 viewers growing by 20/s, arrivals climbing: 1,530 a minute from now.
+                growth: Growth {
+                    viewers_per_sec: 20.0,
+                    conn_rate_per_sec: 0.1,
+                    msg_rate_per_sec: 0.0,
+                },
                 ..case(
-                    "drained viewers reconnecting: their connections/sec is no arrival",
-                    vec![warm("a", 150.0), warm("b", 150.0)],
-                    (120, 2),
-                    Action::Hold,
+                    "look-ahead: the load fits now but not one boot time ahead",
+                    vec![with(warm("a", 40.0), |i| {
+                        if let Some(s) = i.signals.as_mut() {
+                            s.connections = 150.0;
+                        }
+                    })],
+                    (120, 1),
+                    out(1),
                 )
             },
             Case {
-                settling: true,
+                growth: Growth {
+                    viewers_per_sec: 0.5,
+                    conn_rate_per_sec: 0.0,
+                    msg_rate_per_sec: 0.0,
+                },
                 ..case(
-                    "settling after a drain: no second scale-in yet",
-                    vec![warm("a", 1.0), warm("b", 1.0)],
+                    "no scale-in while the load still grows",
+                    vec![warm("a", 10.0), warm("b", 10.0)],
                     (120, 1),
                     Action::Hold,
                 )
@@ -506,7 +686,15 @@ mod tests {
             } else {
                 history(now, c.history.0, c.history.1)
             };
-            let d = decide(&c.instances, &h, now, &c.scaling, &targets(), c.settling);
+            let d = decide(
+                &c.instances,
+                &h,
+                &c.growth,
+                HORIZON,
+                now,
+                &c.scaling,
+                &targets(),
+            );
             assert_eq!(d.action, c.expect, "{}: {d:?}", c.name);
         }
     }
@@ -519,12 +707,13 @@ mod tests {
         let d = decide(
             &[warm("a", 90.0), warm("b", 5.0)],
             &History::default(),
+            &Growth::default(),
+            HORIZON,
             now,
             &s,
             &targets(),
-            false,
         );
-        assert_eq!(d.action, scale_in("b"));
+        assert_eq!(d.action, scale_in("b", 1_000));
     }
 
     #[test]
@@ -535,14 +724,16 @@ mod tests {
             conn_rate: 50.0,
             msg_rate: 3_000.0,
             connections: 10.0,
+            moved_rate: 0.0,
         });
         let d = decide(
             &[a],
             &history(now, 120, 1),
+            &Growth::default(),
+            HORIZON,
             now,
             &scaling(),
             &targets(),
-            false,
         );
         assert_eq!(d.recommendation, 3);
         assert_eq!(d.action, Action::ScaleOut { count: 2 });
@@ -558,5 +749,58 @@ mod tests {
         h.record(now, 1, window);
         assert_eq!(h.highest(now, window), Some(2));
         assert!(h.covers(now, window));
+    }
+
+    #[test]
+    fn reasons_and_headroom() {
+        let now = Instant::now() + Duration::from_secs(3_600);
+        let growing = Growth {
+            viewers_per_sec: 20.0,
+            ..Growth::default()
+        };
+        let d = decide(
+            &[warm("a", 50.0)],
+            &history(now, 120, 1),
+            &growing,
+            HORIZON,
+            now,
+            &scaling(),
+            &targets(),
+        );
+        assert_eq!(d.reason, "load rising: forecast above target");
+        assert!((d.headroom - 0.5).abs() < 1e-9, "{d:?}");
+        assert!((d.predicted.connections - 1_250.0).abs() < 1e-9, "{d:?}");
+        assert_eq!(d.horizon_secs, 60.0);
+    }
+
+    #[test]
+    fn reconnect_window_is_sized_to_the_receivers() {
+        let t = targets();
+        let max = Duration::from_secs(20);
+        let busy = Signals {
+            conn_rate: 60.0,
+            ..Signals::default()
+        };
+        // 400 viewers, two receivers with 40/s spare each: 5 s.
+        assert_eq!(
+            reconnect_window(400.0, &[busy, busy], &t, max),
+            Duration::from_secs(5)
+        );
+        // Receivers above their target still take a quarter of it: 400 / 50 = 8 s.
+        let over = Signals {
+            conn_rate: 150.0,
+            ..Signals::default()
+        };
+        assert_eq!(
+            reconnect_window(400.0, &[over, over], &t, max),
+            Duration::from_secs(8)
+        );
+        // Never beyond the maximum, never under a second.
+        assert_eq!(reconnect_window(1e6, &[busy], &t, max), max);
+        assert_eq!(
+            reconnect_window(3.0, &[busy], &t, max),
+            Duration::from_secs(1)
+        );
+        assert_eq!(reconnect_window(3.0, &[], &t, max), max);
     }
 }
