@@ -504,7 +504,11 @@ mod tests {
     #[test]
     fn example_configs_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-        for name in ["autoscaler.example.toml", "autoscaler.ec2.example.toml"] {
+        for name in [
+            "autoscaler.example.toml",
+            "autoscaler.ec2.example.toml",
+            "autoscaler.surge.toml",
+        ] {
             let path = dir.join(name);
             let text = std::fs::read_to_string(&path).unwrap();
             let config: Config = Figment::from(Serialized::defaults(Config::default()))

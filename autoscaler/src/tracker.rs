@@ -54,7 +54,9 @@ pub struct TrackerFigures {
     /// `tracker_viewers_joined_total{origin="reconnect"}`: viewers moved here by a drain.
     pub joined_moved: f64,
     /// `tracker_messages_relayed_total` (every kind and path) plus
-    /// `tracker_messages_dropped_total` for every reason but `rate_limited`: signals handled.
+    /// `tracker_messages_dropped_total` for a viewer's reasons (target gone, not in the swarm,
+    /// not keeping up), not `rate_limited` nor `sender_not_in_swarm` (a connection that never
+    /// joined: junk): signals handled.
     pub signals: f64,
     /// `tracker_viewers`: open connections that have joined.
     pub viewers: f64,
@@ -196,8 +198,12 @@ pub fn parse_figures(text: &str) -> TrackerFigures {
             }
             "tracker_viewers_joined_total" => f.joined_new += value,
             "tracker_messages_relayed_total" => f.signals += value,
-            // Refused by the rate limit: a flood, not work done for viewers.
-            "tracker_messages_dropped_total" if !labels.contains(r#"reason="rate_limited""#) => {
+            // Refused by the rate limit, or from a connection in no swarm: a flood, not work
+            // done for viewers.
+            "tracker_messages_dropped_total"
+                if !labels.contains(r#"reason="rate_limited""#)
+                    && !labels.contains(r#"reason="sender_not_in_swarm""#) =>
+            {
                 f.signals += value;
             }
             "tracker_viewers" => f.viewers += value,
@@ -228,6 +234,7 @@ tracker_messages_relayed_total{kind="offer",path="local"} 90
 tracker_messages_relayed_total{kind="cands",path="remote"} 9
 tracker_messages_dropped_total{reason="unknown_peer"} 1
 tracker_messages_dropped_total{reason="rate_limited"} 50000
+tracker_messages_dropped_total{reason="sender_not_in_swarm"} 7000
 tracker_draining 1
 garbage
 "#;

@@ -77,11 +77,12 @@ pub enum Action {
         /// Instances to launch.
         count: usize,
     },
-    /// Drain and remove this instance.
+    /// Drain and remove these instances, together: each viewer moves once, onto the
+    /// instances that stay.
     ScaleIn {
-        /// Its provider id.
-        id: String,
-        /// Its viewers reconnect spread over this window, sized to what the others take.
+        /// Their provider ids.
+        ids: Vec<String>,
+        /// Their viewers reconnect spread over this window, sized to what the others take.
         reconnect_window_ms: u64,
     },
 }
@@ -210,26 +211,36 @@ fn headroom(load: &Signals, serving: usize, t: &TargetsConfig) -> f64 {
     .fold(1.0, f64::min)
 }
 
-/// The window a drained instance's `moving` viewers reconnect over, so that each of the
-/// `receivers` (their figures) takes them at no more than `targets.conn_rate` less its own
-/// arrivals (at least a quarter of the target, so a busy fleet still drains), between 1 s and
-/// `max`.
+/// Share of its `conn_rate` target a receiving instance spends on moved viewers (less its own
+/// arrivals): the margin keeps it under the target despite the jitter of the reconnects.
+const RECEIVE_SHARE: f64 = 0.8;
+
+/// Seconds the `receivers` (their figures) need to take `moving` viewers, each at
+/// `RECEIVE_SHARE` of `targets.conn_rate` less its own arrivals (at least a quarter of the
+/// target, so a busy fleet still drains); `None` without a rate target or receivers.
+fn absorb_secs(moving: f64, receivers: &[Signals], targets: &TargetsConfig) -> Option<f64> {
+    let target = targets.conn_rate;
+    if target <= 0.0 || receivers.is_empty() {
+        return None;
+    }
+    let spare: f64 = receivers
+        .iter()
+        .map(|r| (RECEIVE_SHARE * target - r.conn_rate - r.moved_rate).max(target / 4.0))
+        .sum();
+    Some(moving.max(0.0) / spare)
+}
+
+/// The window drained instances' `moving` viewers reconnect over (see [`absorb_secs`]),
+/// between 1 s and `max`.
 pub fn reconnect_window(
     moving: f64,
     receivers: &[Signals],
     targets: &TargetsConfig,
     max: Duration,
 ) -> Duration {
-    let target = targets.conn_rate;
-    if target <= 0.0 || receivers.is_empty() {
-        return max;
-    }
-    let spare: f64 = receivers
-        .iter()
-        .map(|r| (target - r.conn_rate - r.moved_rate).max(target / 4.0))
-        .sum();
-    let secs = moving.max(0.0) / spare;
-    Duration::from_secs_f64(secs.clamp(1.0, max.as_secs_f64().max(1.0)))
+    absorb_secs(moving, receivers, targets).map_or(max, |secs| {
+        Duration::from_secs_f64(secs.clamp(1.0, max.as_secs_f64().max(1.0)))
+    })
 }
 
 /// Decides what to do this tick from `instances` (every live instance of the fleet),
@@ -339,26 +350,41 @@ pub fn decide(
             return decision(Action::Hold, "scale-in window not yet observed");
         }
     }
-    let emptiest = serving().min_by(|a, b| a.sessions.cmp(&b.sessions).then(b.id.cmp(&a.id)));
-    let Some(victim) = emptiest else {
+    // Every instance above the aim drains at once, so each viewer moves once, onto instances
+    // that stay: the emptiest go, as many as the others take within the longest reconnect
+    // window (at least one).
+    let mut by_load: Vec<&InstanceView> = serving().collect();
+    by_load.sort_by(|a, b| a.sessions.cmp(&b.sessions).then(b.id.cmp(&a.id)));
+    if by_load.is_empty() {
         return decision(Action::Hold, "no serving instance to drain");
+    }
+    let viewers_of = |i: &InstanceView| {
+        i.signals
+            .map_or(0.0, |s| s.connections)
+            .max(i.sessions as f64)
     };
-    let receivers: Vec<Signals> = serving()
-        .filter(|i| i.id != victim.id)
-        .map(|i| i.signals.unwrap_or_default())
-        .collect();
-    let moving = victim
-        .signals
-        .map_or(victim.sessions as f64, |s| s.connections);
-    let window = reconnect_window(
-        moving,
-        &receivers,
-        targets,
-        Duration::from_secs(scaling.max_reconnect_window_secs),
-    );
+    let max_window = Duration::from_secs(scaling.max_reconnect_window_secs);
+    let mut k = capacity
+        .saturating_sub(stabilized)
+        .clamp(1, by_load.len().saturating_sub(1).max(1));
+    let (ids, window) = loop {
+        let (going, staying) = by_load.split_at(k);
+        let moving: f64 = going.iter().map(|i| viewers_of(i)).sum();
+        let receivers: Vec<Signals> = staying
+            .iter()
+            .map(|i| i.signals.unwrap_or_default())
+            .collect();
+        let fits = absorb_secs(moving, &receivers, targets)
+            .is_none_or(|secs| secs <= max_window.as_secs_f64());
+        if fits || k == 1 {
+            let window = reconnect_window(moving, &receivers, targets, max_window);
+            break (going.iter().map(|i| i.id.clone()).collect(), window);
+        }
+        k -= 1;
+    };
     decision(
         Action::ScaleIn {
-            id: victim.id.clone(),
+            ids,
             reconnect_window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
         },
         if above_max {
@@ -458,9 +484,9 @@ mod tests {
         }
     }
 
-    fn scale_in(id: &str, reconnect_window_ms: u64) -> Action {
+    fn scale_in(ids: &[&str], reconnect_window_ms: u64) -> Action {
         Action::ScaleIn {
-            id: id.to_string(),
+            ids: ids.iter().map(|id| id.to_string()).collect(),
             reconnect_window_ms,
         }
     }
@@ -511,8 +537,8 @@ mod tests {
                 "load low over the whole window: drain the emptiest",
                 vec![warm("a", 12.0), warm("b", 10.0)],
                 (120, 1),
-                // 10 viewers move to `a`, which takes 100 - 12 a second: the 1 s floor.
-                scale_in("b", 1_000),
+                // 10 viewers move to `a`, which takes 80 - 12 a second: the 1 s floor.
+                scale_in(&["b"], 1_000),
             ),
             case(
                 "missing metrics: never scale in",
@@ -713,7 +739,7 @@ mod tests {
             &s,
             &targets(),
         );
-        assert_eq!(d.action, scale_in("b", 1_000));
+        assert_eq!(d.action, scale_in(&["b"], 1_000));
     }
 
     #[test]
@@ -778,10 +804,10 @@ mod tests {
         let t = targets();
         let max = Duration::from_secs(20);
         let busy = Signals {
-            conn_rate: 60.0,
+            conn_rate: 40.0,
             ..Signals::default()
         };
-        // 400 viewers, two receivers with 40/s spare each: 5 s.
+        // 400 viewers, two receivers with 80 % of 100/s less 40/s spare each: 5 s.
         assert_eq!(
             reconnect_window(400.0, &[busy, busy], &t, max),
             Duration::from_secs(5)
@@ -802,5 +828,54 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(reconnect_window(3.0, &[], &t, max), max);
+    }
+
+    #[test]
+    fn scale_in_drains_every_excess_instance_at_once_as_far_as_the_others_take_them() {
+        let now = Instant::now() + Duration::from_secs(3_600);
+        let quiet = |id: &str, viewers: u64| {
+            with(warm(id, 5.0), |i| {
+                i.sessions = viewers;
+                if let Some(s) = i.signals.as_mut() {
+                    s.connections = viewers as f64;
+                }
+            })
+        };
+        let fleet = vec![
+            quiet("a", 50),
+            quiet("b", 10),
+            quiet("c", 20),
+            quiet("d", 30),
+        ];
+        // One instance is enough: the three emptiest go, their 60 viewers onto `a` (75/s).
+        let d = decide(
+            &fleet,
+            &history(now, 120, 1),
+            &Growth::default(),
+            HORIZON,
+            now,
+            &scaling(),
+            &targets(),
+        );
+        assert_eq!(d.action, scale_in(&["b", "c", "d"], 1_000), "{d:?}");
+        // With a 1 s window at most, `a` takes 75 viewers a second: b and c (30) fit, d not.
+        let mut s = scaling();
+        s.max_reconnect_window_secs = 1;
+        let many = vec![
+            quiet("a", 50),
+            quiet("b", 10),
+            quiet("c", 20),
+            quiet("d", 60),
+        ];
+        let d = decide(
+            &many,
+            &history(now, 120, 1),
+            &Growth::default(),
+            HORIZON,
+            now,
+            &s,
+            &targets(),
+        );
+        assert_eq!(d.action, scale_in(&["b", "c"], 1_000), "{d:?}");
     }
 }

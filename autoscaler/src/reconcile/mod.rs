@@ -389,12 +389,13 @@ impl<P: Provider> Reconciler<P> {
         }
         self.remove_orphans(&seen).await;
         if let Action::ScaleIn {
-            id,
+            ids,
             reconnect_window_ms,
         } = action
-            && let Some(i) = seen.instances.iter().find(|i| i.id == id)
         {
-            self.start_drain(i, reconnect_window_ms, reason).await;
+            for i in seen.instances.iter().filter(|i| ids.contains(&i.id)) {
+                self.start_drain(i, reconnect_window_ms, reason).await;
+            }
         }
         Ok(())
     }

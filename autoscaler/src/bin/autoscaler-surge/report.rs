@@ -1,0 +1,550 @@
+//! The figures of a surge run, from the simulators' reports and the autoscaler's `/status`
+//! samples, judged against the goals; as JSON and as text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::scenario::{Outcome, Scenario};
+
+/// Failed or refused joins allowed, percent.
+pub const GOAL_FAILED_PCT: f64 = 0.5;
+/// Join p99 allowed at any second, ms.
+pub const GOAL_JOIN_P99_MS: f64 = 200.0;
+
+/// One second of the run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Second {
+    /// Seconds from the start.
+    pub t: f64,
+    /// Arrivals per second asked of the simulators.
+    pub rate: f64,
+    /// Viewers connected (all simulators).
+    pub viewers: f64,
+    /// Instances serving and UP in HAProxy.
+    pub serving: usize,
+    /// Instances launching (booting).
+    pub launching: usize,
+    /// Worst join p99 of the simulators this second, ms (`None`: no join this second).
+    pub join_p99_ms: Option<f64>,
+    /// Open viewers the autoscaler predicted one horizon ahead (its last decision).
+    pub predicted: f64,
+    /// The autoscaler's headroom (unused share of the serving instances' targets).
+    pub headroom: f64,
+}
+
+/// A scale action.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionRow {
+    /// Seconds from the start.
+    pub t: f64,
+    /// `scale_out` or `scale_in`.
+    pub action: String,
+    /// Instances launched (scale-out) or drained (scale-in).
+    pub count: u64,
+    /// Why.
+    pub reason: String,
+    /// Capacity before (launching + serving).
+    pub capacity: u64,
+    /// Open viewers then.
+    pub viewers: f64,
+    /// Open viewers predicted one horizon ahead.
+    pub predicted: f64,
+    /// The look-ahead, seconds.
+    pub horizon_secs: f64,
+    /// Unused share of the serving instances' targets.
+    pub headroom: f64,
+    /// Unused share of the serving instances' hard capacity (`max_connections`).
+    pub hard_headroom: f64,
+}
+
+/// One drain.
+#[derive(Clone, Debug, Serialize)]
+pub struct DrainRow {
+    /// Seconds from the start.
+    pub t: f64,
+    /// The drained instance.
+    pub id: String,
+    /// Seconds until it was removed.
+    pub took_secs: Option<f64>,
+    /// The autoscaler's note (reconnect window).
+    pub detail: String,
+    /// Highest new connections per second (arrivals and moved viewers) of a receiving
+    /// instance during the drain.
+    pub receiver_peak_rate: f64,
+}
+
+/// Everything the run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figures {
+    /// Connection attempts (successful or not).
+    pub attempts: u64,
+    /// Attempts that failed or were refused.
+    pub failed: u64,
+    /// Of all attempts, percent.
+    pub failed_pct: f64,
+    /// Failures by cause.
+    pub failed_by: BTreeMap<String, u64>,
+    /// `join`s sent.
+    pub joins: u64,
+    /// Viewers closed by a tracker without being told to reconnect first.
+    pub dropped: u64,
+    /// `reconnect`s followed (drains).
+    pub reconnects: u64,
+    /// Worst join p99 of any second, ms.
+    pub join_p99_max_ms: f64,
+    /// Worst connect (TCP + upgrade + welcome) p99 over the run, ms.
+    pub connect_p99_ms: f64,
+    /// Most viewers at once.
+    pub peak_viewers: f64,
+    /// Most instances serving.
+    pub peak_serving: usize,
+    /// Instances the peak needed at the autoscaler's connections target.
+    pub needed_at_target: usize,
+    /// Instances the peak needed at `max_connections`.
+    pub needed_at_capacity: usize,
+    /// Drains that started between the climb's start and the event's end.
+    pub scale_ins_within_surge: usize,
+    /// Seconds from the event's end to the fleet at its minimum (`None`: not in time).
+    pub back_to_min_secs: Option<f64>,
+    /// The fleet's minimum.
+    pub min_instances: usize,
+    /// A receiving instance's limit of new connections per second (`targets.conn_rate`).
+    pub receiver_limit: f64,
+    /// Scale actions.
+    pub actions: Vec<ActionRow>,
+    /// Drains.
+    pub drains: Vec<DrainRow>,
+    /// The run second by second.
+    pub seconds: Vec<Second>,
+    /// Autoscaler events: (seconds from the start, kind, instance, detail).
+    pub events: Vec<(f64, String, String, String)>,
+    /// Each goal and whether it was met.
+    pub goals: Vec<(String, bool)>,
+    /// Problems of the run itself (a simulator without a report, ...).
+    pub problems: Vec<String>,
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn sum_map(into: &mut BTreeMap<String, u64>, m: &Value) {
+    for (k, v) in m.as_object().into_iter().flatten() {
+        *into.entry(k.clone()).or_default() += u(v);
+    }
+}
+
+/// The simulators' viewers and join p99 per second of the run.
+fn merge_timelines(o: &Outcome, end: usize) -> (Vec<f64>, Vec<Option<f64>>) {
+    let mut viewers = vec![0.0; end + 1];
+    let mut p99: Vec<Option<f64>> = vec![None; end + 1];
+    for sim in &o.sims {
+        let Some(points) = sim.report.as_ref().and_then(|r| r["timeline"].as_array()) else {
+            continue;
+        };
+        let points: Vec<(f64, f64, f64)> = points
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    sim.started + p["t_s"].as_f64()?,
+                    p["viewers"].as_f64().unwrap_or(0.0),
+                    p["join_p99_ms"].as_f64().unwrap_or(0.0),
+                ))
+            })
+            .collect();
+        let Some(&(last_t, ..)) = points.last() else {
+            continue;
+        };
+        let mut k = 0;
+        let mut current = 0.0;
+        for (s, slot) in viewers.iter_mut().enumerate() {
+            let s = s as f64;
+            while k < points.len() && points[k].0 <= s + 1.0 {
+                current = points[k].1;
+                if points[k].2 > 0.0 && points[k].0 > s {
+                    let cell = &mut p99[s as usize];
+                    *cell = Some(cell.map_or(points[k].2, |c: f64| c.max(points[k].2)));
+                }
+                k += 1;
+            }
+            if s >= sim.started && s <= last_t + 1.0 {
+                *slot += current;
+            }
+        }
+    }
+    (viewers, p99)
+}
+
+/// The last sample at or before `t`.
+fn sample_at(o: &Outcome, t: f64) -> Option<&Value> {
+    o.samples
+        .iter()
+        .rev()
+        .find(|(at, _)| *at <= t)
+        .map(|(_, s)| s)
+}
+
+fn count(s: &Value, f: impl Fn(&Value) -> bool) -> usize {
+    s["instances"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|i| f(i)).count())
+}
+
+/// Computes the figures of a run.
+pub fn figures(sc: &Scenario, o: &Outcome) -> Figures {
+    let mut problems = Vec::new();
+    let (mut attempts, mut failed, mut joins, mut dropped, mut reconnects) = (0, 0, 0, 0, 0);
+    let mut failed_by = BTreeMap::new();
+    let mut closes = BTreeMap::new();
+    let mut connect_p99_ms: f64 = 0.0;
+    for sim in &o.sims {
+        let Some(r) = &sim.report else {
+            problems.push(format!("{} wrote no report", sim.name));
+            continue;
+        };
+        let t = &r["total"];
+        attempts += u(&t["connects"]) + u(&t["connect_failures"]);
+        failed += u(&t["connect_failures"]);
+        joins += u(&t["joins"]);
+        reconnects += u(&t["reconnects"]);
+        sum_map(&mut failed_by, &t["connect_failures_by"]);
+        sum_map(&mut closes, &t["closes"]);
+        connect_p99_ms = connect_p99_ms.max(t["connect"]["p99_ms"].as_f64().unwrap_or(0.0));
+        for p in r["problems"].as_array().into_iter().flatten() {
+            problems.push(format!("{}: {}", sim.name, p.as_str().unwrap_or("?")));
+        }
+    }
+    dropped += closes.values().sum::<u64>();
+    let last = o
+        .samples
+        .last()
+        .map_or(sc.surge_end(), |s| s.0)
+        .max(sc.surge_end());
+    let end = last.ceil() as usize;
+    let (viewers, p99) = merge_timelines(o, end);
+    let final_status = o.samples.last().map(|s| &s.1);
+    let targets = final_status
+        .map(|s| s["targets"].clone())
+        .unwrap_or(Value::Null);
+    let target_conn = targets["connections"].as_f64().unwrap_or(0.0);
+    let receiver_limit = targets["conn_rate"].as_f64().unwrap_or(0.0);
+    let min_instances = final_status
+        .and_then(|s| s["min_instances"].as_u64())
+        .unwrap_or(1) as usize;
+    let decision_at = |t: f64| {
+        o.decisions
+            .iter()
+            .rev()
+            .find(|(at, _)| at - o.t0 <= t)
+            .map(|(_, d)| d)
+    };
+    let seconds: Vec<Second> = (0..=end)
+        .map(|s| {
+            let t = s as f64;
+            let sample = sample_at(o, t);
+            let d = decision_at(t);
+            Second {
+                t,
+                rate: sc.rate_at(t),
+                viewers: viewers[s],
+                serving: sample.map_or(0, |x| {
+                    count(x, |i| i["phase"] == "serving" && i["haproxy"] == "UP")
+                }),
+                launching: sample.map_or(0, |x| count(x, |i| i["phase"] == "launching")),
+                join_p99_ms: p99[s],
+                predicted: d
+                    .and_then(|d| d["predicted"]["connections"].as_f64())
+                    .unwrap_or(0.0),
+                headroom: d.and_then(|d| d["headroom"].as_f64()).unwrap_or(0.0),
+            }
+        })
+        .collect();
+    let hard = |serving: usize, viewers: f64| {
+        if serving == 0 {
+            0.0
+        } else {
+            1.0 - viewers / (serving as f64 * f64::from(sc.max_connections))
+        }
+    };
+    let actions: Vec<ActionRow> = o
+        .decisions
+        .iter()
+        // From the start of the load (the launches of the minimum fleet came before).
+        .filter(|(at, d)| d["action"]["kind"] != "hold" && *at >= o.t0)
+        .map(|(at, d)| {
+            let t = at - o.t0;
+            let serving = seconds.get(t.max(0.0) as usize).map_or(0, |s| s.serving);
+            let viewers = d["load"]["connections"].as_f64().unwrap_or(0.0);
+            ActionRow {
+                t,
+                action: d["action"]["kind"].as_str().unwrap_or("?").to_string(),
+                count: d["action"]["ids"]
+                    .as_array()
+                    .map_or_else(|| u(&d["action"]["count"]), |ids| ids.len() as u64),
+                reason: d["reason"].as_str().unwrap_or("").to_string(),
+                capacity: u(&d["capacity"]),
+                viewers,
+                predicted: d["predicted"]["connections"].as_f64().unwrap_or(0.0),
+                horizon_secs: d["horizon_secs"].as_f64().unwrap_or(0.0),
+                headroom: d["headroom"].as_f64().unwrap_or(0.0),
+                hard_headroom: hard(serving, viewers),
+            }
+        })
+        .collect();
+    let events: Vec<(f64, String, String, String)> = o
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e["at"].as_f64().unwrap_or(0.0) - o.t0,
+                e["kind"].as_str().unwrap_or("").to_string(),
+                e["id"].as_str().unwrap_or("").to_string(),
+                e["detail"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .filter(|e| e.0 >= 0.0)
+        .collect();
+    let drains: Vec<DrainRow> = events
+        .iter()
+        .filter(|e| e.1 == "drain")
+        .map(|(t, _, id, detail)| {
+            let removed = events
+                .iter()
+                .find(|e| e.0 >= *t && e.2 == *id && (e.1 == "removed" || e.1 == "gone"))
+                .map(|e| e.0);
+            let until = removed.unwrap_or(t + 60.0) + 2.0;
+            let receiver_peak_rate = o
+                .samples
+                .iter()
+                .filter(|(at, _)| *at >= *t && *at <= until)
+                .flat_map(|(_, s)| s["instances"].as_array().cloned().unwrap_or_default())
+                .filter(|i| i["phase"] == "serving" && i["id"] != id.as_str())
+                .map(|i| {
+                    i["signals"]["conn_rate"].as_f64().unwrap_or(0.0)
+                        + i["signals"]["moved_rate"].as_f64().unwrap_or(0.0)
+                })
+                .fold(0.0, f64::max);
+            DrainRow {
+                t: *t,
+                id: id.clone(),
+                took_secs: removed.map(|r| r - t),
+                detail: detail.clone(),
+                receiver_peak_rate,
+            }
+        })
+        .collect();
+    let surge = sc.climb_start()..=sc.surge_end();
+    let scale_ins_within_surge = drains.iter().filter(|d| surge.contains(&d.t)).count();
+    let peak_viewers = seconds.iter().map(|s| s.viewers).fold(0.0, f64::max);
+    let peak_serving = seconds.iter().map(|s| s.serving).max().unwrap_or(0);
+    let need = |per: f64| {
+        if per > 0.0 {
+            ((peak_viewers / per).ceil() as usize).max(min_instances)
+        } else {
+            min_instances
+        }
+    };
+    let join_p99_max_ms = seconds
+        .iter()
+        .filter_map(|s| s.join_p99_ms)
+        .fold(0.0, f64::max);
+    let failed_pct = if attempts == 0 {
+        0.0
+    } else {
+        failed as f64 * 100.0 / attempts as f64
+    };
+    let back_to_min_secs = o.back_to_min.map(|t| t - sc.surge_end());
+    let receivers_peak = drains
+        .iter()
+        .map(|d| d.receiver_peak_rate)
+        .fold(0.0, f64::max);
+    let goals = vec![
+        (
+            format!("failed or refused joins <= {GOAL_FAILED_PCT} %"),
+            failed_pct <= GOAL_FAILED_PCT && attempts > 0,
+        ),
+        (
+            format!("join p99 <= {GOAL_JOIN_P99_MS} ms throughout"),
+            join_p99_max_ms <= GOAL_JOIN_P99_MS,
+        ),
+        (
+            "no scale-in within the surge".to_string(),
+            scale_ins_within_surge == 0,
+        ),
+        (
+            format!("back to the minimum ({min_instances}) after the surge"),
+            back_to_min_secs.is_some(),
+        ),
+        ("nobody dropped".to_string(), dropped == 0),
+        (
+            "receiving instances under their limit during drains".to_string(),
+            receivers_peak <= receiver_limit || drains.is_empty(),
+        ),
+    ];
+    Figures {
+        attempts,
+        failed,
+        failed_pct,
+        failed_by,
+        joins,
+        dropped,
+        reconnects,
+        join_p99_max_ms,
+        connect_p99_ms,
+        peak_viewers,
+        peak_serving,
+        needed_at_target: need(target_conn),
+        needed_at_capacity: need(f64::from(sc.max_connections)),
+        scale_ins_within_surge,
+        back_to_min_secs,
+        min_instances,
+        receiver_limit,
+        actions,
+        drains,
+        seconds,
+        events,
+        goals,
+        problems,
+    }
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.1}"))
+}
+
+/// The report people read.
+pub fn text(sc: &Scenario, f: &Figures) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "== surge: {:.0}/s -> {:.0}/s in {:.0} s (after {:.0} s), {:.0} s at the top; watch {:.0}-{:.0} s; max_connections {}",
+        sc.base_rate,
+        sc.base_rate * f64::from(sc.factor),
+        sc.climb_secs,
+        sc.baseline_secs,
+        sc.plateau_secs,
+        sc.watch_min_secs,
+        sc.watch_max_secs,
+        sc.max_connections
+    );
+    let _ = writeln!(
+        w,
+        "\n-- over time (every 10 s; capacity = serving x max_connections)"
+    );
+    let _ = writeln!(
+        w,
+        "{:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>12}",
+        "t (s)",
+        "rate/s",
+        "viewers",
+        "serving",
+        "booting",
+        "capacity",
+        "predicted",
+        "headroom",
+        "join p99 ms"
+    );
+    for chunk in f.seconds.chunks(10) {
+        let Some(s) = chunk.last() else { continue };
+        let p99 = chunk
+            .iter()
+            .filter_map(|x| x.join_p99_ms)
+            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+        let _ = writeln!(
+            w,
+            "{:>6.0} {:>7.0} {:>8.0} {:>9} {:>9} {:>9} {:>10.0} {:>8.0}% {:>12}",
+            s.t,
+            s.rate,
+            s.viewers,
+            s.serving,
+            s.launching,
+            s.serving * sc.max_connections as usize,
+            s.predicted,
+            s.headroom * 100.0,
+            opt_ms(p99)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\n-- scale actions (headroom: unused share of the serving instances' target / max_connections)"
+    );
+    for a in &f.actions {
+        let _ = writeln!(
+            w,
+            "  +{:>5.0} s {:<9} {:>2}  capacity {:>2}, viewers {:>5.0}, predicted {:>5.0} in {:.0} s, headroom {:>4.0}% / {:>4.0}%: {}",
+            a.t,
+            a.action,
+            if a.action == "scale_out" {
+                format!("+{}", a.count)
+            } else {
+                format!("-{}", a.count)
+            },
+            a.capacity,
+            a.viewers,
+            a.predicted,
+            a.horizon_secs,
+            a.headroom * 100.0,
+            a.hard_headroom * 100.0,
+            a.reason
+        );
+    }
+    let _ = writeln!(w, "\n-- autoscaler events");
+    for (t, kind, id, detail) in &f.events {
+        let _ = writeln!(w, "  +{t:>5.0} s {kind:<9} {id}: {detail}");
+    }
+    let _ = writeln!(w, "\n-- scale-in");
+    for d in &f.drains {
+        let _ = writeln!(
+            w,
+            "  +{:>5.0} s drain {} ({}), removed after {} s; busiest receiver {:.1} new connections/s (limit {:.0})",
+            d.t,
+            d.id,
+            d.detail,
+            d.took_secs.map_or("-".into(), |s| format!("{s:.0}")),
+            d.receiver_peak_rate,
+            f.receiver_limit
+        );
+    }
+    let _ = writeln!(
+        w,
+        "  scale-ins within the surge: {}; back to the minimum ({}) {} after the event ended",
+        f.scale_ins_within_surge,
+        f.min_instances,
+        f.back_to_min_secs
+            .map_or("not in time".to_string(), |s| format!("{s:.0} s"))
+    );
+    let _ = writeln!(w, "\n-- figures");
+    let _ = writeln!(
+        w,
+        "  connection attempts {}, failed {} {:?}; joins {}; reconnects followed {}",
+        f.attempts, f.failed, f.failed_by, f.joins, f.reconnects
+    );
+    let _ = writeln!(
+        w,
+        "  worst join p99 of any second {:.1} ms; connect p99 over the run {:.1} ms",
+        f.join_p99_max_ms, f.connect_p99_ms
+    );
+    let _ = writeln!(
+        w,
+        "  peak {:.0} viewers on {} serving instances: {} needed at the target, {} at max_connections (overshoot {})",
+        f.peak_viewers,
+        f.peak_serving,
+        f.needed_at_target,
+        f.needed_at_capacity,
+        f.peak_serving as i64 - f.needed_at_target as i64
+    );
+    let _ = writeln!(w, "failed or refused joins: {:.2} %", f.failed_pct);
+    let _ = writeln!(w, "viewers dropped without reconnect: {}", f.dropped);
+    let _ = writeln!(w, "\n-- goals");
+    for (goal, met) in &f.goals {
+        let _ = writeln!(w, "  [{}] {goal}", if *met { "met" } else { "MISSED" });
+    }
+    for p in &f.problems {
+        let _ = writeln!(w, "  problem: {p}");
+    }
+    out
+}
