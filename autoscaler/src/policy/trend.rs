@@ -5,8 +5,9 @@
 //! instance's change between two ticks it was read in, so a viewer moved by a drain, an
 //! instance whose metrics are missing for a tick, or a new instance adds no false growth), new
 //! viewers per second and signals per second. A least-squares line through each gives its
-//! slope; the slope counts only by what it exceeds twice its standard error, so Poisson noise
-//! on a flat load predicts no growth, while a surge's climb stands out within a few ticks.
+//! slope; a slope counts only when it exceeds twice its standard error (and then whole: its
+//! lower bound would see a surge's climb half a minute later, measured), so Poisson noise on a
+//! flat load predicts no growth, while a climb stands out within a few ticks.
 //! Pure: the caller passes the clock.
 
 use std::collections::VecDeque;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::Signals;
 
-/// Slopes count only beyond this many standard errors (a one-sided bound of about 97.5 %).
+/// A slope counts only beyond this many standard errors (one-sided, about 97.5 %).
 const CONFIDENCE: f64 = 2.0;
 /// Fewest points a slope is fitted on.
 const MIN_POINTS: usize = 4;
@@ -72,8 +73,9 @@ impl Growth {
     }
 }
 
-/// Least squares through `(x, y)`: the slope less `CONFIDENCE` standard errors (so a slope
-/// that noise could explain counts as 0), and the mean x. `None` with too few points.
+/// Least squares through `(x, y)`: the slope if it is above `CONFIDENCE` standard errors,
+/// else 0 (noise could explain it; a falling load counts as 0 too), and the mean x. `None`
+/// with too few points.
 fn cautious_slope(points: &[(f64, f64)]) -> Option<(f64, f64)> {
     let n = points.len();
     if n < MIN_POINTS {
@@ -93,7 +95,8 @@ fn cautious_slope(points: &[(f64, f64)]) -> Option<(f64, f64)> {
         .map(|p| (p.1 - my - slope * (p.0 - mx)).powi(2))
         .sum();
     let se = (residual / (nf - 2.0) / sxx).sqrt();
-    Some(((slope - CONFIDENCE * se).max(0.0), mx))
+    let significant = slope > CONFIDENCE * se;
+    Some((if significant { slope } else { 0.0 }, mx))
 }
 
 impl Trend {
