@@ -212,8 +212,10 @@ fn headroom(load: &Signals, serving: usize, t: &TargetsConfig) -> f64 {
 }
 
 /// Share of its `conn_rate` target a receiving instance spends on moved viewers (less its own
-/// arrivals): the margin keeps it under the target despite the jitter of the reconnects.
-const RECEIVE_SHARE: f64 = 0.8;
+/// arrivals): the margin keeps it under the target despite the jitter of the reconnects
+/// (measured in the surge demo: at 0.8 the busiest receiver's rate over one second reached the
+/// target).
+const RECEIVE_SHARE: f64 = 0.6;
 
 /// Seconds the `receivers` (their figures) need to take `moving` viewers, each at
 /// `RECEIVE_SHARE` of `targets.conn_rate` less its own arrivals (at least a quarter of the
@@ -537,7 +539,7 @@ mod tests {
                 "load low over the whole window: drain the emptiest",
                 vec![warm("a", 12.0), warm("b", 10.0)],
                 (120, 1),
-                // 10 viewers move to `a`, which takes 80 - 12 a second: the 1 s floor.
+                // 10 viewers move to `a`, which takes 60 - 12 a second: the 1 s floor.
                 scale_in(&["b"], 1_000),
             ),
             case(
@@ -804,10 +806,10 @@ mod tests {
         let t = targets();
         let max = Duration::from_secs(20);
         let busy = Signals {
-            conn_rate: 40.0,
+            conn_rate: 20.0,
             ..Signals::default()
         };
-        // 400 viewers, two receivers with 80 % of 100/s less 40/s spare each: 5 s.
+        // 400 viewers, two receivers with 60 % of 100/s less 20/s spare each: 5 s.
         assert_eq!(
             reconnect_window(400.0, &[busy, busy], &t, max),
             Duration::from_secs(5)
@@ -845,9 +847,9 @@ mod tests {
             quiet("a", 50),
             quiet("b", 10),
             quiet("c", 20),
-            quiet("d", 30),
+            quiet("d", 25),
         ];
-        // One instance is enough: the three emptiest go, their 60 viewers onto `a` (75/s).
+        // One instance is enough: the three emptiest go, their 55 viewers onto `a` (55/s).
         let d = decide(
             &fleet,
             &history(now, 120, 1),
@@ -858,7 +860,7 @@ mod tests {
             &targets(),
         );
         assert_eq!(d.action, scale_in(&["b", "c", "d"], 1_000), "{d:?}");
-        // With a 1 s window at most, `a` takes 75 viewers a second: b and c (30) fit, d not.
+        // With a 1 s window at most, `a` takes 55 viewers a second: b and c (30) fit, d not.
         let mut s = scaling();
         s.max_reconnect_window_secs = 1;
         let many = vec![

@@ -8,6 +8,9 @@
 //! cases as on EC2: a launch that takes time to serve, and a live instance whose tracker is
 //! dead. Terminating a machine kills its whole process group.
 //!
+//! Its ports are drawn below the kernel's ephemeral range, so nothing takes them implicitly
+//! while the machine boots.
+//!
 //! Its memory is a state folder with one JSON file per instance (`l<port>.json`: pid, ports,
 //! phase, launch token) written before the process starts and rewritten on each change, so a
 //! restarted autoscaler finds its processes again and a retried launch with the same token
@@ -114,8 +117,41 @@ fn find_pid(addr: SocketAddr) -> Option<u32> {
         .or_else(|| found.first().copied())
 }
 
-/// Two distinct free loopback ports (both held while picking).
+/// Lowest port the tracker's ports are drawn from.
+const LOW_PORT: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`).
+fn ephemeral_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Two distinct free loopback ports (both held while picking), below the kernel's ephemeral
+/// range: the tracker binds them only after the boot delay, and meanwhile a port of that range
+/// can become an outgoing connection's local port (measured: under the surge demo's load, a
+/// launch with a 60 s boot lost its admin port so). A port below it is taken only by an
+/// explicit bind.
 fn two_free_addrs() -> std::io::Result<(SocketAddr, SocketAddr)> {
+    let top = ephemeral_start().unwrap_or(32_768);
+    if top > LOW_PORT + 100 {
+        for _ in 0..200 {
+            let pick = || rand::random_range(LOW_PORT..top);
+            let (a, b) = (pick(), pick());
+            if a == b {
+                continue;
+            }
+            if let (Ok(x), Ok(y)) = (
+                TcpListener::bind(("127.0.0.1", a)),
+                TcpListener::bind(("127.0.0.1", b)),
+            ) {
+                return Ok((x.local_addr()?, y.local_addr()?));
+            }
+        }
+    }
     let a = TcpListener::bind("127.0.0.1:0")?;
     let b = TcpListener::bind("127.0.0.1:0")?;
     Ok((a.local_addr()?, b.local_addr()?))

@@ -97,6 +97,11 @@ pub struct Figures {
     pub join_p99_max_ms: f64,
     /// Worst connect (TCP + upgrade + welcome) p99 over the run, ms.
     pub connect_p99_ms: f64,
+    /// Seconds from the climb's start to the first launch (`None`: none).
+    pub first_launch_into_climb: Option<f64>,
+    /// Lowest unused share of the serving instances' hard capacity during the surge, and when
+    /// (seconds from the start).
+    pub min_hard_headroom: (f64, f64),
     /// Most viewers at once.
     pub peak_viewers: f64,
     /// Most instances serving.
@@ -337,6 +342,15 @@ pub fn figures(sc: &Scenario, o: &Outcome) -> Figures {
         })
         .collect();
     let surge = sc.climb_start()..=sc.surge_end();
+    let first_launch_into_climb = events
+        .iter()
+        .find(|e| e.1 == "launch" && e.0 >= sc.climb_start())
+        .map(|e| e.0 - sc.climb_start());
+    let min_hard_headroom = seconds
+        .iter()
+        .filter(|s| surge.contains(&s.t) && s.serving > 0)
+        .map(|s| (hard(s.serving, s.viewers), s.t))
+        .fold((1.0, 0.0), |a, b| if b.0 < a.0 { b } else { a });
     let scale_ins_within_surge = drains.iter().filter(|d| surge.contains(&d.t)).count();
     let peak_viewers = seconds.iter().map(|s| s.viewers).fold(0.0, f64::max);
     let peak_serving = seconds.iter().map(|s| s.serving).max().unwrap_or(0);
@@ -394,6 +408,8 @@ pub fn figures(sc: &Scenario, o: &Outcome) -> Figures {
         reconnects,
         join_p99_max_ms,
         connect_p99_ms,
+        first_launch_into_climb,
+        min_hard_headroom,
         peak_viewers,
         peak_serving,
         needed_at_target: need(target_conn),
@@ -527,6 +543,14 @@ pub fn text(sc: &Scenario, f: &Figures) -> String {
         w,
         "  worst join p99 of any second {:.1} ms; connect p99 over the run {:.1} ms",
         f.join_p99_max_ms, f.connect_p99_ms
+    );
+    let _ = writeln!(
+        w,
+        "  first launch {} into the climb; lowest capacity headroom in the surge {:.0} % (at +{:.0} s)",
+        f.first_launch_into_climb
+            .map_or("none".to_string(), |t| format!("{t:.0} s")),
+        f.min_hard_headroom.0 * 100.0,
+        f.min_hard_headroom.1
     );
     let _ = writeln!(
         w,
