@@ -12,22 +12,24 @@
 //! and measurements (rates, the load's trend, failed polls, boot times): a restart starts them
 //! afresh.
 
+mod act;
+mod loop_metrics;
 pub mod plan;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
-use metrics::{Counter, Gauge};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::haproxy::Haproxy;
 use crate::observe::{Delta, Probe, Rates, observe, probe};
 use crate::policy::{Action, History, InstanceView, Trend, decide, fleet_load};
-use crate::provider::{Instance, Phase, Provider};
+use crate::provider::{Phase, Provider};
 use crate::status::{Board, InstanceStatus};
 use crate::tracker::TrackerClient;
-use plan::{Bounds, Facts, OnError, Op, Step, StepKind};
+pub use loop_metrics::LoopMetrics;
+use plan::{Bounds, Facts, Step, StepKind};
 
 /// Attempts of one launch (same client token) before the tick gives up on it.
 const LAUNCH_ATTEMPTS: u32 = 3;
@@ -38,61 +40,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const BUSY_POLL: Duration = Duration::from_secs(1);
 /// Boot times remembered; the longest of them is the look-ahead's boot time.
 const BOOT_SAMPLES: usize = 5;
-
-/// The autoscaler's own metrics; handles made once.
-#[derive(Clone)]
-pub struct LoopMetrics {
-    ticks: Counter,
-    tick_failures: Counter,
-    launches: Counter,
-    launch_failures: Counter,
-    drains: Counter,
-    removals: Counter,
-    replacements: Counter,
-    readds: Counter,
-    step_errors: Counter,
-    scrape_errors: Counter,
-    capacity: Gauge,
-    recommendation: Gauge,
-    draining: Gauge,
-    unhealthy: Gauge,
-    conn_rate: Gauge,
-    msg_rate: Gauge,
-    connections: Gauge,
-    predicted_conn_rate: Gauge,
-    predicted_connections: Gauge,
-    horizon: Gauge,
-    headroom: Gauge,
-}
-
-impl LoopMetrics {
-    /// Registers every series with the current (local) recorder.
-    pub fn register() -> Self {
-        Self {
-            ticks: metrics::counter!("autoscaler_ticks_total"),
-            tick_failures: metrics::counter!("autoscaler_tick_failures_total"),
-            launches: metrics::counter!("autoscaler_launches_total"),
-            launch_failures: metrics::counter!("autoscaler_launch_failures_total"),
-            drains: metrics::counter!("autoscaler_drains_total"),
-            removals: metrics::counter!("autoscaler_removals_total"),
-            replacements: metrics::counter!("autoscaler_replacements_total"),
-            readds: metrics::counter!("autoscaler_servers_readded_total"),
-            step_errors: metrics::counter!("autoscaler_step_errors_total"),
-            scrape_errors: metrics::counter!("autoscaler_scrape_errors_total"),
-            capacity: metrics::gauge!("autoscaler_instances"),
-            recommendation: metrics::gauge!("autoscaler_recommended_instances"),
-            draining: metrics::gauge!("autoscaler_draining_instances"),
-            unhealthy: metrics::gauge!("autoscaler_unhealthy_instances"),
-            conn_rate: metrics::gauge!("autoscaler_fleet_conn_rate"),
-            msg_rate: metrics::gauge!("autoscaler_fleet_msg_rate"),
-            connections: metrics::gauge!("autoscaler_fleet_connections"),
-            predicted_conn_rate: metrics::gauge!("autoscaler_predicted_conn_rate"),
-            predicted_connections: metrics::gauge!("autoscaler_predicted_connections"),
-            horizon: metrics::gauge!("autoscaler_horizon_seconds"),
-            headroom: metrics::gauge!("autoscaler_headroom"),
-        }
-    }
-}
 
 /// The reconcile loop's state: only caches and measurements; the truth is the provider's and
 /// HAProxy's.
@@ -398,209 +345,5 @@ impl<P: Provider> Reconciler<P> {
             }
         }
         Ok(())
-    }
-
-    /// Launches one instance, retrying with the same client token so a call that timed out
-    /// after EC2 accepted it doesn't make a second instance.
-    async fn launch(&self, reason: &str) {
-        let token = format!("{}-{:016x}", self.config.fleet, rand::random::<u64>());
-        let mut pause = Duration::from_millis(200);
-        for attempt in 1..=LAUNCH_ATTEMPTS {
-            match self.provider.launch(&token).await {
-                Ok(i) => {
-                    self.metrics.launches.increment(1);
-                    tracing::info!(instance = %i.id, addr = %i.addr, reason, "launched");
-                    self.board.event("launch", &i.id, reason);
-                    return;
-                }
-                Err(e) => {
-                    self.metrics.launch_failures.increment(1);
-                    tracing::warn!(error = %e, attempt, "launch failed");
-                    if attempt < LAUNCH_ATTEMPTS {
-                        tokio::time::sleep(pause).await;
-                        pause *= 4;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Scale-in, first steps: record the phase (so a restart carries on), stop new viewers in
-    /// HAProxy, ask the tracker to drain over `reconnect_window_ms`. Later ticks' steps finish
-    /// it.
-    async fn start_drain(&self, i: &Instance, reconnect_window_ms: u64, reason: &str) {
-        if let Err(e) = self.op(i, Op::SetPhase(Phase::Draining)).await {
-            self.failed(&i.id, "record the drain", &e);
-            return;
-        }
-        self.metrics.drains.increment(1);
-        tracing::info!(instance = %i.id, reason, reconnect_window_ms, "draining");
-        self.board.event(
-            "drain",
-            &i.id,
-            format!("{reason}; reconnects spread over {reconnect_window_ms} ms"),
-        );
-        for op in [
-            Op::ServerState(crate::haproxy::AdminState::Drain),
-            Op::PostDrain(reconnect_window_ms),
-        ] {
-            if let Err(e) = self.op(i, op).await {
-                self.failed(&i.id, op.name(), &e);
-            }
-        }
-    }
-
-    fn failed(&self, instance: &str, what: &str, e: &dyn std::fmt::Display) {
-        self.metrics.step_errors.increment(1);
-        tracing::warn!(instance, error = %e, "{what} failed; retried next tick");
-    }
-
-    /// One operation on instance `i`.
-    async fn op(&self, i: &Instance, op: Op) -> Result<(), String> {
-        let name = i.server_name();
-        match op {
-            Op::AddServer => self
-                .haproxy
-                .add_server(&name, i.addr)
-                .await
-                .map_err(|e| e.to_string()),
-            Op::Enable => self.haproxy.enable(&name).await.map_err(|e| e.to_string()),
-            Op::ServerState(s) => self
-                .haproxy
-                .set_state(&name, s)
-                .await
-                .map_err(|e| e.to_string()),
-            Op::DelServer => self
-                .haproxy
-                .del_server(&name)
-                .await
-                .map_err(|e| e.to_string()),
-            Op::SetPhase(p) => self
-                .provider
-                .set_phase(&i.id, p)
-                .await
-                .map_err(|e| e.to_string()),
-            Op::PostDrain(ms) => self
-                .client
-                .drain(i.admin, Duration::from_millis(ms))
-                .await
-                .map_err(|e| e.to_string()),
-            Op::Terminate => self
-                .provider
-                .terminate(&i.id)
-                .await
-                .map_err(|e| e.to_string()),
-        }
-    }
-
-    /// Runs one instance's planned step; what it did goes to the log, the events and the
-    /// metrics once every operation that had to succeed did.
-    async fn run_step(&mut self, i: &Instance, step: &Step) {
-        for &(op, on_error) in &step.ops {
-            if let Err(e) = self.op(i, op).await {
-                self.failed(&i.id, op.name(), &e);
-                if on_error == OnError::Stop {
-                    return;
-                }
-            }
-        }
-        let name = i.server_name();
-        match step.kind {
-            StepKind::Idle | StepKind::Draining => {}
-            StepKind::Ready => {
-                let boot = age(i.launched_at);
-                self.boot_times.push_back(boot);
-                while self.boot_times.len() > BOOT_SAMPLES {
-                    self.boot_times.pop_front();
-                }
-                tracing::info!(instance = %i.id, server = %name, boot_secs = boot.as_secs_f64(), "ready: serving");
-                self.board.event(
-                    "ready",
-                    &i.id,
-                    format!(
-                        "added to HAProxy as {name}, {:.0} s after launch",
-                        boot.as_secs_f64()
-                    ),
-                );
-            }
-            StepKind::LaunchTimedOut => {
-                tracing::warn!(instance = %i.id, "not ready within launch_timeout_secs");
-                self.board.event("gone", &i.id, "launch timed out");
-            }
-            StepKind::Readd => {
-                self.metrics.readds.increment(1);
-                tracing::info!(instance = %i.id, "server re-added");
-                self.board.event("re-added", &i.id, "missing from HAProxy");
-            }
-            StepKind::Reenable => {}
-            StepKind::UnhealthyWaiting => {
-                tracing::warn!(instance = %i.id, "tracker unhealthy: waiting for its replacement");
-            }
-            StepKind::Replaced => {
-                self.metrics.replacements.increment(1);
-                self.metrics.removals.increment(1);
-                tracing::warn!(instance = %i.id, "tracker unhealthy: instance replaced");
-                self.board.event(
-                    "replaced",
-                    &i.id,
-                    format!(
-                        "tracker failed {} polls; terminated after its replacement",
-                        self.config.scaling.unhealthy_polls
-                    ),
-                );
-            }
-            StepKind::Drained => {
-                self.metrics.removals.increment(1);
-                tracing::info!(instance = %i.id, "drained and removed");
-                self.board.event("removed", &i.id, "drained");
-            }
-            StepKind::Dead => {
-                self.metrics.removals.increment(1);
-                let kind = if i.phase == Phase::Draining {
-                    "removed"
-                } else {
-                    tracing::warn!(instance = %i.id, phase = i.phase.as_str(), "instance died");
-                    "gone"
-                };
-                tracing::info!(instance = %i.id, "{kind}");
-                self.board.event(kind, &i.id, "process exited");
-            }
-        }
-    }
-
-    /// Removes servers named like ours whose instance the provider no longer lists (left by a
-    /// removal interrupted after the termination).
-    async fn remove_orphans(&self, seen: &crate::observe::Observation) {
-        use crate::haproxy::AdminState;
-        for name in seen.states.keys() {
-            if !name.starts_with(crate::provider::SERVER_PREFIX)
-                || seen.instances.iter().any(|i| &i.server_name() == name)
-            {
-                continue;
-            }
-            tracing::info!(server = %name, "orphan server removed from HAProxy");
-            if let Err(e) = self.haproxy.set_state(name, AdminState::Maint).await {
-                self.failed(name, "maint orphan", &e);
-            } else if let Err(e) = self.haproxy.del_server(name).await {
-                self.failed(name, "del orphan", &e);
-            }
-        }
-    }
-}
-
-impl Op {
-    /// Its name in logs.
-    fn name(self) -> &'static str {
-        match self {
-            Op::AddServer => "add server",
-            Op::Enable => "enable server",
-            Op::ServerState(crate::haproxy::AdminState::Drain) => "set state drain",
-            Op::ServerState(crate::haproxy::AdminState::Maint) => "set state maint",
-            Op::ServerState(crate::haproxy::AdminState::Ready) => "set state ready",
-            Op::DelServer => "del server",
-            Op::SetPhase(_) => "record phase",
-            Op::PostDrain(_) => "POST /admin/drain",
-            Op::Terminate => "terminate",
-        }
     }
 }

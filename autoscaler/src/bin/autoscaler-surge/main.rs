@@ -7,6 +7,7 @@
 mod chart;
 mod report;
 mod scenario;
+mod text;
 
 use std::process::ExitCode;
 
@@ -39,7 +40,7 @@ fn surge(sc: &scenario::Scenario) -> anyhow::Result<()> {
     std::fs::write(sc.out.join("surge.json"), json).context("write surge.json")?;
     std::fs::write(sc.out.join("surge.svg"), chart::svg(sc, &figures))
         .context("write surge.svg")?;
-    print!("{}", report::text(sc, &figures));
+    print!("{}", text::text(sc, &figures));
     println!(
         "(chart {}, figures {})",
         sc.out.join("surge.svg").display(),

@@ -1,8 +1,7 @@
 //! The figures of a surge run, from the simulators' reports and the autoscaler's `/status`
-//! samples, judged against the goals; as JSON and as text.
+//! samples, judged against the goals (written as JSON; [`crate::text`] writes them for people).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -427,148 +426,115 @@ pub fn figures(sc: &Scenario, o: &Outcome) -> Figures {
     }
 }
 
-fn opt_ms(v: Option<f64>) -> String {
-    v.map_or("-".to_string(), |v| format!("{v:.1}"))
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-/// The report people read.
-pub fn text(sc: &Scenario, f: &Figures) -> String {
-    let mut out = String::new();
-    let w = &mut out;
-    let _ = writeln!(
-        w,
-        "== surge: {:.0}/s -> {:.0}/s in {:.0} s (after {:.0} s), {:.0} s at the top; watch {:.0}-{:.0} s; max_connections {}",
-        sc.base_rate,
-        sc.base_rate * f64::from(sc.factor),
-        sc.climb_secs,
-        sc.baseline_secs,
-        sc.plateau_secs,
-        sc.watch_min_secs,
-        sc.watch_max_secs,
-        sc.max_connections
-    );
-    let _ = writeln!(
-        w,
-        "\n-- over time (every 10 s; capacity = serving x max_connections)"
-    );
-    let _ = writeln!(
-        w,
-        "{:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>12}",
-        "t (s)",
-        "rate/s",
-        "viewers",
-        "serving",
-        "booting",
-        "capacity",
-        "predicted",
-        "headroom",
-        "join p99 ms"
-    );
-    for chunk in f.seconds.chunks(10) {
-        let Some(s) = chunk.last() else { continue };
-        let p99 = chunk
-            .iter()
-            .filter_map(|x| x.join_p99_ms)
-            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
-        let _ = writeln!(
-            w,
-            "{:>6.0} {:>7.0} {:>8.0} {:>9} {:>9} {:>9} {:>10.0} {:>8.0}% {:>12}",
-            s.t,
-            s.rate,
-            s.viewers,
-            s.serving,
-            s.launching,
-            s.serving * sc.max_connections as usize,
-            s.predicted,
-            s.headroom * 100.0,
-            opt_ms(p99)
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::scenario::SimRun;
+
+    fn scenario() -> Scenario {
+        Scenario {
+            front: String::new(),
+            status: SocketAddr::from(([127, 0, 0, 1], 1)),
+            simulator: PathBuf::new(),
+            out: PathBuf::new(),
+            base_rate: 2.0,
+            factor: 3,
+            baseline_secs: 10.0,
+            climb_secs: 10.0,
+            plateau_secs: 10.0,
+            watch_min_secs: 5.0,
+            watch_max_secs: 5.0,
+            videos: 1,
+            max_connections: 100,
+            settle_timeout_secs: 60.0,
+        }
+    }
+
+    fn sim(name: &str, started: f64, connects: u64, failures: u64, closes: u64) -> SimRun {
+        let timeline: Vec<Value> = (1..=20)
+            .map(|t| json!({"t_s": f64::from(t), "viewers": 60.0, "join_p99_ms": 3.0}))
+            .collect();
+        SimRun {
+            name: name.into(),
+            started,
+            report: Some(json!({
+                "total": {
+                    "connects": connects, "connect_failures": failures, "joins": connects,
+                    "reconnects": 4, "connect_failures_by": {"http 503": failures},
+                    "closes": {"1012": closes}, "connect": {"p99_ms": 9.0}
+                },
+                "timeline": timeline,
+                "problems": []
+            })),
+        }
+    }
+
+    fn status(serving: usize) -> Value {
+        let instances: Vec<Value> = (0..serving)
+            .map(|k| {
+                json!({"id": format!("i{k}"), "phase": "serving", "haproxy": "UP",
+                            "signals": {"conn_rate": 3.0, "moved_rate": 1.0}})
+            })
+            .collect();
+        json!({"min_instances": 1, "targets": {"connections": 50.0, "conn_rate": 10.0},
+               "instances": instances})
+    }
+
+    #[test]
+    fn figures_of_a_run() {
+        let sc = scenario();
+        let t0 = 1_000.0;
+        let outcome = Outcome {
+            t0,
+            sims: vec![
+                sim("baseline", 0.0, 995, 5, 0),
+                sim("step-0", 10.0, 1000, 0, 1),
+            ],
+            samples: (0..=40)
+                .map(|t| (f64::from(t), status(if t < 15 { 2 } else { 3 })))
+                .collect(),
+            decisions: vec![(
+                t0 + 12.0,
+                json!({"action": {"kind": "scale_out", "count": 1}, "reason": "load rising",
+                       "capacity": 2, "load": {"connections": 120.0},
+                       "predicted": {"connections": 160.0}, "horizon_secs": 5.0,
+                       "headroom": -0.2}),
+            )],
+            events: vec![
+                json!({"at": t0 + 12.0, "kind": "launch", "id": "i2", "detail": "load rising"}),
+                json!({"at": t0 + 35.0, "kind": "drain", "id": "i2", "detail": "window 1000 ms"}),
+                json!({"at": t0 + 36.0, "kind": "removed", "id": "i2", "detail": "drained"}),
+            ],
+            back_to_min: Some(40.0),
+        };
+        let f = figures(&sc, &outcome);
+        assert_eq!(
+            (f.attempts, f.failed, f.dropped, f.reconnects),
+            (2_000, 5, 1, 8)
         );
-    }
-    let _ = writeln!(
-        w,
-        "\n-- scale actions (headroom: unused share of the serving instances' target / max_connections)"
-    );
-    for a in &f.actions {
-        let _ = writeln!(
-            w,
-            "  +{:>5.0} s {:<9} {:>2}  capacity {:>2}, viewers {:>5.0}, predicted {:>5.0} in {:.0} s, headroom {:>4.0}% / {:>4.0}%: {}",
-            a.t,
-            a.action,
-            if a.action == "scale_out" {
-                format!("+{}", a.count)
-            } else {
-                format!("-{}", a.count)
-            },
-            a.capacity,
-            a.viewers,
-            a.predicted,
-            a.horizon_secs,
-            a.headroom * 100.0,
-            a.hard_headroom * 100.0,
-            a.reason
+        assert!((f.failed_pct - 0.25).abs() < 1e-9);
+        assert_eq!(f.first_launch_into_climb, Some(2.0));
+        assert_eq!(f.scale_ins_within_surge, 0);
+        assert_eq!(f.back_to_min_secs, Some(10.0));
+        // 120 viewers on two instances of 100 between the step and the third instance.
+        assert!(
+            (f.min_hard_headroom.0 - 0.4).abs() < 1e-9,
+            "{:?}",
+            f.min_hard_headroom
         );
+        assert_eq!(f.peak_viewers, 120.0);
+        assert_eq!((f.needed_at_target, f.needed_at_capacity), (3, 2));
+        assert_eq!(f.drains[0].took_secs, Some(1.0));
+        assert_eq!(f.drains[0].receiver_peak_rate, 4.0);
+        let met: Vec<bool> = f.goals.iter().map(|g| g.1).collect();
+        // Joins and drains within their goals; one viewer dropped.
+        assert_eq!(met, vec![true, true, true, true, false, true]);
     }
-    let _ = writeln!(w, "\n-- autoscaler events");
-    for (t, kind, id, detail) in &f.events {
-        let _ = writeln!(w, "  +{t:>5.0} s {kind:<9} {id}: {detail}");
-    }
-    let _ = writeln!(w, "\n-- scale-in");
-    for d in &f.drains {
-        let _ = writeln!(
-            w,
-            "  +{:>5.0} s drain {} ({}), removed after {} s; busiest receiver {:.1} new connections/s (limit {:.0})",
-            d.t,
-            d.id,
-            d.detail,
-            d.took_secs.map_or("-".into(), |s| format!("{s:.0}")),
-            d.receiver_peak_rate,
-            f.receiver_limit
-        );
-    }
-    let _ = writeln!(
-        w,
-        "  scale-ins within the surge: {}; back to the minimum ({}) {} after the event ended",
-        f.scale_ins_within_surge,
-        f.min_instances,
-        f.back_to_min_secs
-            .map_or("not in time".to_string(), |s| format!("{s:.0} s"))
-    );
-    let _ = writeln!(w, "\n-- figures");
-    let _ = writeln!(
-        w,
-        "  connection attempts {}, failed {} {:?}; joins {}; reconnects followed {}",
-        f.attempts, f.failed, f.failed_by, f.joins, f.reconnects
-    );
-    let _ = writeln!(
-        w,
-        "  worst join p99 of any second {:.1} ms; connect p99 over the run {:.1} ms",
-        f.join_p99_max_ms, f.connect_p99_ms
-    );
-    let _ = writeln!(
-        w,
-        "  first launch {} into the climb; lowest capacity headroom in the surge {:.0} % (at +{:.0} s)",
-        f.first_launch_into_climb
-            .map_or("none".to_string(), |t| format!("{t:.0} s")),
-        f.min_hard_headroom.0 * 100.0,
-        f.min_hard_headroom.1
-    );
-    let _ = writeln!(
-        w,
-        "  peak {:.0} viewers on {} serving instances: {} needed at the target, {} at max_connections (overshoot {})",
-        f.peak_viewers,
-        f.peak_serving,
-        f.needed_at_target,
-        f.needed_at_capacity,
-        f.peak_serving as i64 - f.needed_at_target as i64
-    );
-    let _ = writeln!(w, "failed or refused joins: {:.2} %", f.failed_pct);
-    let _ = writeln!(w, "viewers dropped without reconnect: {}", f.dropped);
-    let _ = writeln!(w, "\n-- goals");
-    for (goal, met) in &f.goals {
-        let _ = writeln!(w, "  [{}] {goal}", if *met { "met" } else { "MISSED" });
-    }
-    for p in &f.problems {
-        let _ = writeln!(w, "  problem: {p}");
-    }
-    out
 }
