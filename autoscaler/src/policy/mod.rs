@@ -8,10 +8,11 @@
 //! checks), kept at the current size while the predicted load/capacity ratio is within the
 //! tolerance band; the recommendation is the maximum over signals, clamped to min/max.
 //! Scale-out acts at once, capped by `max_surge`; scale-in goes only to the highest
-//! recommendation over the window, one drain at a time, and never while the load grows,
-//! figures are missing, an instance launches, warms up or is being replaced. Launching
-//! instances count as capacity, so a slow boot doesn't launch a second wave; an unhealthy
-//! instance (its tracker failed `unhealthy_polls` polls) doesn't, so it is replaced.
+//! recommendation over the window (predictions included, so a growing load keeps what it will
+//! need), one scale-in at a time, and never while figures are missing, an instance launches,
+//! warms up or is being replaced. Launching instances count as capacity, so a slow boot
+//! doesn't launch a second wave; an unhealthy instance (its tracker failed `unhealthy_polls`
+//! polls) doesn't, so it is replaced.
 
 pub mod trend;
 
@@ -344,9 +345,6 @@ pub fn decide(
         }
         if launching > 0 || warming {
             return decision(Action::Hold, "an instance is launching or warming up");
-        }
-        if growth.any() {
-            return decision(Action::Hold, "load still growing");
         }
         if !history.covers(now, window) {
             return decision(Action::Hold, "scale-in window not yet observed");

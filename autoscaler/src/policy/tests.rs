@@ -299,7 +299,20 @@ fn table() {
                 msg_rate_per_sec: 0.0,
             },
             ..case(
-                "no scale-in while the load still grows",
+                "a load that grows slowly on too many instances: scale in all the same",
+                vec![warm("a", 10.0), warm("b", 10.0)],
+                (120, 1),
+                scale_in(&["b"], 1_000),
+            )
+        },
+        Case {
+            growth: Growth {
+                viewers_per_sec: 20.0,
+                conn_rate_per_sec: 0.0,
+                msg_rate_per_sec: 0.0,
+            },
+            ..case(
+                "a load that grows into the capacity within the horizon keeps it",
                 vec![warm("a", 10.0), warm("b", 10.0)],
                 (120, 1),
                 Action::Hold,

@@ -20,11 +20,18 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     scenario: scenario::Scenario,
+    /// Run nothing: draw the chart (and print the report) of a run's `surge.json`.
+    #[arg(long)]
+    replay: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match surge(&cli.scenario) {
+    let result = match &cli.replay {
+        Some(path) => replay(&cli.scenario, path),
+        None => surge(&cli.scenario),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("autoscaler-surge: {e:#}");
@@ -46,5 +53,15 @@ fn surge(sc: &scenario::Scenario) -> anyhow::Result<()> {
         sc.out.join("surge.svg").display(),
         sc.out.join("surge.json").display()
     );
+    Ok(())
+}
+
+fn replay(sc: &scenario::Scenario, path: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let figures: report::Figures = serde_json::from_slice(&text).context("not a surge.json")?;
+    std::fs::create_dir_all(&sc.out).context("create the out folder")?;
+    std::fs::write(sc.out.join("surge.svg"), chart::svg(sc, &figures))
+        .context("write surge.svg")?;
+    print!("{}", text::text(sc, &figures));
     Ok(())
 }

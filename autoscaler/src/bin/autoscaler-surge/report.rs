@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::scenario::{Outcome, Scenario};
@@ -14,7 +14,7 @@ pub const GOAL_FAILED_PCT: f64 = 0.5;
 pub const GOAL_JOIN_P99_MS: f64 = 200.0;
 
 /// One second of the run.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Second {
     /// Seconds from the start.
     pub t: f64,
@@ -35,7 +35,7 @@ pub struct Second {
 }
 
 /// A scale action.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ActionRow {
     /// Seconds from the start.
     pub t: f64,
@@ -60,7 +60,7 @@ pub struct ActionRow {
 }
 
 /// One drain.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DrainRow {
     /// Seconds from the start.
     pub t: f64,
@@ -76,7 +76,7 @@ pub struct DrainRow {
 }
 
 /// Everything the run measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Figures {
     /// Connection attempts (successful or not).
     pub attempts: u64,
