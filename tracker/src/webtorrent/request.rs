@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::id::{Id20, IdError};
+use crate::metrics::FailureKind;
 
 /// The two actions; also what a failure reply names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,59 +90,6 @@ pub enum Request<'a> {
     Announce(Announce<'a>),
     /// `scrape` of these info hashes (at least one).
     Scrape(Vec<Id20>),
-}
-
-/// Why a failure happened; a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Not JSON, not an object, a missing or mistyped field, an unknown action or event.
-    Invalid,
-    /// An id that isn't 20 characters of at most U+00FF.
-    BadId,
-    /// More offers (or scraped hashes) than allowed.
-    TooMany,
-    /// The peer id is someone else's in that swarm, or this connection uses another one there.
-    PeerIdConflict,
-    /// An answer to an offer this connection wasn't sent, or that expired.
-    UnknownOffer,
-    /// The offerer is gone.
-    PeerGone,
-    /// The connection is in as many swarms as allowed.
-    SwarmLimit,
-    /// A frame over `webtorrent.max_message_bytes`.
-    TooLarge,
-    /// Over the connection's message rate.
-    RateLimited,
-}
-
-impl FailureKind {
-    /// Every kind, in discriminant order.
-    pub const ALL: [FailureKind; 9] = [
-        FailureKind::Invalid,
-        FailureKind::BadId,
-        FailureKind::TooMany,
-        FailureKind::PeerIdConflict,
-        FailureKind::UnknownOffer,
-        FailureKind::PeerGone,
-        FailureKind::SwarmLimit,
-        FailureKind::TooLarge,
-        FailureKind::RateLimited,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Invalid => "invalid",
-            FailureKind::BadId => "bad_id",
-            FailureKind::TooMany => "too_many",
-            FailureKind::PeerIdConflict => "peer_id_conflict",
-            FailureKind::UnknownOffer => "unknown_offer",
-            FailureKind::PeerGone => "peer_gone",
-            FailureKind::SwarmLimit => "swarm_limit",
-            FailureKind::TooLarge => "too_large",
-            FailureKind::RateLimited => "rate_limited",
-        }
-    }
 }
 
 /// A refused request: the reply's `failure reason`, and what to name in it.
@@ -369,22 +317,26 @@ fn scrape(raw: &RawRequest<'_>, limits: &RequestLimits) -> Result<Vec<Id20>, Fai
 }
 
 /// A JSON string's value; `None` when the value isn't a string.
+/// A JSON string's value; `None` when the value isn't a string.
 fn string(v: &RawValue) -> Option<Cow<'_, str>> {
-    // Most strings hold no escapes and borrow; ids with control characters come escaped.
-    match serde_json::from_str::<&str>(v.get()) {
-        Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(v.get()).ok().map(Cow::Owned),
+    let token = v.get();
+    let inner = token.strip_prefix('"')?.strip_suffix('"')?;
+    // Most strings hold no escapes and are borrowed as they are; the rest are unescaped (the
+    // token was checked as JSON when the frame was parsed).
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
     }
+    serde_json::from_str::<String>(token).ok().map(Cow::Owned)
 }
 
 fn id(v: Option<&RawValue>, name: &'static str) -> Result<Id20, Failure> {
-    let Some(s) = v.and_then(string) else {
+    let Some(token) = v.map(RawValue::get).filter(|t| t.starts_with('"')) else {
         return Err(Failure::new(
             FailureKind::BadId,
             format!("invalid {name}: missing or not a string"),
         ));
     };
-    Id20::parse(&s).map_err(|e| bad_id(name, e))
+    Id20::from_json(token).map_err(|e| bad_id(name, e))
 }
 
 fn bad_id(name: &'static str, e: IdError) -> Failure {
