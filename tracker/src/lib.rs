@@ -21,6 +21,7 @@ pub mod server;
 pub mod session;
 pub mod signal;
 pub mod swarm;
+pub mod swarm_key;
 pub mod webtorrent;
 pub mod worker;
 pub mod ws;

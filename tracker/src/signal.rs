@@ -12,36 +12,9 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::json;
-use crate::swarm::id::{SwarmId, WEBTORRENT_KEY_LEN, webtorrent_key};
+pub use crate::metrics::SignalKind;
+use crate::swarm_key::{SwarmId, WEBTORRENT_KEY_LEN, webtorrent_key};
 use swarmtrack_protocol::{PeerId, RawText};
-
-/// The three kinds of signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SignalKind {
-    /// SDP offer.
-    Offer,
-    /// SDP answer.
-    Answer,
-    /// Trickled ICE candidates.
-    Cands,
-}
-
-impl SignalKind {
-    /// Every kind, in discriminant order.
-    pub const ALL: &'static [SignalKind] =
-        &[SignalKind::Offer, SignalKind::Answer, SignalKind::Cands];
-    /// How many kinds there are.
-    pub const COUNT: usize = 3;
-
-    /// The wire `t`, also a metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignalKind::Offer => "offer",
-            SignalKind::Answer => "answer",
-            SignalKind::Cands => "cands",
-        }
-    }
-}
 
 /// A range of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

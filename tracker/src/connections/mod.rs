@@ -27,7 +27,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::time::Instant;
 
 use crate::signal::{Payload, Signal, SignalKind};
-use crate::swarm::id::SwarmId;
+use crate::swarm_key::SwarmId;
 use awaiting::Awaiting;
 use swarm_set::SwarmSet;
 use swarmtrack_protocol::{InstanceId, PeerId};

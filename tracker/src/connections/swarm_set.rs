@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::swarm::id::SwarmId;
+use crate::swarm_key::SwarmId;
 
 /// Up to this many ids a scan of a small array beats hashing.
 const SMALL: usize = 8;

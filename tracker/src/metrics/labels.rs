@@ -148,6 +148,19 @@ label_enum! {
 }
 
 label_enum! {
+    /// The three kinds of signal (defined with the labels so the metrics need nothing of the
+    /// relay; [`crate::signal`] uses it).
+    SignalKind {
+        /// SDP offer.
+        Offer => "offer",
+        /// SDP answer.
+        Answer => "answer",
+        /// Trickled ICE candidates.
+        Cands => "cands",
+    }
+}
+
+label_enum! {
     /// Where a relayed signal came from.
     RelayPath {
         /// From a viewer of this instance.

@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 pub use histogram::{BATCH_BYTES_BUCKETS, BATCH_MESSAGES_BUCKETS, Histogram, LATENCY_BUCKETS};
 pub use labels::{
     CloseReason, DropReason, FailureKind, ReceivedKind, RefuseReason, RelayPath, RemoteDrop,
+    SignalKind,
 };
 
-use crate::signal::SignalKind;
 use swarmtrack_protocol::{ErrorCode, Format};
 
 /// A counter in a shard.

@@ -6,9 +6,8 @@ use std::sync::atomic::Ordering;
 
 use super::{
     CloseReason, Counter, DropReason, FailureKind, Histogram, Levels, ReceivedKind, RefuseReason,
-    RelayPath, RemoteDrop, Shard, process,
+    RelayPath, RemoteDrop, Shard, SignalKind, process,
 };
-use crate::signal::SignalKind;
 use swarmtrack_protocol::{ErrorCode, Format};
 
 struct Out<'a> {

@@ -15,7 +15,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use super::BySwarm;
-use super::id::SwarmId;
+use crate::swarm_key::SwarmId;
 use swarmtrack_protocol::PeerId;
 
 type Members = IndexSet<PeerId, RandomState>;

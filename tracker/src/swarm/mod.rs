@@ -14,7 +14,7 @@
 //! most one Redis round trip per join.
 
 mod directory;
-pub mod id;
+
 mod index;
 mod sharded;
 mod viewer;
@@ -30,7 +30,7 @@ pub use viewer::{Member, ViewerSwarms, WtMember};
 
 use crate::connections::Connections;
 use crate::metrics::Shard;
-use id::SwarmId;
+use crate::swarm_key::SwarmId;
 use swarmtrack_protocol::PeerId;
 
 /// Why a join was refused.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::id::SwarmId;
+use crate::swarm_key::SwarmId;
 
 /// Up to this many swarms a scan beats a hash map.
 const SMALL: usize = 8;

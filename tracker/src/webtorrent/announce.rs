@@ -24,8 +24,8 @@ use crate::metrics::{DropReason, FailureKind};
 use crate::relay::SendError;
 use crate::session::Conn;
 use crate::signal::{Payload, Signal, SignalKind, Span, WtPayload};
-use crate::swarm::id::WEBTORRENT_KEY_LEN;
 use crate::swarm::{Counts, JoinError, JoinRequest, WtAnnounce, WtJoin};
+use crate::swarm_key::WEBTORRENT_KEY_LEN;
 
 /// What the announcer is told.
 #[derive(Debug)]
@@ -136,7 +136,7 @@ fn send_offers(
     cx: &mut Conn<'_>,
     frame: &Bytes,
     a: &Announce<'_>,
-    swarm: crate::swarm::id::SwarmId,
+    swarm: crate::swarm_key::SwarmId,
     targets: &[swarmtrack_protocol::PeerId],
 ) {
     let n = a.offers.len().min(targets.len());
@@ -198,7 +198,7 @@ fn forward_answer(
     frame: &Bytes,
     a: &Announce<'_>,
     answer: &super::request::Answer<'_>,
-    swarm: crate::swarm::id::SwarmId,
+    swarm: crate::swarm_key::SwarmId,
     key: &str,
 ) -> Result<(), FailureKind> {
     let instance = cx.instance();

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::swarm::id::{WEBTORRENT_KEY_LEN, webtorrent_key};
+use crate::swarm_key::{WEBTORRENT_KEY_LEN, webtorrent_key};
 
 /// A 20-byte id, as sent: 20 characters of at most U+00FF.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

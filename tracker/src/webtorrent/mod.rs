@@ -3,7 +3,7 @@
 //!
 //! A WebTorrent connection is a session like a native one: it has a server peer id, an outbox,
 //! and swarm membership through the shared [`Membership`](crate::swarm::Membership), under a
-//! key no native swarm id can take ([`crate::swarm::id::webtorrent_key`]). So its offers and
+//! key no native swarm id can take ([`crate::swarm_key::webtorrent_key`]). So its offers and
 //! answers cross instances through the same batched Redis relay, and pairing is local-first
 //! like native joins.
 //!
@@ -27,7 +27,7 @@ use tracing::debug;
 use crate::metrics::{FailureKind, ReceivedKind};
 use crate::session::{Conn, Ending, Protocol};
 use crate::signal::{Payload, Signal, SignalKind};
-use crate::swarm::id::WEBTORRENT_KEY_LEN;
+use crate::swarm_key::WEBTORRENT_KEY_LEN;
 use crate::ws::frame::Opcode;
 use announce::Reply;
 use id::Id20;

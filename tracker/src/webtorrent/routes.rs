@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use crate::swarm::id::SwarmId;
+use crate::swarm_key::SwarmId;
 use swarmtrack_protocol::PeerId;
 
 /// Offerers remembered per connection; an answer to an older one is refused as unknown.

@@ -1,6 +1,6 @@
 use super::*;
 use crate::signal::{PlainBody, SignalKind, Span};
-use crate::swarm::id::SwarmId;
+use crate::swarm_key::SwarmId;
 use bytes::Bytes;
 use std::borrow::Cow;
 use swarmtrack_protocol::{

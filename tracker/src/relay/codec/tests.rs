@@ -5,7 +5,7 @@ use rand::{Rng, SeedableRng};
 use swarmtrack_protocol::{self as protocol, ClientMsg, Format};
 
 use crate::signal::{CandList, NativeBody, NativePayload, Payload, PlainBody, SignalKind};
-use crate::swarm::id::SwarmId;
+use crate::swarm_key::SwarmId;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use swarmtrack_protocol::{InstanceId, PeerId};
 

@@ -12,7 +12,7 @@ use super::PREALLOC_SIGNALS;
 use crate::signal::{
     CandList, NativeBody, NativePayload, Payload, Signal, SignalKind, Span, Text, WtPayload,
 };
-use crate::swarm::id::{SwarmId, WEBTORRENT_KEY_PREFIX};
+use crate::swarm_key::{SwarmId, WEBTORRENT_KEY_PREFIX};
 use swarmtrack_protocol::{PeerId, RawList};
 
 /// Why a payload is not a batch of signals.

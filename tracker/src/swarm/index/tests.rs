@@ -1,5 +1,5 @@
 use super::*;
-use crate::swarm::id::SwarmId;
+use crate::swarm_key::SwarmId;
 use proptest::prelude::*;
 use std::collections::HashSet;
 use swarmtrack_protocol::InstanceId;

@@ -1,4 +1,6 @@
-//! [`SwarmId`]: how this instance names a swarm internally.
+//! How swarms are named: [`SwarmId`] inside this instance, keys in the swarm index, in Redis
+//! and on the relay hop (a native swarm id as the viewer sent it; a WebTorrent info hash under a
+//! prefix no native id can take).
 
 /// A swarm of this instance, unique for the life of the process: a swarm that empties and is
 /// created again gets a new id, so a signal in flight for the old one can't reach members of
