@@ -438,23 +438,43 @@ pub fn decode_client<'a>(
 ) -> Result<Decoded<'a>, ProtocolError> {
     match format {
         Format::Json => {
-            let mut de = serde_json::Deserializer::from_slice(frame);
-            let fields = FieldsSeed::<JsonFlavor>::new(true)
-                .deserialize(&mut de)
-                .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-            de.end()
-                .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-            validate_frame(fields, limits)
+            let text =
+                std::str::from_utf8(frame).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+            decode_json(text, limits)
         }
-        Format::MsgPack => {
-            let mut de = rmp_serde::Deserializer::from_read_ref(frame);
-            de.set_max_depth(MAX_MSGPACK_DEPTH);
-            let fields = FieldsSeed::<MsgPackFlavor>::new(true)
-                .deserialize(&mut de)
-                .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-            validate_frame(fields, limits)
-        }
+        Format::MsgPack => decode_msgpack(frame, limits),
     }
+}
+
+/// Decodes and validates a JSON frame already known to be UTF-8 (a WebSocket text frame):
+/// no string in it is checked again.
+///
+/// # Errors
+/// As [`decode_client`].
+pub fn decode_json<'a>(text: &'a str, limits: &DecodeLimits) -> Result<Decoded<'a>, ProtocolError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fields = FieldsSeed::<JsonFlavor>::new(true)
+        .deserialize(&mut de)
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    de.end()
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    validate_frame(fields, limits)
+}
+
+/// Decodes and validates a MessagePack frame.
+///
+/// # Errors
+/// As [`decode_client`].
+pub fn decode_msgpack<'a>(
+    frame: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<Decoded<'a>, ProtocolError> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(frame);
+    de.set_max_depth(MAX_MSGPACK_DEPTH);
+    let fields = FieldsSeed::<MsgPackFlavor>::new(true)
+        .deserialize(&mut de)
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    validate_frame(fields, limits)
 }
 
 fn validate_frame<'a, F: Flavor<'a>>(

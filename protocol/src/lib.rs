@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use codec::{DecodeLimits, EncodeError, Format, Frame, ProtocolError, encode, encode_client};
 pub use decode::{
     CandsIn, Decoded, Incoming, RawList, RawText, SignalIn, check_swarm_id, decode_client,
+    decode_json, decode_msgpack,
 };
 pub use peer_id::{InstanceId, PEER_ID_LEN, PeerId};
 

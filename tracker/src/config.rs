@@ -274,9 +274,10 @@ pub struct WebTorrentConfig {
     /// A peer that hasn't announced in a swarm for this long leaves it, seconds; checked at
     /// each server ping, so it takes effect up to one ping interval later.
     pub peer_ttl_secs: u64,
-    /// Answers one connection's offers may await at once (unexpired, unanswered offers it
-    /// sent); past it its further offers are dropped until some are answered or expire.
-    pub max_pending_offers: usize,
+    /// Peers one connection's offers may await answers from at once (peers it sent offers to
+    /// that are unanswered and unexpired); past it, its offers to further peers are dropped
+    /// until some are answered or expire.
+    pub max_awaited_peers: usize,
     /// Most info hashes in one scrape.
     pub max_scrape_hashes: usize,
     /// Swarms one WebTorrent connection may announce in: a client shares one socket per
@@ -296,7 +297,7 @@ impl Default for WebTorrentConfig {
             max_offers: 10,
             offer_ttl_secs: 120,
             peer_ttl_secs: 300,
-            max_pending_offers: 1024,
+            max_awaited_peers: 1024,
             max_scrape_hashes: 255,
             max_swarms_per_connection: 100,
             max_message_bytes: 48 * 1024,
@@ -499,10 +500,10 @@ impl Config {
             ),
             (wt.peer_ttl_secs > 0, "webtorrent.peer_ttl_secs must be > 0"),
             (
-                wt.max_pending_offers > 0
+                wt.max_awaited_peers > 0
                     && wt.max_scrape_hashes > 0
                     && wt.max_swarms_per_connection > 0,
-                "webtorrent.max_pending_offers, max_scrape_hashes and max_swarms_per_connection must be > 0",
+                "webtorrent.max_awaited_peers, max_scrape_hashes and max_swarms_per_connection must be > 0",
             ),
             (
                 (256..=l.max_frame_bytes).contains(&wt.max_message_bytes),

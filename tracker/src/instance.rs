@@ -46,7 +46,7 @@ impl Instance {
             },
             AwaitLimits {
                 ttl_secs: u32::try_from(config.webtorrent.offer_ttl_secs).unwrap_or(u32::MAX),
-                max: config.webtorrent.max_pending_offers,
+                max: config.webtorrent.max_awaited_peers,
             },
         ));
         let index = Arc::new(SwarmIndex::new(config.swarm.shards));

@@ -194,17 +194,25 @@ async fn answers_need_an_offer_that_was_sent_to_the_answerer() {
     b.recv().await;
     a.recv().await;
 
-    // Unknown offer id, wrong offerer: refused, naming the action and swarm.
-    a.send(&answer(&ih, &pa, &pb, &id('x', 4))).await;
+    // A peer that sent it no offer: refused, naming the action and swarm.
+    a.send(&answer(&ih, &pa, &pc, &id('o', 4))).await;
     let f = a.expect_failure().await;
     assert_eq!(f["action"], "announce");
     assert_eq!(f["info_hash"], ih);
-    a.send(&answer(&ih, &pa, &pc, &id('o', 4))).await;
-    a.expect_failure().await;
     // The real one, once.
     a.send(&answer(&ih, &pa, &pb, &id('o', 4))).await;
     assert!(b.recv().await.get("answer").is_some());
     a.send(&answer(&ih, &pa, &pb, &id('o', 4))).await;
+    a.expect_failure().await;
+
+    // One answer per offer sent, whatever offer id it names: which offers it has is the
+    // offerer's client to check (docs/WEBTORRENT.md, difference 1).
+    b.send(&announce(&ih, &pb, &[id('o', 7)])).await;
+    b.recv().await;
+    a.recv().await;
+    a.send(&answer(&ih, &pa, &pb, &id('x', 7))).await;
+    assert_eq!(b.recv().await["offer_id"], id('x', 7));
+    a.send(&answer(&ih, &pa, &pb, &id('o', 7))).await;
     a.expect_failure().await;
 
     // An offer past its TTL can't be answered.
@@ -544,10 +552,13 @@ async fn answer_rules_and_seeding_hold_across_instances() {
         }
         deadline.tick().await;
     };
-    // `c` (b's instance) can't answer an offer that went to `a`, nor can `a` name the wrong
-    // offerer; `a` answers once.
-    c.send(&answer(&ih, &pc, &pb, &offer_id)).await;
-    let f = failure_skipping_offers(&mut c).await;
+    // `d` (b's instance, sent no offer) can't answer an offer that went to `a`, nor can `a`
+    // name the wrong offerer; `a` answers once.
+    let pd = id('d', 12);
+    let mut d = peer(&s2).await;
+    join(&mut d, &ih, &pd).await;
+    d.send(&answer(&ih, &pd, &pb, &offer_id)).await;
+    let f = failure_skipping_offers(&mut d).await;
     assert_eq!(f["info_hash"], ih);
     a.send(&answer(&ih, &pa, &pc, &offer_id)).await;
     failure_skipping_offers(&mut a).await;
@@ -557,7 +568,7 @@ async fn answer_rules_and_seeding_hold_across_instances() {
     assert_eq!(got["peer_id"], pa);
     assert_eq!(got["offer_id"], offer_id.as_str());
     // A second answer to it is refused where the offer's record is, on b's instance, and
-    // counted there (c's answer above was the first); across instances the answerer is not
+    // counted there (d's answer above was the first); across instances the answerer is not
     // told (docs/WEBTORRENT.md, difference 2).
     a.send(&answer(&ih, &pa, &pb, &offer_id)).await;
     s2.wait_metric(

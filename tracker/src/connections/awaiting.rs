@@ -1,14 +1,16 @@
 //! The WebTorrent answers one connection's offers may still receive.
 //!
-//! When a connection's offer goes to another peer, the offerer's record gets a fingerprint of
-//! (offer id, the target's server peer id); an answer is forwarded only if it takes one of those
-//! records, unexpired. The record is the offerer's, so it doesn't matter how many other offers
-//! the answerer received meanwhile or how long its socket held them: a client that reads slowly
-//! can still answer everything it was sent within the TTL. An offerer that waits for as many
-//! answers as allowed sends no further offers until some expire or are answered.
+//! When a connection's offer goes to another peer, the offerer's record for that peer counts
+//! one more answer due; an answer from that peer is forwarded only if one is due, and takes it.
+//! So a peer can never make an offerer receive more answers than it was sent offers, and nobody
+//! it offered nothing to can answer at all. The record is the offerer's and counts per peer, not
+//! per offer: it doesn't matter how many offers the answerer received meanwhile or how long its
+//! socket held them, and its size is bounded by how many distinct peers the connection offered
+//! to within the TTL, not by how many offers it sent. (Which offer an answer names is the
+//! offerer's client to check: it ignores answers to offers it doesn't have.)
 //!
-//! Fingerprints are 64-bit keyed hashes (the key is random per instance and never leaves it),
-//! so a record costs 12 bytes and nobody can forge a collision.
+//! Peers are keyed by a 64-bit keyed hash of their server peer id (the key is random per
+//! instance and never leaves it), so a record costs 16 bytes and nobody can forge a collision.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -34,19 +36,32 @@ impl Hasher for PassThrough {
     }
 }
 
-/// Fingerprint -> when it expires (seconds on the registry's clock).
+/// Answers due from one peer.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    answers: u32,
+    /// When the last offer to that peer expires (seconds on the registry's clock).
+    expires: u32,
+}
+
+/// Peer fingerprint -> answers due from it.
 #[derive(Default)]
 pub struct Awaiting {
-    records: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
+    records: HashMap<u64, Due, BuildHasherDefault<PassThrough>>,
     /// No record expires before this; a full map is swept only once it has passed.
     earliest: u32,
 }
 
 impl Awaiting {
-    /// Records `fp`, expiring at `expires`; false when `cap` records are already held and none
-    /// has expired by `now` (the offer must then not be sent).
+    /// Counts an answer due from peer `fp`, until `expires`; false when answers are already
+    /// due from `cap` other peers and none has expired by `now` (the offer must not be sent).
     pub fn insert(&mut self, fp: u64, now: u32, expires: u32, cap: usize) -> bool {
-        if self.records.len() >= cap && !self.records.contains_key(&fp) {
+        if let Some(due) = self.records.get_mut(&fp) {
+            due.answers = due.answers.saturating_add(1);
+            due.expires = expires;
+            return true;
+        }
+        if self.records.len() >= cap {
             if now < self.earliest {
                 return false;
             }
@@ -58,37 +73,52 @@ impl Awaiting {
         if self.records.is_empty() || expires < self.earliest {
             self.earliest = expires;
         }
-        self.records.insert(fp, expires);
+        self.records.insert(
+            fp,
+            Due {
+                answers: 1,
+                expires,
+            },
+        );
         true
     }
 
-    /// Takes the record of `fp` if it is held and unexpired.
+    /// Takes an answer due from peer `fp`, if one is and it hasn't expired.
     pub fn take(&mut self, fp: u64, now: u32) -> bool {
-        let live = self
-            .records
-            .remove(&fp)
-            .is_some_and(|expires| expires > now);
-        if self.records.is_empty() && self.records.capacity() > 16 {
-            // A burst of offers shouldn't pin its table for the connection's life.
-            self.records = HashMap::default();
+        let Some(due) = self.records.get_mut(&fp) else {
+            return false;
+        };
+        let live = due.expires > now;
+        due.answers -= 1;
+        if due.answers == 0 || !live {
+            self.records.remove(&fp);
+            if self.records.is_empty() && self.records.capacity() > 16 {
+                // A burst of offers shouldn't pin its table for the connection's life.
+                self.records = HashMap::default();
+            }
         }
         live
     }
 
-    /// Forgets `fp` (its offer wasn't delivered after all).
+    /// Forgets one answer due from peer `fp` (its offer wasn't delivered after all).
     pub fn forget(&mut self, fp: u64) {
-        self.records.remove(&fp);
+        if let Some(due) = self.records.get_mut(&fp) {
+            due.answers -= 1;
+            if due.answers == 0 {
+                self.records.remove(&fp);
+            }
+        }
     }
 
-    /// Records held.
+    /// Peers answers are due from.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.records.len()
     }
 
     fn sweep(&mut self, now: u32) {
-        self.records.retain(|_, &mut expires| expires > now);
-        self.earliest = self.records.values().copied().min().unwrap_or(0);
+        self.records.retain(|_, due| due.expires > now);
+        self.earliest = self.records.values().map(|d| d.expires).min().unwrap_or(0);
         if self.records.len() * 4 < self.records.capacity() {
             self.records.shrink_to_fit();
         }
@@ -100,29 +130,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_answer_takes_one_live_record() {
+    fn a_peer_answers_at_most_as_often_as_it_was_offered_to() {
         let mut a = Awaiting::default();
+        assert!(a.insert(1, 0, 10, 4));
         assert!(a.insert(1, 0, 10, 4));
         assert!(a.insert(2, 0, 10, 4));
         assert!(a.take(1, 5));
-        assert!(!a.take(1, 5), "one answer per offer");
+        assert!(a.take(1, 5));
+        assert!(!a.take(1, 5), "two offers, two answers");
         assert!(!a.take(2, 10), "expired");
-        assert!(!a.take(3, 0), "never recorded");
+        assert!(!a.take(3, 0), "never offered to");
         assert_eq!(a.len(), 0);
     }
 
     #[test]
-    fn full_refuses_until_something_expires() {
+    fn full_refuses_new_peers_until_something_expires() {
         let mut a = Awaiting::default();
         for fp in 0..3 {
             assert!(a.insert(fp, 0, 10 + fp as u32, 3));
         }
         assert!(!a.insert(9, 5, 20, 3), "full and nothing expired");
-        assert!(a.insert(1, 5, 20, 3), "a record already held is renewed");
+        assert!(a.insert(1, 5, 20, 3), "a peer already awaited takes more");
         assert!(a.insert(9, 10, 25, 3), "the first one expired at 10");
         assert_eq!(a.len(), 3);
         a.forget(9);
         assert_eq!(a.len(), 2);
-        assert!(a.take(2, 11));
+        assert!(a.take(1, 11));
+        assert!(a.take(1, 11));
+        assert!(!a.take(1, 11));
     }
 }

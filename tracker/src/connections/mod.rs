@@ -44,7 +44,8 @@ pub enum DeliverError {
     NotInSwarm,
     /// The connection's outbox is full (in signals or bytes).
     Full,
-    /// A WebTorrent answer to an offer its target didn't send to the answerer, or that expired.
+    /// A WebTorrent answer from a peer its target sent no offer to (or whose offers it sent
+    /// were all answered, or expired).
     UnexpectedAnswer,
 }
 
@@ -71,7 +72,7 @@ pub struct TakeLimits {
 pub struct AwaitLimits {
     /// How long an offer may be answered, in seconds.
     pub ttl_secs: u32,
-    /// Most answers awaited at once.
+    /// Most peers one connection awaits answers from at once.
     pub max: usize,
 }
 
@@ -224,14 +225,14 @@ impl Connections {
         self.with_entry(id, |e| e.swarms.remove(swarm));
     }
 
-    /// The fingerprint of an answer to offer `offer_id` by `answerer`.
-    pub fn answer_fingerprint(&self, offer_id: &[u8; 20], answerer: PeerId) -> u64 {
-        self.fingerprint_key
-            .hash_one((offer_id, answerer.as_bytes()))
+    /// The fingerprint of a peer whose answers a connection awaits.
+    pub fn peer_fingerprint(&self, peer: PeerId) -> u64 {
+        self.fingerprint_key.hash_one(peer.as_bytes())
     }
 
-    /// Records that `offerer` awaits the answers of `fps` (its offers about to be sent), and
-    /// returns how many could be recorded: the first `n` offers may go, the rest must not.
+    /// Records that `offerer` awaits one answer from each of `fps` (the targets of its offers
+    /// about to be sent), and returns how many could be recorded: the first `n` offers may go,
+    /// the rest must not.
     pub fn await_answers(&self, offerer: PeerId, fps: &[u64], now: Instant) -> usize {
         let now = self.secs(now);
         let expires = now.saturating_add(self.awaiting.ttl_secs);
@@ -247,11 +248,11 @@ impl Connections {
     /// Forgets the answer a WebTorrent offer awaits, when that offer was dropped after all
     /// (pushed out of its target's outbox).
     pub fn forget_offer(&self, offer: &Signal) {
-        if let Payload::WebTorrent(w) = &offer.payload
+        if let Payload::WebTorrent(_) = &offer.payload
             && offer.kind == SignalKind::Offer
             && offer.from.instance() == self.instance
         {
-            let fp = self.answer_fingerprint(w.ids().0, offer.to);
+            let fp = self.peer_fingerprint(offer.to);
             self.forget_answers(offer.from, &[fp]);
         }
     }
@@ -276,8 +277,8 @@ impl Connections {
     /// queued offer pushed out to make room, if one was.
     pub fn deliver(&self, signal: Signal) -> Result<Option<Signal>, DeliverError> {
         let answer_fp = match &signal.payload {
-            Payload::WebTorrent(w) if signal.kind == SignalKind::Answer => {
-                Some(self.answer_fingerprint(w.ids().0, signal.from))
+            Payload::WebTorrent(_) if signal.kind == SignalKind::Answer => {
+                Some(self.peer_fingerprint(signal.from))
             }
             _ => None,
         };

@@ -73,8 +73,8 @@ label_enum! {
         /// A WebTorrent answer to an offer its target never sent to the answerer, or one that
         /// expired.
         UnexpectedAnswer => "unexpected_answer",
-        /// A WebTorrent offer not sent because its offerer already waits for as many answers
-        /// as allowed (`webtorrent.max_pending_offers`).
+        /// A WebTorrent offer not sent because its offerer already awaits answers from as many
+        /// peers as allowed (`webtorrent.max_awaited_peers`).
         TooManyPendingOffers => "too_many_pending_offers",
         /// Queued for a viewer that disconnected before it was written.
         TargetClosed => "target_closed",

@@ -20,9 +20,10 @@ use crate::relay::SendError;
 use crate::session::{Conn, Ending, Protocol};
 use crate::signal::{CandList, NativeBody, NativePayload, Payload, Signal, SignalKind, Span, Text};
 use crate::swarm::{JoinError, JoinRequest};
+use crate::ws::Message;
 use swarmtrack_protocol::{
     CandsIn, Decoded, ErrorCode, Format, Incoming, RawList, ServerMsg, SignalIn, WelcomeLimits,
-    decode_client,
+    decode_json, decode_msgpack,
 };
 
 /// A native client's own state.
@@ -39,7 +40,7 @@ impl Native {
 }
 
 impl Protocol for Native {
-    async fn start(&mut self, cx: &mut Conn<'_>) -> Result<(), Ending> {
+    fn start(&mut self, cx: &mut Conn<'_>) {
         let limits = &cx.config().limits;
         let welcome = ServerMsg::Welcome {
             peer: cx.id,
@@ -52,18 +53,16 @@ impl Protocol for Native {
             },
         };
         write::replies(cx.out(), self.format, vec![welcome]);
-        Ok(())
     }
 
-    async fn on_message(
-        &mut self,
-        cx: &mut Conn<'_>,
-        msg: Bytes,
-        format: Format,
-    ) -> Result<(), Ending> {
+    async fn on_message(&mut self, cx: &mut Conn<'_>, msg: Message) -> Result<(), Ending> {
+        let format = match msg {
+            Message::Text(_) => Format::Json,
+            Message::Binary(_) => Format::MsgPack,
+        };
         self.format = format;
         let mut replies = Vec::new();
-        on_frame(cx, &msg, format, &mut replies).await;
+        on_frame(cx, &msg, &mut replies).await;
         for r in &replies {
             if let ServerMsg::Error { code, .. } = r {
                 cx.metrics().error_sent(*code);
@@ -94,12 +93,12 @@ impl Protocol for Native {
 }
 
 /// Handles one frame: the rate, the size, then each message in it.
-async fn on_frame(
-    cx: &mut Conn<'_>,
-    frame: &Bytes,
-    format: Format,
-    replies: &mut Vec<ServerMsg<'static>>,
-) {
+async fn on_frame(cx: &mut Conn<'_>, msg: &Message, replies: &mut Vec<ServerMsg<'static>>) {
+    let frame = msg.bytes();
+    let format = match msg {
+        Message::Text(_) => Format::Json,
+        Message::Binary(_) => Format::MsgPack,
+    };
     let metrics = cx.metrics();
     metrics.bytes_received(frame.len() as u64);
     if !cx.take_token() {
@@ -121,7 +120,12 @@ async fn on_frame(
         ));
         return;
     }
-    match decode_client(frame, format, &limits.decode_limits()) {
+    let decoded = match msg {
+        // Checked as UTF-8 when read: no string in it is checked again.
+        Message::Text(text) => decode_json(text, &limits.decode_limits()),
+        Message::Binary(bytes) => decode_msgpack(bytes, &limits.decode_limits()),
+    };
+    match decoded {
         Err(e) => {
             metrics.received(ReceivedKind::Invalid, format);
             debug!(error = %e, "refused message");

@@ -21,7 +21,6 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::debug;
@@ -32,8 +31,8 @@ use crate::metrics::{CloseReason, DropReason};
 use crate::signal::Signal;
 use crate::swarm::ViewerSwarms;
 use crate::worker::Worker;
-use crate::ws::{Event, WsConn, WsError};
-use swarmtrack_protocol::{Format, PeerId, close};
+use crate::ws::{Event, Message, WsConn, WsError};
+use swarmtrack_protocol::{PeerId, close};
 
 pub use conn::{Conn, Outgoing};
 use rate::Limiter;
@@ -45,14 +44,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// What a protocol adds to the connection loop.
 pub trait Protocol: Sized + 'static {
     /// Runs once before the loop: native clients get `welcome`.
-    fn start(&mut self, cx: &mut Conn<'_>) -> impl Future<Output = Result<(), Ending>>;
+    fn start(&mut self, cx: &mut Conn<'_>);
 
-    /// Handles one message; `format` is its frame's type (text: JSON, binary: MessagePack).
+    /// Handles one message.
     fn on_message(
         &mut self,
         cx: &mut Conn<'_>,
-        msg: Bytes,
-        format: Format,
+        msg: Message,
     ) -> impl Future<Output = Result<(), Ending>>;
 
     /// Writes the signals taken from the outbox, and empties `signals`.
@@ -119,8 +117,6 @@ pub struct Session<P> {
     swarms: ViewerSwarms,
     limiter: Limiter,
     last_seen: Instant,
-    /// When output first waited for the socket, while some does.
-    unsent_since: Option<Instant>,
     proto: P,
     _guard: ConnectionGuard,
     /// Keeps the session tracker non-empty until this session is over.
@@ -133,10 +129,8 @@ enum Wake {
     Lifecycle,
     /// The ping, idle, write-timeout or drain-close time came.
     Timer,
-    /// Signals were taken from the outbox.
-    Outbox,
-    /// The client sent something (events), or the socket ended.
-    Input,
+    /// Signals were taken from the outbox, or the client sent something (events), or both.
+    Work,
     /// The socket or the framing failed.
     Failed(WsError),
 }
@@ -160,7 +154,6 @@ impl<P: Protocol> Session<P> {
             id,
             swarms: ViewerSwarms::default(),
             last_seen: Instant::now(),
-            unsent_since: None,
             proto,
             _guard: guard,
             _tracked: tracked,
@@ -171,22 +164,20 @@ impl<P: Protocol> Session<P> {
     /// Runs the connection to its end, then leaves every swarm and closes the socket.
     pub async fn run(mut self) {
         self.worker.metrics.connection_opened();
-        let ending = match self.call(|p, cx| Box::pin(p.start(cx))).await {
+        let ending = match self.call_sync(|p, cx| p.start(cx)) {
             Ok(()) => self.serve().await,
             Err(e) => e,
         };
         self.finish(ending).await;
     }
 
-    /// Runs a protocol handler with a [`Conn`], then writes what it produced.
-    async fn call<F>(&mut self, f: F) -> Result<(), Ending>
-    where
-        F: for<'c> FnOnce(
-            &'c mut P,
-            &'c mut Conn<'_>,
-        )
-            -> std::pin::Pin<Box<dyn Future<Output = Result<(), Ending>> + 'c>>,
-    {
+    /// Writes the signals taken from the outbox, then handles the client's events, and sends
+    /// all they produced at once.
+    async fn work(
+        &mut self,
+        queued: &mut Vec<Signal>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Ending> {
         let worker = Rc::clone(&self.worker);
         let mut out = Outgoing::new(worker.take_buffer());
         let result = {
@@ -197,8 +188,35 @@ impl<P: Protocol> Session<P> {
                 &mut self.limiter,
                 &mut out,
             );
-            f(&mut self.proto, &mut cx).await
+            let proto = &mut self.proto;
+            if !queued.is_empty() {
+                proto.on_signals(&mut cx, queued);
+            }
+            let mut result = Ok(());
+            for event in events.drain(..) {
+                match event {
+                    Event::Message(msg) => {
+                        // Boxed: the handler's future is allocated only while it runs, rather
+                        // than laid out in every idle connection's task.
+                        result = Box::pin(proto.on_message(&mut cx, msg)).await;
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    Event::Ping => worker.metrics.ping_received(),
+                    Event::Pong => {}
+                    Event::Closed => {
+                        result = Err(Ending::quiet(CloseReason::Client));
+                        break;
+                    }
+                }
+            }
+            events.clear();
+            result
         };
+        if result.is_ok() {
+            self.last_seen = Instant::now();
+        }
         let sent = self.send(&out);
         worker.give_buffer(out.into_buffer());
         result.and(sent)
@@ -231,9 +249,6 @@ impl<P: Protocol> Session<P> {
         self.ws.send(out.bytes())?;
         let (frames, messages, bytes) = out.counts();
         self.worker.metrics.sent(frames, messages, bytes);
-        if self.ws.has_unsent() && self.unsent_since.is_none() {
-            self.unsent_since = Some(Instant::now());
-        }
         Ok(())
     }
 
@@ -291,7 +306,7 @@ impl<P: Protocol> Session<P> {
             let deadline = [
                 Some(next_ping),
                 close_at,
-                self.unsent_since.map(|t| t + write_timeout),
+                self.ws.stalled_since().map(|t| t + write_timeout),
             ]
             .into_iter()
             .flatten()
@@ -309,37 +324,37 @@ impl<P: Protocol> Session<P> {
                     return Poll::Ready(Wake::Timer);
                 }
                 if self.ws.has_unsent() {
-                    // Nothing more is taken or read until the client reads what it was sent:
-                    // its outbox fills and senders get `overloaded`, instead of this buffer
-                    // growing. Its waker is still registered for the drain.
-                    instance.connections.register_waker(self.id, cx.waker());
-                    return match self.ws.poll_flush(cx) {
-                        Poll::Ready(Err(e)) => Poll::Ready(Wake::Failed(e)),
-                        Poll::Ready(Ok(())) => {
-                            self.unsent_since = None;
-                            cx.waker().wake_by_ref();
-                            Poll::Pending
-                        }
-                        Poll::Pending => Poll::Pending,
-                    };
+                    if let Poll::Ready(Err(e)) = self.ws.poll_flush(cx) {
+                        return Poll::Ready(Wake::Failed(e));
+                    }
                 }
-                if instance
-                    .connections
-                    .poll_outbox(self.id, cx, &mut queued, take)
-                    .is_ready()
-                {
-                    return Poll::Ready(Wake::Outbox);
+                // Both the outbox and the socket are polled every time, so neither starves the
+                // other: a viewer sent signals without pause still has its requests read, and a
+                // viewer that floods still gets what others sent it (written first).
+                if self.ws.has_unsent() {
+                    // Nothing more is taken from the outbox until the client reads what it was
+                    // sent: the outbox fills and senders get `overloaded`, instead of this
+                    // buffer growing. Its waker stays registered for the drain. Requests are
+                    // still read: their replies are bounded by `max_unsent_bytes`.
+                    instance.connections.register_waker(self.id, cx.waker());
+                } else {
+                    let _ = instance
+                        .connections
+                        .poll_outbox(self.id, cx, &mut queued, take);
                 }
                 let read = worker.with_read_buffer(|buf| self.ws.poll_read(cx, buf, &mut events));
                 match read {
+                    Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
                     Poll::Ready(Ok(())) if events.is_empty() => {
-                        // Part of a frame: read again now.
+                        // Part of a frame: read again soon.
                         cx.waker().wake_by_ref();
-                        Poll::Pending
                     }
-                    Poll::Ready(Ok(())) => Poll::Ready(Wake::Input),
-                    Poll::Ready(Err(e)) => Poll::Ready(Wake::Failed(e)),
-                    Poll::Pending => Poll::Pending,
+                    _ => {}
+                }
+                if queued.is_empty() && events.is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(Wake::Work)
                 }
             })
             .await;
@@ -359,7 +374,11 @@ impl<P: Protocol> Session<P> {
                     if close_at.is_some_and(|c| c <= now) {
                         return Ending::with(CloseReason::Drain, close::RESTART, "draining");
                     }
-                    if self.unsent_since.is_some_and(|t| now >= t + write_timeout) {
+                    if self
+                        .ws
+                        .stalled_since()
+                        .is_some_and(|t| now >= t + write_timeout)
+                    {
                         return Ending::with(CloseReason::Slow, close::POLICY, "slow consumer");
                     }
                     if now < next_ping {
@@ -374,34 +393,12 @@ impl<P: Protocol> Session<P> {
                         cx.out().ping();
                     })
                 }
-                Wake::Outbox => self.call_sync(|p, cx| p.on_signals(cx, &mut queued)),
-                Wake::Input => {
-                    self.last_seen = Instant::now();
-                    match self.on_events(&mut events).await {
-                        Ok(()) => Ok(()),
-                        Err(e) => return e,
-                    }
-                }
+                Wake::Work => self.work(&mut queued, &mut events).await,
             };
             if let Err(e) = result {
                 return e;
             }
         }
-    }
-
-    async fn on_events(&mut self, events: &mut Vec<Event>) -> Result<(), Ending> {
-        for event in events.drain(..) {
-            match event {
-                Event::Message(msg, format) => {
-                    self.call(move |p, cx| Box::pin(p.on_message(cx, msg, format)))
-                        .await?;
-                }
-                Event::Ping => self.worker.metrics.ping_received(),
-                Event::Pong => {}
-                Event::Closed => return Err(Ending::quiet(CloseReason::Client)),
-            }
-        }
-        Ok(())
     }
 }
 

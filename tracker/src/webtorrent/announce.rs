@@ -4,11 +4,12 @@
 //! - An announce joins (or refreshes) the swarm under one `peer_id` per connection; `stopped`
 //!   leaves it.
 //! - Each offer goes to a distinct random other peer. Before it goes, the offerer's record
-//!   awaits its answer ([`crate::connections`]); an offerer already awaiting as many answers as
-//!   allowed sends no more until some are answered or expire.
+//!   counts an answer due from that peer ([`crate::connections`]); an offerer already awaiting
+//!   answers from as many peers as allowed sends no offer to another until some are answered
+//!   or expire.
 //! - An answer goes to the connection of the peer it names (found in the swarm here, or
-//!   remembered from its offer when it came from another instance) and is delivered only if
-//!   that peer awaits it: an offer it sent to this connection, unexpired and unanswered.
+//!   remembered from its offer) and is delivered only if that peer awaits an answer from this
+//!   connection: it sent it an offer, unexpired and not yet answered.
 //!
 //! A target that left, or that can't keep up, misses an offer as with the reference server
 //! (counted). An answer that can't be queued because its offerer doesn't read is counted, not
@@ -159,7 +160,7 @@ fn send_offers(
     let fingerprints: Vec<u64> = a.offers[..allowed]
         .iter()
         .zip(targets)
-        .map(|(o, &to)| connections.answer_fingerprint(&o.offer_id.0, to))
+        .map(|(_, &to)| connections.peer_fingerprint(to))
         .collect();
     let awaited = connections.await_answers(cx.id, &fingerprints, cx.now);
     if awaited < allowed {

@@ -13,6 +13,24 @@ use crate::swarm_key::{WEBTORRENT_KEY_LEN, webtorrent_key};
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Id20(pub [u8; 20]);
 
+/// The code point of the escape after a backslash (`rest` starts after it) and the bytes it
+/// took, the backslash included.
+fn escape(rest: &[u8]) -> Option<(u32, usize)> {
+    let simple = |c: u8| (u32::from(c), 2);
+    match rest.first()? {
+        b'u' => {
+            let hex = std::str::from_utf8(rest.get(1..5)?).ok()?;
+            Some((u32::from_str_radix(hex, 16).ok()?, 6))
+        }
+        b'b' => Some(simple(0x08)),
+        b'f' => Some(simple(0x0c)),
+        b'n' => Some(simple(b'\n')),
+        b'r' => Some(simple(b'\r')),
+        b't' => Some(simple(b'\t')),
+        &other => Some(simple(other)),
+    }
+}
+
 /// Why a string is not an [`Id20`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
@@ -54,32 +72,28 @@ impl Id20 {
         let inner = token
             .strip_prefix('"')
             .and_then(|t| t.strip_suffix('"'))
-            .unwrap_or(token);
+            .unwrap_or(token)
+            .as_bytes();
         let mut out = [0u8; 20];
         let mut n = 0;
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            let code = match c {
-                '\\' => match chars.next() {
-                    Some('u') => {
-                        let hex: String = chars.by_ref().take(4).collect();
-                        u32::from_str_radix(&hex, 16).map_err(|_| IdError::NotLatin1)?
-                    }
-                    Some('b') => 0x08,
-                    Some('f') => 0x0c,
-                    Some('n') => u32::from(b'\n'),
-                    Some('r') => u32::from(b'\r'),
-                    Some('t') => u32::from(b'\t'),
-                    Some(other) => u32::from(other),
-                    None => return Err(IdError::Length(n)),
-                },
-                c => u32::from(c),
+        let mut i = 0;
+        while let Some(&b) = inner.get(i) {
+            let (code, used) = match b {
+                b'\\' => escape(&inner[i + 1..]).ok_or(IdError::NotLatin1)?,
+                0..0x80 => (u32::from(b), 1),
+                // U+0080..=U+00FF take two bytes: 0xC2 or 0xC3, then a continuation byte.
+                0xc2 | 0xc3 => {
+                    let next = inner.get(i + 1).ok_or(IdError::NotLatin1)?;
+                    ((u32::from(b & 0x1f) << 6) | u32::from(next & 0x3f), 2)
+                }
+                _ => return Err(IdError::NotLatin1),
             };
             let byte = u8::try_from(code).map_err(|_| IdError::NotLatin1)?;
             if let Some(slot) = out.get_mut(n) {
                 *slot = byte;
             }
             n += 1;
+            i += used;
         }
         if n != 20 {
             return Err(IdError::Length(n));

@@ -20,7 +20,6 @@ mod routes;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use rand::Rng;
 use tracing::debug;
 
@@ -28,6 +27,7 @@ use crate::metrics::{FailureKind, ReceivedKind};
 use crate::session::{Conn, Ending, Protocol};
 use crate::signal::{Payload, Signal, SignalKind};
 use crate::swarm_key::WEBTORRENT_KEY_LEN;
+use crate::ws::Message;
 use crate::ws::frame::Opcode;
 use announce::Reply;
 use id::Id20;
@@ -42,18 +42,11 @@ pub struct WebTorrent {
 }
 
 impl Protocol for WebTorrent {
-    async fn start(&mut self, _cx: &mut Conn<'_>) -> Result<(), Ending> {
+    fn start(&mut self, _cx: &mut Conn<'_>) {
         // The protocol has no greeting: the client speaks first.
-        Ok(())
     }
 
-    async fn on_message(
-        &mut self,
-        cx: &mut Conn<'_>,
-        msg: Bytes,
-        _format: Format,
-    ) -> Result<(), Ending> {
-        // Binary frames are read as JSON too, as the reference does.
+    async fn on_message(&mut self, cx: &mut Conn<'_>, msg: Message) -> Result<(), Ending> {
         on_frame(cx, self, &msg).await;
         Ok(())
     }
@@ -100,7 +93,8 @@ impl Protocol for WebTorrent {
 }
 
 /// Handles one frame: the rate, the size, then the request.
-async fn on_frame(cx: &mut Conn<'_>, wt: &mut WebTorrent, frame: &Bytes) {
+async fn on_frame(cx: &mut Conn<'_>, wt: &mut WebTorrent, msg: &Message) {
+    let frame = msg.bytes();
     let metrics = cx.metrics();
     let config = &cx.config().webtorrent;
     metrics.bytes_received(frame.len() as u64);
@@ -132,7 +126,14 @@ async fn on_frame(cx: &mut Conn<'_>, wt: &mut WebTorrent, frame: &Bytes) {
         max_offers: config.max_offers,
         max_scrape_hashes: config.max_scrape_hashes,
     };
-    match request::parse(frame, &limits) {
+    // Binary frames are read as JSON too, as the reference does; text was checked as UTF-8
+    // when read.
+    let text = match msg {
+        Message::Text(text) => Ok(&**text),
+        Message::Binary(bytes) => std::str::from_utf8(bytes)
+            .map_err(|_| Failure::new(FailureKind::Invalid, "invalid JSON: not UTF-8")),
+    };
+    match text.and_then(|t| request::parse(t, &limits)) {
         Err(f) => {
             metrics.received(ReceivedKind::Invalid, Format::Json);
             debug!(reason = %f.reason, "refused request");

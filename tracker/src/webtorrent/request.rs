@@ -169,8 +169,8 @@ struct RawOffer<'a> {
 ///
 /// # Errors
 /// A [`Failure`] for anything malformed, naming the action and info hash when they were read.
-pub fn parse<'a>(frame: &'a [u8], limits: &RequestLimits) -> Result<Request<'a>, Failure> {
-    let raw: RawRequest<'a> = serde_json::from_slice(frame).map_err(|e| {
+pub fn parse<'a>(frame: &'a str, limits: &RequestLimits) -> Result<Request<'a>, Failure> {
+    let raw: RawRequest<'a> = serde_json::from_str(frame).map_err(|e| {
         let reason = if e.is_data() {
             "request must be a JSON object".to_string()
         } else {
@@ -374,7 +374,7 @@ mod tests {
     }
 
     fn fail(frame: &str) -> Failure {
-        match parse(frame.as_bytes(), &LIMITS) {
+        match parse(&frame, &LIMITS) {
             Err(f) => f,
             Ok(r) => panic!("accepted {frame}: {r:?}"),
         }
@@ -388,7 +388,7 @@ mod tests {
             p = "p".repeat(20),
             o = "o".repeat(20)
         );
-        let Ok(Request::Announce(a)) = parse(frame.as_bytes(), &LIMITS) else {
+        let Ok(Request::Announce(a)) = parse(&frame, &LIMITS) else {
             panic!("not an announce");
         };
         assert_eq!(a.event, Event::Started);
@@ -421,7 +421,7 @@ mod tests {
             "o".repeat(20)
         );
         assert!(matches!(
-            parse(ok.as_bytes(), &LIMITS),
+            parse(&ok, &LIMITS),
             Ok(Request::Announce(Announce {
                 answer: Some(_),
                 ..
@@ -530,13 +530,13 @@ mod tests {
     #[test]
     fn scrape_of_one_or_many() {
         let one = format!(r#"{{"action":"scrape","info_hash":"{}"}}"#, ih());
-        assert!(matches!(parse(one.as_bytes(), &LIMITS), Ok(Request::Scrape(v)) if v.len() == 1));
+        assert!(matches!(parse(&one, &LIMITS), Ok(Request::Scrape(v)) if v.len() == 1));
         let two = format!(
             r#"{{"action":"scrape","info_hash":["{}","{}"]}}"#,
             ih(),
             "j".repeat(20)
         );
-        assert!(matches!(parse(two.as_bytes(), &LIMITS), Ok(Request::Scrape(v)) if v.len() == 2));
+        assert!(matches!(parse(&two, &LIMITS), Ok(Request::Scrape(v)) if v.len() == 2));
     }
 
     #[test]
@@ -546,7 +546,7 @@ mod tests {
             "i".repeat(18),
             "p".repeat(20)
         );
-        let Ok(Request::Announce(a)) = parse(frame.as_bytes(), &LIMITS) else {
+        let Ok(Request::Announce(a)) = parse(&frame, &LIMITS) else {
             panic!("refused");
         };
         assert_eq!(&a.info_hash.0[..2], &[0, 1]);

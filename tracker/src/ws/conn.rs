@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -31,11 +32,30 @@ pub struct WsLimits {
     pub max_unsent: usize,
 }
 
+/// A complete data message.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// A text message, checked to be UTF-8.
+    Text(ByteString),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+impl Message {
+    /// The message's bytes.
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            Message::Text(s) => s.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+}
+
 /// What the client sent.
 #[derive(Debug)]
 pub enum Event {
-    /// A complete data message: JSON in a text frame, MessagePack in a binary one.
-    Message(Bytes, Format),
+    /// A complete data message.
+    Message(Message),
     /// A ping, already answered.
     Ping,
     /// A pong: the client answered our ping.
@@ -93,6 +113,8 @@ pub struct WsConn {
     /// Written but not yet taken by the socket, from `unsent_at` on.
     unsent: Vec<u8>,
     unsent_at: usize,
+    /// While bytes wait: when the socket last took some (or when they started waiting).
+    progress_at: Instant,
     /// A close frame was sent: nothing more may be.
     close_sent: bool,
 }
@@ -107,6 +129,7 @@ impl WsConn {
             fragments: None,
             unsent: Vec::new(),
             unsent_at: 0,
+            progress_at: Instant::now(),
             close_sent: false,
         }
     }
@@ -283,6 +306,7 @@ impl WsConn {
             self.unsent.clear();
             self.unsent_at = 0;
             self.unsent.extend_from_slice(&bytes[written..]);
+            self.progress_at = Instant::now();
         } else {
             self.unsent.extend_from_slice(bytes);
             self.write_unsent()?;
@@ -291,6 +315,11 @@ impl WsConn {
             return Err(WsError::Slow);
         }
         Ok(())
+    }
+
+    /// While written bytes wait for the socket: since when it took none of them.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        self.has_unsent().then_some(self.progress_at)
     }
 
     /// True when written bytes wait for the socket.
@@ -302,7 +331,10 @@ impl WsConn {
         while self.has_unsent() {
             match self.stream.try_write(&self.unsent[self.unsent_at..]) {
                 Ok(0) => return Err(WsError::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.unsent_at += n,
+                Ok(n) => {
+                    self.unsent_at += n;
+                    self.progress_at = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(WsError::Io(e)),
             }
@@ -386,8 +418,9 @@ impl Payload<'_> {
 }
 
 fn message(data: Bytes, format: Format) -> Result<Event, WsError> {
-    if format == Format::Json && std::str::from_utf8(&data).is_err() {
-        return Err(WsError::Utf8);
-    }
-    Ok(Event::Message(data, format))
+    let msg = match format {
+        Format::Json => Message::Text(ByteString::try_from(data).map_err(|_| WsError::Utf8)?),
+        Format::MsgPack => Message::Binary(data),
+    };
+    Ok(Event::Message(msg))
 }

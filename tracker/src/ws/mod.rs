@@ -10,4 +10,4 @@ pub mod conn;
 pub mod frame;
 pub mod handshake;
 
-pub use conn::{Event, WsConn, WsError, WsLimits};
+pub use conn::{Event, Message, WsConn, WsError, WsLimits};
