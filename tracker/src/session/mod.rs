@@ -323,10 +323,10 @@ impl<P: Protocol> Session<P> {
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Timer);
                 }
-                if self.ws.has_unsent() {
-                    if let Poll::Ready(Err(e)) = self.ws.poll_flush(cx) {
-                        return Poll::Ready(Wake::Failed(e));
-                    }
+                if self.ws.has_unsent()
+                    && let Poll::Ready(Err(e)) = self.ws.poll_flush(cx)
+                {
+                    return Poll::Ready(Wake::Failed(e));
                 }
                 // Both the outbox and the socket are polled every time, so neither starves the
                 // other: a viewer sent signals without pause still has its requests read, and a

@@ -374,7 +374,7 @@ mod tests {
     }
 
     fn fail(frame: &str) -> Failure {
-        match parse(&frame, &LIMITS) {
+        match parse(frame, &LIMITS) {
             Err(f) => f,
             Ok(r) => panic!("accepted {frame}: {r:?}"),
         }
