@@ -6,9 +6,9 @@ use common::{ADMIN_TOKEN, Client, TestServer, connect_ws, eventually, http, offe
 use tokio_tungstenite::tungstenite::Message;
 use tracker::protocol::{Cands, ClientMsg, Format, PeerId, ServerMsg, Signal};
 
-const OFFER_SDP: &str = include_str!("fixtures/chrome-datachannel-offer-complete.sdp");
-const ANSWER_SDP: &str = include_str!("fixtures/firefox-datachannel-answer-complete.sdp");
-const CANDIDATES: &str = include_str!("fixtures/chrome-datachannel-candidates.jsonl");
+const OFFER_SDP: &str = include_str!("../../fixtures/chrome-datachannel-offer-complete.sdp");
+const ANSWER_SDP: &str = include_str!("../../fixtures/firefox-datachannel-answer-complete.sdp");
+const CANDIDATES: &str = include_str!("../../fixtures/chrome-datachannel-candidates.jsonl");
 
 /// The trickled candidate strings of the Chrome capture.
 fn candidates() -> Vec<String> {

@@ -32,10 +32,10 @@ use tracker::protocol::{
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A complete Chrome offer (real SDP).
-pub const OFFER_SDP: &str = include_str!("../fixtures/chrome-datachannel-offer-complete.sdp");
+pub const OFFER_SDP: &str = include_str!("../../../fixtures/chrome-datachannel-offer-complete.sdp");
 
 /// A complete Firefox answer (real SDP).
-pub const ANSWER_SDP: &str = include_str!("../fixtures/firefox-datachannel-answer-complete.sdp");
+pub const ANSWER_SDP: &str = include_str!("../../../fixtures/firefox-datachannel-answer-complete.sdp");
 
 /// The admin token test servers use.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
