@@ -14,8 +14,7 @@ const CHROME_OFFER_TRICKLE: &str =
     include_str!("../../../../fixtures/chrome-datachannel-offer.sdp");
 const CHROME_ANSWER: &str =
     include_str!("../../../../fixtures/chrome-datachannel-answer-complete.sdp");
-const CHROME_CANDS: &str =
-    include_str!("../../../../fixtures/chrome-datachannel-candidates.jsonl");
+const CHROME_CANDS: &str = include_str!("../../../../fixtures/chrome-datachannel-candidates.jsonl");
 const FIREFOX_OFFER: &str =
     include_str!("../../../../fixtures/firefox-datachannel-offer-complete.sdp");
 const FIREFOX_ANSWER: &str =
