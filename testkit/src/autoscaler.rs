@@ -14,8 +14,8 @@ use tempfile::TempDir;
 use crate::haproxy::{Haproxy, Options, Routing};
 use crate::http::request_blocking;
 use crate::process::{
-    Process, StartError, free_addr, launch, log_file, pid_alive, read_log, says_port_taken,
-    start_on_free_ports, tail, temp_dir, workspace_bin,
+    Process, free_addr, launch, log_file, pid_alive, read_log, start_on_free_ports, temp_dir,
+    workspace_bin,
 };
 use crate::redis::RedisServer;
 use crate::tracker::ADMIN_TOKEN;
@@ -87,15 +87,8 @@ impl Autoscaler {
                 "autoscaler",
                 &mut cmd,
                 LONG_DEADLINE,
+                || read_log(&log),
                 |p| p.listens_on(status.port()) && get(status, "/healthz").is_some(),
-                |exit| {
-                    let text = read_log(&log);
-                    if says_port_taken(&text) {
-                        StartError::PortTaken
-                    } else {
-                        StartError::Failed(format!("exited {exit}:\n{}", tail(&text, 30)))
-                    }
-                },
             )?;
             self.process = Some(process);
             Ok(())

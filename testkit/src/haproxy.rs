@@ -23,8 +23,8 @@ pub use ::autoscaler::haproxy::ServerStat;
 use tempfile::TempDir;
 
 use crate::process::{
-    Process, StartError, free_addrs, launch, log_file, read_log, says_port_taken,
-    start_on_free_ports, tail, temp_dir,
+    Process, StartError, free_addrs, launch, log_file, read_log, start_on_free_ports, tail,
+    temp_dir,
 };
 use crate::wait::{DEADLINE, LONG_DEADLINE, POLL};
 
@@ -252,24 +252,11 @@ impl Haproxy {
             "haproxy",
             &mut cmd,
             LONG_DEADLINE,
+            || read_log(&log_path),
             // The socket is in our own folder: whoever answers on it is our child, and it binds
             // every listener before it serves the runtime API.
             |_| runtime_command(&socket, "show info").is_ok(),
-            |status| {
-                let log = read_log(&log_path);
-                if says_port_taken(&log) {
-                    StartError::PortTaken
-                } else {
-                    StartError::Failed(format!("exited {status}: {log}"))
-                }
-            },
-        )
-        .map_err(|e| match e {
-            StartError::Failed(why) => {
-                StartError::Failed(format!("{why}\n{}", tail(&read_log(&log_path), 30)))
-            }
-            taken => taken,
-        })?;
+        )?;
         self.process = Some(process);
         Ok(())
     }

@@ -8,8 +8,7 @@ use std::process::{Command, Stdio};
 use tempfile::TempDir;
 
 use crate::process::{
-    Process, StartError, free_addr, launch, log_file, read_log, says_port_taken,
-    start_on_free_ports, tail, temp_dir,
+    Process, free_addr, launch, log_file, read_log, start_on_free_ports, temp_dir,
 };
 use crate::wait::LONG_DEADLINE;
 
@@ -72,15 +71,8 @@ impl Moto {
                 "moto_server",
                 &mut cmd,
                 LONG_DEADLINE,
+                || read_log(&log),
                 |p| p.listens_on(addr.port()),
-                |status| {
-                    let text = read_log(&log);
-                    if says_port_taken(&text) {
-                        StartError::PortTaken
-                    } else {
-                        StartError::Failed(format!("exited {status}:\n{}", tail(&text, 30)))
-                    }
-                },
             )
             .map(|p| (format!("http://{addr}"), p))
         });

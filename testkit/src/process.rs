@@ -126,9 +126,10 @@ impl Drop for Process {
     }
 }
 
-/// Spawns `command` and polls until `ready` holds, within `deadline`. An exit before that is
-/// handed to `exited`, which says whether it was a lost port race ([`StartError::PortTaken`])
-/// or a failure; past the deadline the child is killed and it is a failure.
+/// Spawns `command` and polls until `ready` holds, within `deadline`. `log` gives what the
+/// child wrote so far in this run: an exit before it is ready is a lost port race
+/// ([`StartError::PortTaken`]) when the log [says so](says_port_taken), else a failure with the
+/// log's end; past the deadline the child is killed and it is a failure too.
 ///
 /// # Errors
 /// As above.
@@ -136,14 +137,21 @@ pub fn launch(
     name: &str,
     command: &mut Command,
     deadline: Duration,
+    log: impl Fn() -> String,
     mut ready: impl FnMut(&mut Process) -> bool,
-    exited: impl FnOnce(ExitStatus) -> StartError,
 ) -> Result<Process, StartError> {
     let mut process = Process::spawn(name, command);
     let until = Instant::now() + deadline;
     loop {
         if let Some(status) = process.try_exit() {
-            return Err(exited(status));
+            let text = log();
+            if says_port_taken(&text) {
+                return Err(StartError::PortTaken);
+            }
+            return Err(StartError::Failed(format!(
+                "{name} exited at start ({status}):\n{}",
+                tail(&text, 30)
+            )));
         }
         if ready(&mut process) {
             return Ok(process);
@@ -151,7 +159,8 @@ pub fn launch(
         if Instant::now() > until {
             process.kill();
             return Err(StartError::Failed(format!(
-                "{name} not ready within {deadline:?}"
+                "{name} not ready within {deadline:?}:\n{}",
+                tail(&log(), 30)
             )));
         }
         thread::sleep(POLL);
