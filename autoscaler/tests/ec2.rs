@@ -5,74 +5,22 @@
 #![cfg(feature = "ec2")]
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
-mod common;
-
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use autoscaler::config::{Config, Ec2Config, ProviderKind};
 use autoscaler::provider::ec2::{Ec2Provider, TAG_FLEET, TAG_PHASE};
 use autoscaler::provider::{Phase, Provider};
 use aws_sdk_ec2::config::Credentials;
-use common::{DEADLINE, Proc, free_addr};
-
-/// `moto_server` from `MOTO_SERVER`, else from PATH; `None` when absent outside CI.
-fn moto_server() -> Option<PathBuf> {
-    let named = std::env::var_os("MOTO_SERVER").map(PathBuf::from);
-    let found = named.or_else(|| {
-        Command::new("sh")
-            .args(["-c", "command -v moto_server"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-    });
-    match found {
-        Some(p) if p.exists() => Some(p),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("moto_server not found: set MOTO_SERVER (scripts/test installs moto)")
-        }
-        _ => {
-            eprintln!(
-                "\n*** SKIPPED: moto_server not found (set MOTO_SERVER or run scripts/test, \
-                 which installs moto[server] into a venv) ***\n"
-            );
-            None
-        }
-    }
-}
-
-/// Starts moto on a free port and waits until it answers.
-async fn start_moto(bin: &PathBuf) -> (Proc, String) {
-    for _ in 0..20 {
-        let addr = free_addr();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn moto_server");
-        let mut proc = Proc { child };
-        let end = std::time::Instant::now() + DEADLINE;
-        while proc.running() && std::time::Instant::now() < end {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return (proc, format!("http://{addr}"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        proc.kill();
-    }
-    panic!("moto_server did not start");
-}
+use testkit::moto::{self, Moto};
+use testkit::process::{free_addr, temp_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launch_describe_terminate_on_moto() {
-    let Some(bin) = moto_server() else { return };
-    let (_moto, endpoint) = start_moto(&bin).await;
-    let dir = common::temp_dir("ec2");
-    let template = dir.join("user-data.sh.tmpl");
+    let Some(bin) = moto::find() else { return };
+    let moto = Moto::start(&bin);
+    let endpoint = moto.endpoint.clone();
+    let tmp = temp_dir("ec2");
+    let template = tmp.path().join("user-data.sh.tmpl");
     std::fs::write(
         &template,
         "#!/bin/sh\nexec /usr/local/bin/tracker --listen 0.0.0.0:@PORT@ \
@@ -191,13 +139,12 @@ async fn launch_describe_terminate_on_moto() {
         .map(|i| i.id)
         .collect();
     assert_eq!(left, vec![b.id.clone()]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_endpoint_is_an_error_not_a_hang() {
-    let dir = common::temp_dir("ec2-down");
-    let template = dir.join("user-data");
+    let tmp = temp_dir("ec2-down");
+    let template = tmp.path().join("user-data");
     std::fs::write(&template, "#!/bin/sh\n").unwrap();
     // Nothing listens on this port: every call fails fast, retries included.
     let ec2 = Ec2Config {
@@ -223,5 +170,4 @@ async fn an_unreachable_endpoint_is_an_error_not_a_hang() {
     let err = provider.list().await.unwrap_err();
     assert!(err.to_string().contains("DescribeInstances"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(25));
-    let _ = std::fs::remove_dir_all(&dir);
 }

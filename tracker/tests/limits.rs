@@ -1,10 +1,11 @@
 //! Bad input and limits: every error code and close code of the contract, against a real
 //! tracker. Nothing a client sends may crash the server or affect other viewers.
 
-mod common;
-
-use common::{Client, Refused, TestServer, connect_ws, eventually, http, offer, test_config};
 use proptest::prelude::*;
+use testkit::eventually;
+use testkit::http::{metric_value, request as http};
+use testkit::native::{Client, Refused, connect_ws, offer};
+use testkit::tracker::{TestServer, test_config};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -249,7 +250,7 @@ async fn signaling_errors() {
         ("swarm_limit", 1.0),
     ] {
         let series = format!(r#"tracker_errors_sent_total{{code="{code}"}}"#);
-        assert_eq!(common::metric_value(&text, &series), n, "{series}");
+        assert_eq!(metric_value(&text, &series), n, "{series}");
     }
 }
 

@@ -69,19 +69,19 @@ impl Ctx {
         let sdp = [
             Sdp::new(
                 "offer",
-                include_str!("../../fixtures/chrome-datachannel-offer-complete.sdp"),
+                include_str!("../../../fixtures/chrome-datachannel-offer-complete.sdp"),
             )?,
             Sdp::new(
                 "answer",
-                include_str!("../../fixtures/chrome-datachannel-answer-complete.sdp"),
+                include_str!("../../../fixtures/chrome-datachannel-answer-complete.sdp"),
             )?,
             Sdp::new(
                 "offer",
-                include_str!("../../fixtures/firefox-datachannel-offer-complete.sdp"),
+                include_str!("../../../fixtures/firefox-datachannel-offer-complete.sdp"),
             )?,
             Sdp::new(
                 "answer",
-                include_str!("../../fixtures/firefox-datachannel-answer-complete.sdp"),
+                include_str!("../../../fixtures/firefox-datachannel-answer-complete.sdp"),
             )?,
         ];
         Ok(Self {

@@ -10,19 +10,18 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use swarmtrack_protocol::{InstanceId, PeerId};
 
 const CHROME_OFFER: &str =
-    include_str!("../../../tests/fixtures/chrome-datachannel-offer-complete.sdp");
+    include_str!("../../../../fixtures/chrome-datachannel-offer-complete.sdp");
 const CHROME_OFFER_TRICKLE: &str =
-    include_str!("../../../tests/fixtures/chrome-datachannel-offer.sdp");
+    include_str!("../../../../fixtures/chrome-datachannel-offer.sdp");
 const CHROME_ANSWER: &str =
-    include_str!("../../../tests/fixtures/chrome-datachannel-answer-complete.sdp");
-const CHROME_CANDS: &str =
-    include_str!("../../../tests/fixtures/chrome-datachannel-candidates.jsonl");
+    include_str!("../../../../fixtures/chrome-datachannel-answer-complete.sdp");
+const CHROME_CANDS: &str = include_str!("../../../../fixtures/chrome-datachannel-candidates.jsonl");
 const FIREFOX_OFFER: &str =
-    include_str!("../../../tests/fixtures/firefox-datachannel-offer-complete.sdp");
+    include_str!("../../../../fixtures/firefox-datachannel-offer-complete.sdp");
 const FIREFOX_ANSWER: &str =
-    include_str!("../../../tests/fixtures/firefox-datachannel-answer-complete.sdp");
+    include_str!("../../../../fixtures/firefox-datachannel-answer-complete.sdp");
 const FIREFOX_CANDS: &str =
-    include_str!("../../../tests/fixtures/firefox-datachannel-candidates.jsonl");
+    include_str!("../../../../fixtures/firefox-datachannel-candidates.jsonl");
 
 /// A WebTorrent-style info hash and a nanoid-length sid: with them the Chrome offer's client
 /// JSON is the 884 bytes of shared/fixtures/README.md.

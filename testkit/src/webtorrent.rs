@@ -1,11 +1,14 @@
-//! A WebTorrent client for tests: JSON messages as bittorrent-tracker's client sends them.
+//! A WebTorrent peer for tests: JSON messages as bittorrent-tracker's client sends them, with
+//! real browser SDP in its offers and answers.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use super::{ANSWER_SDP, OFFER_SDP, Ws, connect_ws, within};
+use crate::fixtures::{CHROME_OFFER_COMPLETE, FIREFOX_ANSWER_COMPLETE};
+use crate::native::{Ws, connect_ws};
+use crate::wait::within;
 
 /// A 20-character id made of one repeated character and a number, e.g. `id('p', 3)`.
 pub fn id(c: char, n: u32) -> String {
@@ -17,12 +20,12 @@ pub fn id(c: char, n: u32) -> String {
 
 /// The offer object a browser peer sends: real Chrome SDP.
 pub fn offer_object() -> Value {
-    json!({"type": "offer", "sdp": OFFER_SDP})
+    json!({"type": "offer", "sdp": CHROME_OFFER_COMPLETE})
 }
 
 /// The answer object: real Firefox SDP.
 pub fn answer_object() -> Value {
-    json!({"type": "answer", "sdp": ANSWER_SDP})
+    json!({"type": "answer", "sdp": FIREFOX_ANSWER_COMPLETE})
 }
 
 /// An announce with `offers` offers (ids `offer_id(c, i)`), as a leecher.

@@ -1,48 +1,27 @@
-//! Test harness: a real tracker on `127.0.0.1:0`, real WebSocket clients, plain HTTP requests.
-//! Everything waits with a deadline; nothing sleeps to synchronise.
-
-#![allow(dead_code)] // each test binary uses a different part of the harness
-#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
-
-pub mod haproxy;
-pub mod process;
-pub mod redis;
-pub mod resp;
-pub mod webtorrent;
+//! A viewer of the native protocol v1 for tests: a real WebSocket client ([`Client`]) that
+//! keeps batches apart or unpacks them, checks the reply format, and waits for every message
+//! with a deadline; plus the exchanges the tracker's tests repeat (pairing across instances, an
+//! offer/answer/candidates round with real SDP).
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use swarmtrack_protocol::{
+    Cands, ClientMsg, Format, InstanceId, PeerId, ServerMsg, Signal, encode_client,
+};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::http::HeaderName;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_util::sync::CancellationToken;
-use tracker::config::{Config, Secret};
-use tracker::protocol::{
-    Cands, ClientMsg, Format, InstanceId, PeerId, ServerMsg, Signal, encode_client,
-};
 
-/// How long any single expected event may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A complete Chrome offer (real SDP).
-pub const OFFER_SDP: &str = include_str!("../fixtures/chrome-datachannel-offer-complete.sdp");
-
-/// A complete Firefox answer (real SDP).
-pub const ANSWER_SDP: &str = include_str!("../fixtures/firefox-datachannel-answer-complete.sdp");
-
-/// The admin token test servers use.
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+use crate::fixtures::{CHROME_OFFER_COMPLETE, FIREFOX_ANSWER_COMPLETE};
+use crate::tracker::TestServer;
+use crate::wait::{Deadline, within};
 
 /// An `offer` message.
 pub fn offer<'a>(swarm: &'a str, to: PeerId, sid: &'a str, m: &'a str) -> ClientMsg<'a> {
-    ClientMsg::Offer(tracker::protocol::Signal {
+    ClientMsg::Offer(Signal {
         swarm: swarm.into(),
         to,
         sid: sid.into(),
@@ -50,203 +29,7 @@ pub fn offer<'a>(swarm: &'a str, to: PeerId, sid: &'a str, m: &'a str) -> Client
     })
 }
 
-/// A config for tests: loopback, an admin token, defaults otherwise.
-pub fn test_config() -> Config {
-    let mut c = Config::default();
-    c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.admin_token = Some(Secret::new(ADMIN_TOKEN));
-    c
-}
-
-/// Awaits `fut` or fails the test after [`DEADLINE`].
-pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
-
-/// Polls `check` until it returns `Some`, or fails after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// A deadline for polling loops that need `&mut` access (which `eventually` can't lend):
-/// `let d = Deadline::new("x"); loop { if done { break } d.tick().await }`.
-pub struct Deadline {
-    what: String,
-    until: tokio::time::Instant,
-}
-
-impl Deadline {
-    /// Starts the clock ([`DEADLINE`]).
-    pub fn new(what: &str) -> Self {
-        Self {
-            what: what.to_string(),
-            until: tokio::time::Instant::now() + DEADLINE,
-        }
-    }
-
-    /// Fails the test past the deadline, else waits a little before the next poll.
-    pub async fn tick(&self) {
-        if tokio::time::Instant::now() > self.until {
-            panic!("timed out waiting for {}", self.what);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A tracker running in this process.
-pub struct TestServer {
-    /// The main listener.
-    pub addr: SocketAddr,
-    /// The admin listener, if configured.
-    pub admin: Option<SocketAddr>,
-    shutdown: CancellationToken,
-    handle: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl TestServer {
-    /// Starts a tracker with the test defaults.
-    pub async fn start() -> Self {
-        Self::with_config(test_config()).await
-    }
-
-    /// Starts a tracker; `config.server.admin_listen` set to anything makes a separate admin
-    /// listener on a free port.
-    pub async fn with_config(config: Config) -> Self {
-        let main = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let admin = match config.server.admin_listen {
-            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin")),
-            None => None,
-        };
-        let addr = main.local_addr().expect("addr");
-        let admin_addr = admin.as_ref().map(|a| a.local_addr().expect("admin addr"));
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(tracker::run(
-            config,
-            tracker::Listeners { main, admin },
-            shutdown.clone(),
-        ));
-        Self {
-            addr,
-            admin: admin_addr,
-            shutdown,
-            handle: Some(handle),
-        }
-    }
-
-    /// The native protocol URL.
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
-    }
-
-    /// Where `/metrics` and `/admin` are served.
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.unwrap_or(self.addr)
-    }
-
-    /// The Prometheus text.
-    pub async fn metrics(&self) -> String {
-        let (status, body) = http(self.admin_addr(), "GET", "/metrics", &[]).await;
-        assert_eq!(status, 200, "metrics: {body}");
-        body
-    }
-
-    /// One sample's value (0 when absent), e.g. `tracker_errors_sent_total{code="too_large"}`.
-    pub async fn metric(&self, series: &str) -> f64 {
-        metric_value(&self.metrics().await, series)
-    }
-
-    /// Waits until a metric sample reaches `want`.
-    pub async fn wait_metric(&self, series: &str, want: f64) {
-        eventually(&format!("{series} == {want}"), || async {
-            (self.metric(series).await == want).then_some(())
-        })
-        .await;
-    }
-
-    /// Asks the tracker to stop (as SIGTERM does) without waiting.
-    pub fn request_shutdown(&self) {
-        self.shutdown.cancel();
-    }
-
-    /// Waits for `run` to return and gives its result.
-    pub async fn exited(&mut self) -> anyhow::Result<()> {
-        let handle = self.handle.take().expect("already awaited");
-        within("tracker exit", handle)
-            .await
-            .expect("run task panicked")
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(h) = self.handle.take() {
-            h.abort();
-        }
-    }
-}
-
-/// Parses one sample out of Prometheus text; labels must be given in the exporter's order.
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
-}
-
-/// A minimal HTTP/1.1 request; returns status and body.
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    within("http response", async {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).await.expect("write");
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.expect("read");
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("status line");
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    })
-    .await
-}
-
+/// An open client WebSocket.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A viewer: a real WebSocket client speaking protocol v1.
@@ -273,11 +56,17 @@ pub enum Refused {
 }
 
 /// Opens a WebSocket to `url` with extra request headers.
+///
+/// # Errors
+/// The HTTP status of a refused upgrade.
+///
+/// # Panics
+/// When the connection fails otherwise, or takes longer than [`crate::DEADLINE`].
 pub async fn connect_ws(url: &str, headers: &[(&str, &str)]) -> Result<Ws, Refused> {
     let mut req = url.into_client_request().expect("request");
     for (k, v) in headers {
         req.headers_mut().insert(
-            axum::http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            HeaderName::from_bytes(k.as_bytes()).expect("header name"),
             v.parse().expect("header value"),
         );
     }
@@ -475,20 +264,21 @@ pub async fn join_until_paired(b: &mut Client, swarm: &str, a: PeerId) {
 
 /// Offer, answer and candidates between viewers on two instances.
 pub async fn exchange_across(a: &mut Client, b: &mut Client, swarm: &str) {
-    b.send(&offer(swarm, a.peer, "x1", OFFER_SDP)).await;
+    b.send(&offer(swarm, a.peer, "x1", CHROME_OFFER_COMPLETE))
+        .await;
     match a.recv().await {
-        ServerMsg::Offer(s) => assert_eq!((s.from, &*s.m), (b.peer, OFFER_SDP)),
+        ServerMsg::Offer(s) => assert_eq!((s.from, &*s.m), (b.peer, CHROME_OFFER_COMPLETE)),
         m => panic!("expected the offer, got {m:?}"),
     }
     a.send(&ClientMsg::Answer(Signal {
         swarm: swarm.into(),
         to: b.peer,
         sid: "x1".into(),
-        m: ANSWER_SDP.into(),
+        m: FIREFOX_ANSWER_COMPLETE.into(),
     }))
     .await;
     match b.recv().await {
-        ServerMsg::Answer(s) => assert_eq!((s.from, &*s.m), (a.peer, ANSWER_SDP)),
+        ServerMsg::Answer(s) => assert_eq!((s.from, &*s.m), (a.peer, FIREFOX_ANSWER_COMPLETE)),
         m => panic!("expected the answer, got {m:?}"),
     }
     b.send(&ClientMsg::Cands(Cands {

@@ -1,12 +1,10 @@
 //! A tiny blocking RESP2 client, for tests to inspect and steer the Redis servers they start
 //! (PING, CLUSTER SETSLOT, SSUBSCRIBE, ...), without going through the client under test.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
-
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use super::DEADLINE;
+use crate::wait::DEADLINE;
 
 /// A reply of the RESP2 protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
-//! The Redis test harness itself: real servers and a real cluster start, stop, restart and move
+//! The Redis harness itself: real servers and a real cluster start, stop, restart and move
 //! slots the way the tracker's Redis tests expect.
 
-mod common;
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
 use std::fs;
 use std::io::ErrorKind;
@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::redis::{RedisCluster, RedisServer, Reply, SLOTS};
+use testkit::redis::{RedisCluster, RedisServer, Reply, RespConnection, SLOTS};
 
 #[test]
 fn server_answers_dies_and_restarts_on_the_same_port() {
@@ -46,7 +46,7 @@ fn restart_waits_for_its_port_to_be_released() {
     thread::scope(|s| {
         // Give the port back once redis has failed to bind it at least once.
         s.spawn(move || {
-            let deadline = Instant::now() + common::DEADLINE;
+            let deadline = Instant::now() + testkit::DEADLINE;
             while !fs::read_to_string(&log)
                 .unwrap_or_default()
                 .contains("Address already in use")
@@ -70,7 +70,7 @@ fn drop_stops_the_server_and_removes_its_directory() {
     assert!(redis.log().contains("Ready to accept connections"));
     drop(redis);
     assert!(!dir.exists(), "{} left behind", dir.display());
-    let err = common::redis::RespConnection::connect(port).err();
+    let err = RespConnection::connect(port).err();
     assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::ConnectionRefused));
 }
 
@@ -155,7 +155,7 @@ fn cluster_starts_with_every_slot_assigned() {
         .step_by(97)
         .map(|s| cluster.owner_of(s))
         .collect();
-    for i in 0..cluster.len() {
+    for i in 0..cluster.node_count() {
         assert!(owners.contains(&i), "node {i} owns nothing");
     }
 }
@@ -166,14 +166,14 @@ fn migrate_slot_moves_the_slot_and_its_keys() {
     let key = "swarm:{harness}";
     let slot = cluster.slot_of(key);
     let from = cluster.owner_of(slot);
-    let to = (from + 1) % cluster.len();
+    let to = (from + 1) % cluster.node_count();
     cluster.cli(&["SET", key, "still-here"]);
     cluster.cli(&["SET", "other:{harness}", "too"]);
 
     cluster.migrate_slot(slot, to);
 
     // Every node's own view (CLUSTER NODES) names the new owner.
-    for i in 0..cluster.len() {
+    for i in 0..cluster.node_count() {
         let nodes = cluster.node(i).command(&["CLUSTER", "NODES"]);
         let line = nodes
             .lines()
@@ -228,7 +228,7 @@ fn sharded_subscriber_is_unsubscribed_when_its_slot_moves() {
     let channel = "relay:{swarm-1}";
     let slot = cluster.slot_of(channel);
     let from = cluster.owner_of(slot);
-    let to = (from + 2) % cluster.len();
+    let to = (from + 2) % cluster.node_count();
     let mut sub = cluster.node(from).connect().unwrap();
     let confirm = sub.call(&["SSUBSCRIBE", channel]).unwrap();
     assert_eq!(confirm.to_raw(), format!("ssubscribe\n{channel}\n1"));
