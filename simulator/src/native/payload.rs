@@ -1,6 +1,6 @@
 //! What a simulated viewer sends: real browser SDP and trickled candidates, with their timing.
 //!
-//! The captures are compiled in from `fixtures/` (copies of `shared/fixtures/sdp`). Candidates
+//! The captures are compiled in from `simulator/fixtures/` (copies of `shared/fixtures/sdp`). Candidates
 //! are grouped the way the browser SDK does it: the first candidate opens a coalescing window,
 //! everything gathered inside it goes out in one `cands` message when the window closes, and
 //! end-of-candidates flushes at once with `end: true`.
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sdp_min;
+use super::sdp_min;
 
 /// Which browser a viewer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,16 +65,16 @@ impl Payloads {
     pub fn load(window: Duration, minified: bool) -> anyhow::Result<Self> {
         Ok(Self {
             chrome: Script::load(
-                include_str!("../fixtures/chrome-datachannel-offer.sdp"),
-                include_str!("../fixtures/chrome-datachannel-answer.sdp"),
-                include_str!("../fixtures/chrome-datachannel-candidates.jsonl"),
+                include_str!("../../fixtures/chrome-datachannel-offer.sdp"),
+                include_str!("../../fixtures/chrome-datachannel-answer.sdp"),
+                include_str!("../../fixtures/chrome-datachannel-candidates.jsonl"),
                 window,
                 minified,
             )?,
             firefox: Script::load(
-                include_str!("../fixtures/firefox-datachannel-offer.sdp"),
-                include_str!("../fixtures/firefox-datachannel-answer.sdp"),
-                include_str!("../fixtures/firefox-datachannel-candidates.jsonl"),
+                include_str!("../../fixtures/firefox-datachannel-offer.sdp"),
+                include_str!("../../fixtures/firefox-datachannel-answer.sdp"),
+                include_str!("../../fixtures/firefox-datachannel-candidates.jsonl"),
                 window,
                 minified,
             )?,

@@ -1,0 +1,83 @@
+//! CPU time of processes, from `/proc/<pid>/stat`: the simulator's own (every snapshot carries
+//! it) and the tracker's, when the run is given its pid (`--tracker-pid`), so each ramp step
+//! says which side ran out of CPU.
+
+/// CPU time (user + system) this process has used so far, ms; 0 where `/proc` can't tell.
+pub fn own_ms() -> u64 {
+    std::fs::read_to_string("/proc/self/stat").map_or(0, |s| parse_ms(&s).unwrap_or(0))
+}
+
+/// CPU time (user + system) process `pid` has used so far, ms; `None` when it can't be read
+/// (gone, or not on this machine).
+pub fn of_pid_ms(pid: u32) -> Option<u64> {
+    parse_ms(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// How many CPUs process `pid` may run on (`Cpus_allowed_list` in /proc/PID/status: its
+/// affinity, as `taskset` set it).
+pub fn allowed_cpus(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    parse_cpu_list(list.trim())
+}
+
+/// Counts the CPUs of a list like `0`, `0-3` or `0,2-3`.
+fn parse_cpu_list(list: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                n += b.checked_sub(a)? + 1;
+            }
+            None => {
+                part.parse::<usize>().ok()?;
+                n += 1;
+            }
+        }
+    }
+    (n > 0).then_some(n)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in ms (clock ticks are 10 ms on Linux).
+fn parse_ms(stat: &str) -> Option<u64> {
+    // The name (field 2) may hold spaces; fields are counted after its closing parenthesis,
+    // where the state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse() {
+        let line = "4242 (sim ulator) S 1 2 3 4 5 6 7 8 9 10 250 125 0 0 20 0 3 0";
+        assert_eq!(parse_ms(line), Some(3750));
+        assert_eq!(parse_ms("garbage"), None);
+        assert_eq!(parse_ms("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn this_process_is_readable_by_pid() {
+        let pid = std::process::id();
+        assert!(of_pid_ms(pid).is_some());
+        assert!(allowed_cpus(pid).is_some_and(|n| n >= 1));
+        assert_eq!(of_pid_ms(u32::MAX), None);
+    }
+
+    #[test]
+    fn cpu_lists_count() {
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-3"), Some(4));
+        assert_eq!(parse_cpu_list("0,2-3"), Some(3));
+        assert_eq!(parse_cpu_list("x"), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+    }
+}
