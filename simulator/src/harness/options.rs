@@ -30,8 +30,9 @@ pub struct Output {
 #[derive(Debug, Clone, Args)]
 pub struct Processes {
     /// Worker processes on this machine; each runs one thread and holds its share of the
-    /// connections (one process can hold at most about 19,000: the descriptor limit).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    /// connections (one process can hold at most about 19,000: the descriptor limit). 0 with
+    /// `--worker-at`: only remote workers.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=64))]
     pub workers: u8,
     /// A worker on another host (`simulator worker --listen ADDR` there), by address; repeat
     /// for several. The run is then shared by these and the `--workers` local ones, and the
@@ -55,8 +56,8 @@ impl Processes {
     /// # Errors
     /// More than 64 workers in all, or a tracker pid that can't be read.
     pub fn validate(&self) -> Result<(), Invalid> {
-        check(self.total() <= 64, || {
-            "at most 64 workers in all (--workers plus --worker-at)".into()
+        check((1..=64).contains(&self.total()), || {
+            "1 to 64 workers in all (--workers plus --worker-at)".into()
         })?;
         if let Some(pid) = self.tracker_pid {
             check(super::cpu::of_pid_ms(pid).is_some(), || {

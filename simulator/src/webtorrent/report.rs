@@ -191,15 +191,13 @@ impl Mode for Webtorrent {
     const NAME: &'static str = "webtorrent";
     const WHOLE: bool = true;
 
-    fn work(
+    async fn work(
         job: Job<Spec>,
         stop: CancellationToken,
         events: mpsc::Sender<Event>,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
-        async move {
-            let ctx = Arc::new(Ctx::new(job)?);
-            engine::run(Arc::clone(&ctx), &ctx.job, stop, events).await
-        }
+    ) -> anyhow::Result<()> {
+        let ctx = Arc::new(Ctx::new(job)?);
+        engine::run(Arc::clone(&ctx), &ctx.job, stop, events).await
     }
 
     fn step(phase: Option<&Phase>, s: &Snapshot) -> Step {
