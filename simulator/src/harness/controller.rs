@@ -45,29 +45,47 @@ pub struct Run<S> {
     pub quiet: bool,
 }
 
-/// The tracker's CPU, read between two moments.
+/// The tracker's CPU (all of `--tracker-pid`), read between two moments.
 struct TrackerCpu {
-    pid: u32,
+    pids: Vec<u32>,
     cpus: f64,
     last: (Instant, u64),
 }
 
 impl TrackerCpu {
-    fn new(pid: Option<u32>) -> Option<Self> {
-        let pid = pid?;
+    fn new(pids: &[u32]) -> Option<Self> {
+        if pids.is_empty() {
+            return None;
+        }
+        let allowed = pids.iter().filter_map(|p| cpu::allowed_cpus(*p)).fold(
+            std::collections::BTreeSet::new(),
+            |mut all, c| {
+                all.extend(c);
+                all
+            },
+        );
         Some(Self {
-            pid,
-            cpus: cpu::allowed_cpus(pid).unwrap_or(1) as f64,
-            last: (Instant::now(), cpu::of_pid_ms(pid)?),
+            pids: pids.to_vec(),
+            cpus: allowed.len().max(1) as f64,
+            last: (Instant::now(), Self::ms(pids)?),
         })
     }
 
-    /// Cores used since the last reading.
+    fn ms(pids: &[u32]) -> Option<u64> {
+        pids.iter().map(|p| cpu::of_pid_ms(*p)).sum()
+    }
+
+    /// Cores used since the last reading; `None` over less than a quarter of a second (the
+    /// kernel counts CPU time in 10 ms ticks), which then counts into the next reading.
     fn read(&mut self) -> Option<f64> {
         let now = Instant::now();
-        let ms = cpu::of_pid_ms(self.pid)?;
-        let (then, was) = std::mem::replace(&mut self.last, (now, ms));
-        let wall = (now - then).as_secs_f64().max(1e-3);
+        let (then, was) = self.last;
+        let wall = (now - then).as_secs_f64();
+        if wall < 0.25 {
+            return None;
+        }
+        let ms = Self::ms(&self.pids)?;
+        self.last = (now, ms);
         Some(ms.saturating_sub(was) as f64 / 1000.0 / wall)
     }
 }
@@ -153,9 +171,10 @@ pub async fn drive<M: Mode>(run: Run<M::Spec>) -> anyhow::Result<ReportOf<M>> {
             }
         });
     }
-    let mut tracker_ticks = TrackerCpu::new(run.processes.tracker_pid);
-    let mut tracker_steps = TrackerCpu::new(run.processes.tracker_pid);
-    let mut tracker_all = TrackerCpu::new(run.processes.tracker_pid);
+    let pids = &run.processes.tracker_pid;
+    let mut tracker_ticks = TrackerCpu::new(pids);
+    let mut tracker_steps = TrackerCpu::new(pids);
+    let mut tracker_all = TrackerCpu::new(pids);
     let tracker_cpus = tracker_all.as_ref().map_or(1.0, |t| t.cpus);
 
     let planned: u64 = run.phases.iter().map(|p| p.duration_ms).sum();

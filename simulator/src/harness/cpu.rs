@@ -2,6 +2,8 @@
 //! it) and the tracker's, when the run is given its pid (`--tracker-pid`), so each ramp step
 //! says which side ran out of CPU.
 
+use std::collections::BTreeSet;
+
 /// CPU time (user + system) this process has used so far, ms; 0 where `/proc` can't tell.
 pub fn own_ms() -> u64 {
     std::fs::read_to_string("/proc/self/stat").map_or(0, |s| parse_ms(&s).unwrap_or(0))
@@ -13,9 +15,9 @@ pub fn of_pid_ms(pid: u32) -> Option<u64> {
     parse_ms(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// How many CPUs process `pid` may run on (`Cpus_allowed_list` in /proc/PID/status: its
-/// affinity, as `taskset` set it).
-pub fn allowed_cpus(pid: u32) -> Option<usize> {
+/// The CPUs process `pid` may run on (`Cpus_allowed_list` in /proc/PID/status: its affinity,
+/// as `taskset` set it).
+pub fn allowed_cpus(pid: u32) -> Option<BTreeSet<usize>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let list = status
         .lines()
@@ -23,22 +25,24 @@ pub fn allowed_cpus(pid: u32) -> Option<usize> {
     parse_cpu_list(list.trim())
 }
 
-/// Counts the CPUs of a list like `0`, `0-3` or `0,2-3`.
-fn parse_cpu_list(list: &str) -> Option<usize> {
-    let mut n = 0;
+/// The CPUs of a list like `0`, `0-3` or `0,2-3`.
+fn parse_cpu_list(list: &str) -> Option<BTreeSet<usize>> {
+    let mut cpus = BTreeSet::new();
     for part in list.split(',') {
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
-                n += b.checked_sub(a)? + 1;
+                if b < a {
+                    return None;
+                }
+                cpus.extend(a..=b);
             }
             None => {
-                part.parse::<usize>().ok()?;
-                n += 1;
+                cpus.insert(part.parse::<usize>().ok()?);
             }
         }
     }
-    (n > 0).then_some(n)
+    (!cpus.is_empty()).then_some(cpus)
 }
 
 /// utime + stime of a `/proc/<pid>/stat` line, in ms (clock ticks are 10 ms on Linux).
@@ -68,15 +72,16 @@ mod tests {
     fn this_process_is_readable_by_pid() {
         let pid = std::process::id();
         assert!(of_pid_ms(pid).is_some());
-        assert!(allowed_cpus(pid).is_some_and(|n| n >= 1));
+        assert!(allowed_cpus(pid).is_some_and(|c| !c.is_empty()));
         assert_eq!(of_pid_ms(u32::MAX), None);
     }
 
     #[test]
     fn cpu_lists_count() {
-        assert_eq!(parse_cpu_list("0"), Some(1));
-        assert_eq!(parse_cpu_list("0-3"), Some(4));
-        assert_eq!(parse_cpu_list("0,2-3"), Some(3));
+        let n = |l| parse_cpu_list(l).map(|c| c.len());
+        assert_eq!(n("0"), Some(1));
+        assert_eq!(n("0-3"), Some(4));
+        assert_eq!(n("0,2-3"), Some(3));
         assert_eq!(parse_cpu_list("x"), None);
         assert_eq!(parse_cpu_list("3-1"), None);
     }

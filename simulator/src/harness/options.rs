@@ -41,8 +41,10 @@ pub struct Processes {
     pub worker_at: Vec<SocketAddr>,
     /// The tracker's process id (on this machine): every step then reports the tracker's CPU
     /// use from /proc, and a ramp's verdict says whether the tracker or the simulator ran out.
+    /// Repeat for several trackers (and Redis): their CPU adds up, against the CPUs they may
+    /// run on together.
     #[arg(long)]
-    pub tracker_pid: Option<u32>,
+    pub tracker_pid: Vec<u32>,
 }
 
 impl Processes {
@@ -59,7 +61,7 @@ impl Processes {
         check((1..=64).contains(&self.total()), || {
             "1 to 64 workers in all (--workers plus --worker-at)".into()
         })?;
-        if let Some(pid) = self.tracker_pid {
+        for &pid in &self.tracker_pid {
             check(super::cpu::of_pid_ms(pid).is_some(), || {
                 format!("--tracker-pid {pid}: no such process on this machine (/proc/{pid}/stat)")
             })?;
