@@ -240,3 +240,166 @@ pub async fn run<L: Load, S>(
     events.send(Event::Done { tail }).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+
+    use super::*;
+    use crate::harness::plan::Phase;
+    use crate::harness::stats::Schema;
+
+    static SCHEMA: Schema = Schema {
+        counters: &["opened"],
+        latencies: &[],
+        maps: &[],
+    };
+
+    /// A load that opens `target` connections per step, each a task that stays until the
+    /// wind-down closes it; busy until `idle`.
+    struct Counting {
+        stats: Stats,
+        winding: Winding,
+        steps: AtomicU32,
+        settled: AtomicU32,
+        idle: AtomicBool,
+    }
+
+    impl Load for Counting {
+        fn stats(&self) -> &Stats {
+            &self.stats
+        }
+
+        fn winding(&self) -> &Winding {
+            &self.winding
+        }
+
+        async fn drive(self: Arc<Self>, step: StepRun, tasks: Tasks, _stop: CancellationToken) {
+            self.steps.fetch_add(1, Relaxed);
+            for _ in 0..step.target as u32 {
+                let me = Arc::clone(&self);
+                tasks.spawn(async move {
+                    me.stats.count(0usize, 1);
+                    me.winding.finish.cancelled().await;
+                });
+            }
+        }
+
+        fn settle(&self, _before: std::time::Instant) {
+            self.settled.fetch_add(1, Relaxed);
+        }
+
+        fn busy(&self) -> bool {
+            !self.idle.load(Relaxed)
+        }
+    }
+
+    fn job(steps: usize) -> Job<()> {
+        Job {
+            worker: 0,
+            workers: 1,
+            seed: 1,
+            run_seed: 1,
+            phases: (0..steps)
+                .map(|k| Phase {
+                    target: 2.0,
+                    extra: 0.0,
+                    duration_ms: 1500 + k as u64,
+                })
+                .collect(),
+            lost_after_ms: 1000,
+            grace_ms: 1000,
+            spec: (),
+        }
+    }
+
+    fn load(idle: bool) -> Arc<Counting> {
+        Arc::new(Counting {
+            stats: Stats::new(&SCHEMA),
+            winding: Winding::default(),
+            steps: AtomicU32::new(0),
+            settled: AtomicU32::new(0),
+            idle: AtomicBool::new(idle),
+        })
+    }
+
+    async fn events(mut rx: mpsc::Receiver<Event>) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some(e) = rx.recv().await {
+            out.push(e);
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steps_tick_end_and_wind_down() {
+        let l = load(true);
+        let (tx, rx) = mpsc::channel(64);
+        let j = job(2);
+        run(Arc::clone(&l), &j, CancellationToken::new(), tx)
+            .await
+            .unwrap();
+        let ev = events(rx).await;
+        let ends: Vec<usize> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::PhaseEnd { phase, .. } => Some(*phase),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends, [0, 1]);
+        // 1.5 s steps: a tick at 1 s and one at the step's end, each.
+        let ticks = ev
+            .iter()
+            .filter(|e| matches!(e, Event::Tick { .. }))
+            .count();
+        assert_eq!(ticks, 4);
+        let Some(Event::Done { tail }) = ev.last() else {
+            panic!("done comes last: {ev:?}")
+        };
+        let opened: u64 = ev
+            .iter()
+            .map(|e| match e {
+                Event::Tick { snapshot, .. } => snapshot.count(0usize),
+                _ => 0,
+            })
+            .sum::<u64>()
+            + tail.count(0usize);
+        assert_eq!(opened, 4, "two connections a step");
+        assert_eq!(tail.connected, 0);
+        assert_eq!(l.steps.load(Relaxed), 2);
+        assert!(
+            l.settled.load(Relaxed) >= 5,
+            "every tick settles, and the end"
+        );
+        assert!(l.winding.finish.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_steps_and_a_busy_load_gets_half_the_grace() {
+        let l = load(false);
+        let (tx, rx) = mpsc::channel(64);
+        let stop = CancellationToken::new();
+        let j = job(5);
+        let started = Instant::now();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            s.cancel();
+        });
+        run(Arc::clone(&l), &j, stop, tx).await.unwrap();
+        let ev = events(rx).await;
+        let ends = ev
+            .iter()
+            .filter(|e| matches!(e, Event::PhaseEnd { .. }))
+            .count();
+        assert_eq!(ends, 1, "stopped in the second step");
+        assert!(matches!(ev.last(), Some(Event::Done { .. })));
+        // Busy all along: the wind-down waited half the grace time (0.5 s), then closed.
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(3000) && took < Duration::from_millis(3200),
+            "{took:?}"
+        );
+    }
+}

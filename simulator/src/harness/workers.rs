@@ -287,3 +287,72 @@ where
     let (read, write) = stream.into_split();
     serve(read, write, run).await
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use super::*;
+    use crate::harness::stats::Snapshot;
+
+    /// A worker's run that reports one tick, then `done` once told to stop.
+    async fn tick_then_done(
+        a: Assignment,
+        stop: CancellationToken,
+        tx: mpsc::Sender<Event>,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(a.mode == "test", "unexpected mode {}", a.mode);
+        let tick = Event::Tick {
+            seq: 0,
+            phase: 0,
+            t_s: 1.0,
+            snapshot: Snapshot::default(),
+        };
+        tx.send(tick).await?;
+        stop.cancelled().await;
+        tx.send(Event::Done {
+            tail: Snapshot::default(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_worker_serves_its_assignment_and_stops_at_the_parents_eof() {
+        let (parent, worker) = tokio::io::duplex(1 << 16);
+        let (worker_read, worker_write) = tokio::io::split(worker);
+        let served = tokio::spawn(serve(worker_read, worker_write, tick_then_done));
+        let (parent_read, mut parent_write) = tokio::io::split(parent);
+        let line = serde_json::to_string(&Assignment {
+            mode: "test".into(),
+            job: serde_json::Value::Null,
+        })
+        .unwrap();
+        parent_write
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(parent_read).lines();
+        let first: Event =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert!(matches!(first, Event::Tick { seq: 0, .. }));
+        // The parent's end of the stream: the worker winds down and says so.
+        parent_write.shutdown().await.unwrap();
+        drop(parent_write);
+        let last: Event = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert!(matches!(last, Event::Done { .. }));
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_malformed_assignment_is_an_error() {
+        let (mut parent, worker) = tokio::io::duplex(1 << 10);
+        let (r, w) = tokio::io::split(worker);
+        parent.write_all(b"not json\n").await.unwrap();
+        let err = serve(r, w, tick_then_done).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("malformed assignment"),
+            "{err:#}"
+        );
+    }
+}
