@@ -1,5 +1,6 @@
 //! What both modes share: the plan and each worker's share of it ([`plan`]), the options
-//! ([`options`]), the per-process engine and its clock ([`engine`]), the measurements
+//! ([`options`]), the per-process engine and its clock ([`engine`]), arrival schedules
+//! ([`schedule`]), the measurements
 //! ([`stats`], [`cpu`]), the workers and their protocol ([`workers`]), the controller that
 //! merges them ([`controller`]), the verdicts and the knee ([`ramp`]), the report, the plot and
 //! the progress line ([`report`], [`plot`], [`progress`]). A mode plugs in through [`mode`]'s
@@ -15,5 +16,6 @@ pub mod plot;
 pub mod progress;
 pub mod ramp;
 pub mod report;
+pub mod schedule;
 pub mod stats;
 pub mod workers;

@@ -5,6 +5,20 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use super::report::Point;
+
+/// The panel both modes end with: the simulator's CPU and the tracker's (`--tracker-pid`).
+pub fn cpu_panel<P>() -> Panel<'static, Point<P>> {
+    Panel {
+        title: "CPU, in cores",
+        unit: "cores",
+        series: vec![
+            ("simulator", BLUE, |p: &Point<P>| p.sim_cpu_cores),
+            ("tracker", RED, |p| p.tracker_cpu_cores.unwrap_or(0.0)),
+        ],
+    }
+}
+
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("plot: {e}")
 }

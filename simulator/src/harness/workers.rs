@@ -178,7 +178,10 @@ async fn talk(
     line.push('\n');
     if let Err(e) = write.write_all(line.as_bytes()).await {
         let _ = tx
-            .send((w, FromWorker::Failed(format!("{name}: {e}"))))
+            .send((
+                w,
+                FromWorker::Failed(format!("{name} broke off before finishing (it died?): {e}")),
+            ))
             .await;
         return true;
     }
@@ -200,7 +203,12 @@ async fn talk(
             Ok(Some(Ok(l))) => l,
             Ok(Some(Err(e))) => {
                 let _ = tx
-                    .send((w, FromWorker::Failed(format!("{name}: {e}"))))
+                    .send((
+                        w,
+                        FromWorker::Failed(format!(
+                            "{name} broke off before finishing (it died?): {e}"
+                        )),
+                    ))
                     .await;
                 return true;
             }

@@ -4,18 +4,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand_distr::{Distribution, Exp};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::measure::C;
 use super::shared::Ctx;
 use super::viewer;
 use crate::harness::engine::{Load, StepRun, Tasks, Winding};
+use crate::harness::schedule::Poisson;
 use crate::harness::stats::Stats;
 
 impl Load for Ctx {
@@ -44,24 +41,13 @@ impl Load for Ctx {
     }
 }
 
-/// Starts viewers at the step's rate (Poisson arrivals, open loop) until it ends or `stop`.
+/// Starts viewers at the step's rate until it ends or `stop`.
 async fn arrive(ctx: Arc<Ctx>, step: StepRun, tasks: Tasks, stop: CancellationToken) {
-    let mut rng = StdRng::seed_from_u64(ctx.job.seed ^ 0x5151 ^ (step.index as u64) << 32);
-    let Ok(gap) = Exp::new(step.target.max(1e-9)) else {
+    let Some(mut arrivals) = Poisson::new(ctx.job.seed ^ 0x5151, step.target, &step) else {
         return;
     };
-    let mut next = step.start;
-    loop {
-        next += Duration::from_secs_f64(gap.sample(&mut rng).min(3600.0));
-        if next >= step.end {
-            return;
-        }
-        tokio::select! {
-            () = sleep_until(next) => {}
-            () = stop.cancelled() => return,
-        }
-        ctx.stats
-            .lag(Instant::now().saturating_duration_since(next));
+    while let Some(due) = arrivals.next(&stop).await {
+        ctx.stats.lag(Instant::now().saturating_duration_since(due));
         let id = ctx.next_viewer.fetch_add(1, Relaxed);
         tasks.spawn(viewer::run(Arc::clone(&ctx), id));
     }
@@ -69,24 +55,11 @@ async fn arrive(ctx: Arc<Ctx>, step: StepRun, tasks: Tasks, stop: CancellationTo
 
 /// Asks random viewers for extra negotiations at the step's rate.
 async fn pace(ctx: Arc<Ctx>, step: StepRun, stop: CancellationToken) {
-    if step.extra <= 0.0 {
-        return;
-    }
-    let mut rng = StdRng::seed_from_u64(ctx.job.seed ^ 0xA5A5 ^ (step.index as u64) << 32);
-    let Ok(gap) = Exp::new(step.extra) else {
+    let Some(mut asks) = Poisson::new(ctx.job.seed ^ 0xA5A5, step.extra, &step) else {
         return;
     };
-    let mut next = step.start;
-    loop {
-        next += Duration::from_secs_f64(gap.sample(&mut rng).min(3600.0));
-        if next >= step.end {
-            return;
-        }
-        tokio::select! {
-            () = sleep_until(next) => {}
-            () = stop.cancelled() => return,
-        }
-        if !ctx.registry.renegotiate(&mut rng) {
+    while asks.next(&stop).await.is_some() {
+        if !ctx.registry.renegotiate(&mut asks.rng) {
             ctx.stats.count(C::RenegotiationsSkipped, 1);
         }
     }

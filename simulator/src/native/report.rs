@@ -17,7 +17,7 @@ use crate::harness::engine::{self, Event};
 use crate::harness::mode::{Mode, ReportOf};
 use crate::harness::options::Bounds;
 use crate::harness::plan::{Job, Phase};
-use crate::harness::plot::Panel;
+use crate::harness::plot::{self, Panel};
 use crate::harness::report::{Knee, Point, StepReport};
 use crate::harness::stats::{Snapshot, Summary, ratio};
 
@@ -477,14 +477,7 @@ impl Mode for Native {
                     ("join p99", BLUE, |p| p.m.join_p99_ms),
                 ],
             },
-            Panel {
-                title: "CPU, in cores",
-                unit: "cores",
-                series: vec![
-                    ("simulator", BLUE, |p: &Point<TimePoint>| p.sim_cpu_cores),
-                    ("tracker", RED, |p| p.tracker_cpu_cores.unwrap_or(0.0)),
-                ],
-            },
+            plot::cpu_panel(),
         ]
     }
 
