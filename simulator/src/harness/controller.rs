@@ -48,6 +48,7 @@ pub struct Run<S> {
 /// The tracker's CPU (all of `--tracker-pid`), read between two moments.
 struct TrackerCpu {
     pids: Vec<u32>,
+    allowed: std::collections::BTreeSet<usize>,
     cpus: f64,
     last: (Instant, u64),
 }
@@ -67,6 +68,7 @@ impl TrackerCpu {
         Some(Self {
             pids: pids.to_vec(),
             cpus: allowed.len().max(1) as f64,
+            allowed,
             last: (Instant::now(), Self::ms(pids)?),
         })
     }
@@ -90,12 +92,75 @@ impl TrackerCpu {
     }
 }
 
+/// How busy a set of CPUs was (with anything), between two moments.
+struct CpusBusy {
+    cpus: std::collections::BTreeSet<usize>,
+    last: (u64, u64),
+}
+
+impl CpusBusy {
+    fn new(cpus: Option<std::collections::BTreeSet<usize>>) -> Option<Self> {
+        let cpus = cpus?;
+        let last = cpu::cpus_busy(&cpus)?;
+        Some(Self { cpus, last })
+    }
+
+    /// The busy share since the last reading.
+    fn read(&mut self) -> Option<f64> {
+        let now = cpu::cpus_busy(&self.cpus)?;
+        let (busy, total) = std::mem::replace(&mut self.last, now);
+        let total = now.1.saturating_sub(total);
+        (total > 0).then(|| now.0.saturating_sub(busy) as f64 / total as f64)
+    }
+}
+
+/// What the controller reads of the machine at each step's end.
+struct Machine {
+    tracker: Option<TrackerCpu>,
+    tracker_cpus: Option<CpusBusy>,
+    sim_cpus: Option<CpusBusy>,
+}
+
+impl Machine {
+    fn new(pids: &[u32]) -> Self {
+        let tracker = TrackerCpu::new(pids);
+        let tracker_cpus = tracker
+            .as_ref()
+            .and_then(|t| CpusBusy::new(Some(t.allowed.clone())));
+        Self {
+            tracker,
+            tracker_cpus,
+            sim_cpus: CpusBusy::new(cpu::own_cpus()),
+        }
+    }
+
+    fn read(&mut self) -> Reading {
+        Reading {
+            tracker: self
+                .tracker
+                .as_mut()
+                .and_then(|t| Some((t.read()?, t.cpus))),
+            tracker_busy: self.tracker_cpus.as_mut().and_then(CpusBusy::read),
+            sim_busy: self.sim_cpus.as_mut().and_then(CpusBusy::read),
+        }
+    }
+}
+
+/// One reading of [`Machine`].
+#[derive(Default)]
+struct Reading {
+    tracker: Option<(f64, f64)>,
+    tracker_busy: Option<f64>,
+    sim_busy: Option<f64>,
+}
+
 fn step_report<M: Mode>(
     index: usize,
     phase: Option<&Phase>,
     s: &Snapshot,
-    tracker: Option<(f64, f64)>,
+    machine: Reading,
 ) -> StepReport<M::Step> {
+    let tracker = machine.tracker;
     StepReport {
         index,
         seconds: s.seconds(),
@@ -105,6 +170,8 @@ fn step_report<M: Mode>(
         sim_lag_ms: s.lag_ms,
         tracker_cpu_cores: tracker.map(|t| t.0),
         tracker_cpu_share: tracker.map(|t| t.0 / t.1),
+        tracker_cpus_busy: machine.tracker_busy,
+        sim_cpus_busy: machine.sim_busy,
         verdict: None,
     }
 }
@@ -173,9 +240,8 @@ pub async fn drive<M: Mode>(run: Run<M::Spec>) -> anyhow::Result<ReportOf<M>> {
     }
     let pids = &run.processes.tracker_pid;
     let mut tracker_ticks = TrackerCpu::new(pids);
-    let mut tracker_steps = TrackerCpu::new(pids);
-    let mut tracker_all = TrackerCpu::new(pids);
-    let tracker_cpus = tracker_all.as_ref().map_or(1.0, |t| t.cpus);
+    let mut machine_steps = Machine::new(pids);
+    let mut machine_all = Machine::new(pids);
 
     let planned: u64 = run.phases.iter().map(|p| p.duration_ms).sum();
     let grace = Duration::from_millis(run.grace_ms);
@@ -272,11 +338,8 @@ pub async fn drive<M: Mode>(run: Run<M::Spec>) -> anyhow::Result<ReportOf<M>> {
                 e.0 += 1;
                 e.1.beside(&snapshot);
                 if e.0 == n {
-                    let tracker = tracker_steps
-                        .as_mut()
-                        .and_then(TrackerCpu::read)
-                        .map(|c| (c, tracker_cpus));
-                    let mut step = step_report::<M>(phase, run.phases.get(phase), &e.1, tracker);
+                    let mut step =
+                        step_report::<M>(phase, run.phases.get(phase), &e.1, machine_steps.read());
                     if let Some(bounds) = &run.bounds
                         && !broke
                     {
@@ -319,11 +382,7 @@ pub async fn drive<M: Mode>(run: Run<M::Spec>) -> anyhow::Result<ReportOf<M>> {
     for t in &per_worker_total {
         total.beside(t);
     }
-    let tracker = tracker_all
-        .as_mut()
-        .and_then(TrackerCpu::read)
-        .map(|c| (c, tracker_cpus));
-    report.total = step_report::<M>(report.steps.len(), None, &total, tracker);
+    report.total = step_report::<M>(report.steps.len(), None, &total, machine_all.read());
     let (totals, problems) = M::totals(&total);
     report.totals = totals;
     report.problems.extend(problems);

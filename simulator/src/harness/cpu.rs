@@ -45,6 +45,43 @@ fn parse_cpu_list(list: &str) -> Option<BTreeSet<usize>> {
     (!cpus.is_empty()).then_some(cpus)
 }
 
+/// The CPUs this process may run on.
+pub fn own_cpus() -> Option<BTreeSet<usize>> {
+    allowed_cpus(std::process::id())
+}
+
+/// Busy and total time of `cpus` so far, in clock ticks, from `/proc/stat`: how much of those
+/// CPUs anything at all used (busy is everything but idle and iowait).
+pub fn cpus_busy(cpus: &BTreeSet<usize>) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_busy(&stat, cpus)
+}
+
+fn parse_busy(stat: &str, cpus: &BTreeSet<usize>) -> Option<(u64, u64)> {
+    let (mut busy, mut total, mut seen) = (0, 0, 0);
+    for line in stat.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let Some(n) = f
+            .next()
+            .and_then(|name| name.strip_prefix("cpu"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if !cpus.contains(&n) {
+            continue;
+        }
+        let v: Vec<u64> = f.filter_map(|x| x.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal ...
+        let all: u64 = v.iter().take(8).sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        busy += all.saturating_sub(idle);
+        total += all;
+        seen += 1;
+    }
+    (seen > 0).then_some((busy, total))
+}
+
 /// utime + stime of a `/proc/<pid>/stat` line, in ms (clock ticks are 10 ms on Linux).
 fn parse_ms(stat: &str) -> Option<u64> {
     // The name (field 2) may hold spaces; fields are counted after its closing parenthesis,
@@ -74,6 +111,20 @@ mod tests {
         assert!(of_pid_ms(pid).is_some());
         assert!(allowed_cpus(pid).is_some_and(|c| !c.is_empty()));
         assert_eq!(of_pid_ms(u32::MAX), None);
+    }
+
+    #[test]
+    fn busy_cpus_read_from_proc_stat() {
+        let stat = "cpu  10 0 10 80 0 0 0 0 0 0\n\
+                    cpu0 5 0 5 40 0 0 0 0 0 0\n\
+                    cpu1 1 0 1 2 6 0 0 0 0 0\n\
+                    intr 1 2 3\n";
+        let one: BTreeSet<usize> = [1].into();
+        assert_eq!(parse_busy(stat, &one), Some((2, 10)));
+        let both: BTreeSet<usize> = [0, 1].into();
+        assert_eq!(parse_busy(stat, &both), Some((12, 60)));
+        assert_eq!(parse_busy(stat, &[7].into()), None);
+        assert!(own_cpus().is_some_and(|c| cpus_busy(&c).is_some()));
     }
 
     #[test]

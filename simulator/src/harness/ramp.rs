@@ -24,13 +24,32 @@ pub fn verdict<S>(step: &StepReport<S>, why: Vec<String>) -> Result<(), String> 
     Err(why.join("; "))
 }
 
-/// Which side ran out of CPU in `step`, in words.
+/// Which side ran out of CPU in `step`, in words: the tracker, the simulator, or the CPUs they
+/// run on, taken by other processes (a shared machine), or none of them.
 pub fn bottleneck<S>(step: &StepReport<S>) -> String {
     let sim = step.sim_lag_ms > SIM_LAG_MS || step.sim_cpu_max_cores >= SATURATED;
     let sim_words = format!(
         "the simulator's busiest process used {:.2} of its core and fell {} ms behind its schedule",
         step.sim_cpu_max_cores, step.sim_lag_ms
     );
+    let busy = |share: Option<f64>| {
+        share.map_or(String::new(), |b| {
+            format!(", {:.0} % busy with anything", b * 100.0)
+        })
+    };
+    let neighbours = match (step.tracker_cpus_busy, step.sim_cpus_busy) {
+        (Some(b), _) if b >= SATURATED => Some(format!(
+            "the tracker's CPUs were {:.0} % busy and the tracker used {:.0} %: other processes \
+             took the rest",
+            b * 100.0,
+            step.tracker_cpu_share.unwrap_or(0.0) * 100.0
+        )),
+        (_, Some(b)) if b >= SATURATED => Some(format!(
+            "the simulator's CPUs were {:.0} % busy, not all with the simulator",
+            b * 100.0
+        )),
+        _ => None,
+    };
     match (step.tracker_cpu_share, step.tracker_cpu_cores) {
         (Some(share), Some(cores)) if share >= SATURATED => format!(
             "the tracker ran out of CPU ({cores:.2} cores, {:.0} % of what it may use); {sim_words}",
@@ -38,14 +57,24 @@ pub fn bottleneck<S>(step: &StepReport<S>) -> String {
         ),
         (Some(share), Some(cores)) if sim => format!(
             "the simulator ran out of CPU, not the tracker ({cores:.2} cores, {:.0} % of what it \
-             may use): {sim_words}",
-            share * 100.0
+             may use{}): {sim_words}",
+            share * 100.0,
+            busy(step.tracker_cpus_busy)
         ),
-        (Some(share), Some(cores)) => format!(
-            "neither ran out of CPU (tracker {cores:.2} cores, {:.0} % of what it may use; \
-             {sim_words})",
-            share * 100.0
-        ),
+        (Some(share), Some(cores)) => match neighbours {
+            Some(n) => format!(
+                "neither ran out of CPU, but {n} (tracker {cores:.2} cores, {:.0} % of what it may \
+                 use; {sim_words})",
+                share * 100.0
+            ),
+            None => format!(
+                "neither ran out of CPU (tracker {cores:.2} cores, {:.0} % of what it may use{}; \
+                 {sim_words}{})",
+                share * 100.0,
+                busy(step.tracker_cpus_busy),
+                busy(step.sim_cpus_busy)
+            ),
+        },
         _ if sim => format!("{sim_words}: the simulator may be the bottleneck"),
         _ => format!("{sim_words} (give --tracker-pid to see the tracker's CPU)"),
     }

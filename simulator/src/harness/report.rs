@@ -29,6 +29,13 @@ pub struct StepReport<S> {
     /// The same as a share of the CPUs the tracker may run on (its affinity).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracker_cpu_share: Option<f64>,
+    /// How busy the tracker's CPUs were with anything (the tracker, and whatever else shares
+    /// them), as a share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracker_cpus_busy: Option<f64>,
+    /// How busy the simulator's CPUs (the parent's affinity) were with anything, as a share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sim_cpus_busy: Option<f64>,
     /// In a ramp: `held`, or why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
