@@ -119,10 +119,12 @@ struct Machine {
     tracker: Option<TrackerCpu>,
     tracker_cpus: Option<CpusBusy>,
     sim_cpus: Option<CpusBusy>,
+    /// How many CPUs the simulator may use, when all its workers are on this machine.
+    sim_cpu_count: Option<usize>,
 }
 
 impl Machine {
-    fn new(pids: &[u32]) -> Self {
+    fn new(pids: &[u32], all_local: bool) -> Self {
         let tracker = TrackerCpu::new(pids);
         let tracker_cpus = tracker
             .as_ref()
@@ -131,6 +133,7 @@ impl Machine {
             tracker,
             tracker_cpus,
             sim_cpus: CpusBusy::new(cpu::own_cpus()),
+            sim_cpu_count: cpu::own_cpus().map(|c| c.len()).filter(|_| all_local),
         }
     }
 
@@ -142,6 +145,7 @@ impl Machine {
                 .and_then(|t| Some((t.read()?, t.cpus))),
             tracker_busy: self.tracker_cpus.as_mut().and_then(CpusBusy::read),
             sim_busy: self.sim_cpus.as_mut().and_then(CpusBusy::read),
+            sim_cpus: self.sim_cpu_count,
         }
     }
 }
@@ -152,6 +156,7 @@ struct Reading {
     tracker: Option<(f64, f64)>,
     tracker_busy: Option<f64>,
     sim_busy: Option<f64>,
+    sim_cpus: Option<usize>,
 }
 
 fn step_report<M: Mode>(
@@ -167,6 +172,7 @@ fn step_report<M: Mode>(
         m: M::step(phase, s),
         sim_cpu_cores: s.cpu_cores(),
         sim_cpu_max_cores: s.cpu_max_cores,
+        sim_cpu_share: machine.sim_cpus.map(|n| s.cpu_cores() / n.max(1) as f64),
         sim_lag_ms: s.lag_ms,
         tracker_cpu_cores: tracker.map(|t| t.0),
         tracker_cpu_share: tracker.map(|t| t.0 / t.1),
@@ -240,8 +246,9 @@ pub async fn drive<M: Mode>(run: Run<M::Spec>) -> anyhow::Result<ReportOf<M>> {
     }
     let pids = &run.processes.tracker_pid;
     let mut tracker_ticks = TrackerCpu::new(pids);
-    let mut machine_steps = Machine::new(pids);
-    let mut machine_all = Machine::new(pids);
+    let all_local = run.processes.worker_at.is_empty();
+    let mut machine_steps = Machine::new(pids, all_local);
+    let mut machine_all = Machine::new(pids, all_local);
 
     let planned: u64 = run.phases.iter().map(|p| p.duration_ms).sum();
     let grace = Duration::from_millis(run.grace_ms);

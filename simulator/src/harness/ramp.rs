@@ -27,57 +27,54 @@ pub fn verdict<S>(step: &StepReport<S>, why: Vec<String>) -> Result<(), String> 
 /// Which side ran out of CPU in `step`, in words: the tracker, the simulator, or the CPUs they
 /// run on, taken by other processes (a shared machine), or none of them.
 pub fn bottleneck<S>(step: &StepReport<S>) -> String {
-    let sim = step.sim_lag_ms > SIM_LAG_MS || step.sim_cpu_max_cores >= SATURATED;
+    let pct = |x: f64| format!("{:.0} %", x * 100.0);
     let sim_words = format!(
-        "the simulator's busiest process used {:.2} of its core and fell {} ms behind its schedule",
-        step.sim_cpu_max_cores, step.sim_lag_ms
+        "the simulator's busiest process used {:.2} of its core{}, and its schedule fell {} ms \
+         behind",
+        step.sim_cpu_max_cores,
+        step.sim_cpu_share.map_or(String::new(), |s| format!(
+            ", all of it {} of its CPUs",
+            pct(s)
+        )),
+        step.sim_lag_ms
     );
-    let busy = |share: Option<f64>| {
-        share.map_or(String::new(), |b| {
-            format!(", {:.0} % busy with anything", b * 100.0)
-        })
-    };
-    let neighbours = match (step.tracker_cpus_busy, step.sim_cpus_busy) {
-        (Some(b), _) if b >= SATURATED => Some(format!(
-            "the tracker's CPUs were {:.0} % busy and the tracker used {:.0} %: other processes \
-             took the rest",
-            b * 100.0,
-            step.tracker_cpu_share.unwrap_or(0.0) * 100.0
-        )),
-        (_, Some(b)) if b >= SATURATED => Some(format!(
-            "the simulator's CPUs were {:.0} % busy, not all with the simulator",
-            b * 100.0
-        )),
-        _ => None,
-    };
-    match (step.tracker_cpu_share, step.tracker_cpu_cores) {
-        (Some(share), Some(cores)) if share >= SATURATED => format!(
-            "the tracker ran out of CPU ({cores:.2} cores, {:.0} % of what it may use); {sim_words}",
-            share * 100.0
+    let tracker_words = match (step.tracker_cpu_cores, step.tracker_cpu_share) {
+        (Some(cores), Some(share)) => format!(
+            "the tracker used {cores:.2} cores, {} of what it may use{}",
+            pct(share),
+            step.tracker_cpus_busy.map_or(String::new(), |b| format!(
+                " (its CPUs {} busy with anything)",
+                pct(b)
+            ))
         ),
-        (Some(share), Some(cores)) if sim => format!(
-            "the simulator ran out of CPU, not the tracker ({cores:.2} cores, {:.0} % of what it \
-             may use{}): {sim_words}",
-            share * 100.0,
-            busy(step.tracker_cpus_busy)
-        ),
-        (Some(share), Some(cores)) => match neighbours {
-            Some(n) => format!(
-                "neither ran out of CPU, but {n} (tracker {cores:.2} cores, {:.0} % of what it may \
-                 use; {sim_words})",
-                share * 100.0
-            ),
-            None => format!(
-                "neither ran out of CPU (tracker {cores:.2} cores, {:.0} % of what it may use{}; \
-                 {sim_words}{})",
-                share * 100.0,
-                busy(step.tracker_cpus_busy),
-                busy(step.sim_cpus_busy)
-            ),
-        },
-        _ if sim => format!("{sim_words}: the simulator may be the bottleneck"),
-        _ => format!("{sim_words} (give --tracker-pid to see the tracker's CPU)"),
-    }
+        _ => "give --tracker-pid to see the tracker's CPU".into(),
+    };
+    let tracker_out = step.tracker_cpu_share.is_some_and(|s| s >= SATURATED);
+    let sim_out =
+        step.sim_cpu_max_cores >= SATURATED || step.sim_cpu_share.is_some_and(|s| s >= SATURATED);
+    let who = if tracker_out {
+        "the tracker ran out of CPU".to_string()
+    } else if sim_out {
+        "the simulator ran out of CPU".to_string()
+    } else if let Some(b) = step.tracker_cpus_busy.filter(|b| *b >= SATURATED) {
+        format!(
+            "the tracker's CPUs were {} busy but the tracker used {}: other processes took them \
+             (a shared machine)",
+            pct(b),
+            pct(step.tracker_cpu_share.unwrap_or(0.0))
+        )
+    } else if let Some(b) = step.sim_cpus_busy.filter(|b| *b >= SATURATED) {
+        format!(
+            "the simulator's CPUs were {} busy, not with the simulator: other processes took them \
+             (a shared machine)",
+            pct(b)
+        )
+    } else if step.sim_lag_ms > SIM_LAG_MS {
+        "the simulator fell behind its schedule: it may be the bottleneck".to_string()
+    } else {
+        "neither ran out of CPU".to_string()
+    };
+    format!("{who} ({tracker_words}; {sim_words})")
 }
 
 /// The knee's index: the step before the first that didn't hold (the last, when all held).
@@ -123,26 +120,44 @@ mod tests {
         s.sim_cpu_max_cores = 0.4;
         let why = verdict(&s, vec!["relay p99 80 ms".into()]).unwrap_err();
         assert!(
-            why.starts_with("relay p99 80 ms; the tracker ran out"),
+            why.starts_with("relay p99 80 ms; the tracker ran out of CPU ("),
             "{why}"
         );
         s.tracker_cpu_share = Some(0.5);
         s.sim_cpu_max_cores = 0.98;
         let why = verdict(&s, vec!["x".into()]).unwrap_err();
-        assert!(
-            why.contains("the simulator ran out of CPU, not the tracker"),
-            "{why}"
-        );
+        assert!(why.contains("; the simulator ran out of CPU ("), "{why}");
         s.sim_cpu_max_cores = 0.3;
+        s.sim_cpu_share = Some(0.95);
+        let why = verdict(&s, vec!["x".into()]).unwrap_err();
+        assert!(
+            why.contains("the simulator ran out"),
+            "three processes on one core: {why}"
+        );
+        s.sim_cpu_share = Some(0.5);
         assert!(
             verdict(&s, vec!["x".into()])
                 .unwrap_err()
                 .contains("neither")
         );
+        s.tracker_cpus_busy = Some(0.97);
+        let why = verdict(&s, vec!["x".into()]).unwrap_err();
+        assert!(
+            why.contains("were 97 % busy but the tracker used 50 %"),
+            "{why}"
+        );
+        s.tracker_cpus_busy = Some(0.5);
+        s.sim_cpus_busy = Some(0.99);
+        s.sim_lag_ms = 300;
+        let why = verdict(&s, vec!["x".into()]).unwrap_err();
+        assert!(why.contains("not with the simulator"), "{why}");
+        s.sim_cpus_busy = None;
         s.tracker_cpu_share = None;
         s.tracker_cpu_cores = None;
-        s.sim_lag_ms = 400;
         let why = verdict(&s, vec!["x".into()]).unwrap_err();
-        assert!(why.contains("may be the bottleneck"), "{why}");
+        assert!(
+            why.contains("may be the bottleneck") && why.contains("--tracker-pid"),
+            "{why}"
+        );
     }
 }

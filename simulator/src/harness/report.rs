@@ -21,6 +21,9 @@ pub struct StepReport<S> {
     /// CPU the busiest simulator process used, in cores (each has one thread: near 1, it ran
     /// out).
     pub sim_cpu_max_cores: f64,
+    /// The simulator's CPU as a share of the CPUs it may run on (local workers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sim_cpu_share: Option<f64>,
     /// How far the simulator's schedule fell behind at worst, ms.
     pub sim_lag_ms: u64,
     /// CPU the tracker used (`--tracker-pid`), in cores.

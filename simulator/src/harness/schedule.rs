@@ -42,8 +42,9 @@ impl Poisson {
             return None;
         }
         tokio::select! {
-            () = sleep_until(self.next) => Some(self.next),
+            biased;
             () = stop.cancelled() => None,
+            () = sleep_until(self.next) => Some(self.next),
         }
     }
 }
