@@ -272,11 +272,17 @@ async fn invalid_options_exit_with_2_and_say_why() {
                 "--connections",
                 "10000000",
             ],
-            "no --workers",
+            "--workers",
         ),
         (
-            &["webtorrent", "--url", "ws://127.0.0.1:1/", "--workers", "2"],
-            "unexpected argument",
+            &[
+                "webtorrent",
+                "--url",
+                "ws://127.0.0.1:1/",
+                "--worker-at",
+                "nowhere",
+            ],
+            "invalid value",
         ),
         (&["webtorrent"], "--url"),
     ];

@@ -1,10 +1,23 @@
-//! The SVG plot: throughput and latency over time, with steps and the knee marked.
+//! The SVG plot of a run: a mode's panels (throughput, connections, latency) over time, with a
+//! rule where each step starts and a red one where the knee's step ends.
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::report::{Point, Report};
+use super::report::Point;
+
+/// The panel both modes end with: the simulator's CPU and the tracker's (`--tracker-pid`).
+pub fn cpu_panel<P>() -> Panel<'static, Point<P>> {
+    Panel {
+        title: "CPU, in cores",
+        unit: "cores",
+        series: vec![
+            ("simulator", BLUE, |p: &Point<P>| p.sim_cpu_cores),
+            ("tracker", RED, |p| p.tracker_cpu_cores.unwrap_or(0.0)),
+        ],
+    }
+}
 
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("plot: {e}")
@@ -32,59 +45,6 @@ pub struct Timeline<'a, P> {
     pub t_s: fn(&P) -> f64,
     /// A point's step.
     pub step: fn(&P) -> usize,
-}
-
-/// Writes `report`'s timeline as an SVG to `path`.
-///
-/// # Errors
-/// When the file can't be written.
-pub fn write(report: &Report, path: &Path) -> anyhow::Result<()> {
-    let panels = [
-        Panel {
-            title: "relayed messages per second",
-            unit: "msg/s",
-            series: vec![
-                ("sent", BLUE, |p: &Point| p.msg_rate),
-                ("delivered", GREEN, |p| p.delivered_rate),
-            ],
-        },
-        Panel {
-            title: "connections per second, and viewers / 100",
-            unit: "per s",
-            series: vec![
-                ("connections/s", MAGENTA, |p: &Point| p.conn_rate),
-                ("viewers / 100", CYAN, |p| p.viewers as f64 / 100.0),
-            ],
-        },
-        Panel {
-            title: "latency",
-            unit: "ms",
-            series: vec![
-                ("relay p50", GREEN, |p: &Point| p.relay_p50_ms),
-                ("relay p99", RED, |p| p.relay_p99_ms),
-                ("join p99", BLUE, |p| p.join_p99_ms),
-            ],
-        },
-    ];
-    let title = match &report.knee {
-        Some(k) => format!(
-            "swarmtrack simulator {}: knee at step {} ({:.0} conn/s, {:.0} msg/s, relay p99 {:.1} ms)",
-            report.mode, k.step, k.conn_rate, k.msg_rate, k.relay_p99_ms
-        ),
-        None => format!("swarmtrack simulator {}", report.mode),
-    };
-    let timeline = Timeline {
-        points: &report.timeline,
-        t_s: |p| p.t_s,
-        step: |p| p.step,
-    };
-    draw(
-        path,
-        &title,
-        &timeline,
-        report.knee.as_ref().map(|k| k.step),
-        &panels,
-    )
 }
 
 /// Draws `panels` of `points` against time, one above the other, with a rule where each step

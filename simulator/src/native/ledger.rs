@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::stats::Kind;
+use super::measure::Kind;
 
 /// Which way a message goes within a negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn chrome_trickle_offer() {
-        let sdp = include_str!("../../fixtures/chrome-datachannel-offer.sdp");
+        let sdp = include_str!("../../../fixtures/chrome-datachannel-offer.sdp");
         let m = minify(sdp).unwrap();
         assert_eq!(
             m,

@@ -1,42 +1,15 @@
-//! The command line and the validated plan (`Spec`) it turns into.
-//!
-//! A `Spec` is what one process runs: its share of the rates, its source addresses, its own
-//! copy of the video catalogue. The parent hands each worker process its `Spec` as JSON.
+//! The native mode's command line (`run`, `ramp`) and the validated run it turns into.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use super::shared::Spec;
+use crate::harness::controller::Run;
+use crate::harness::options::{BoundArgs, Output, Processes};
+use crate::harness::plan::{self, Invalid, Phase, check, ms};
 use crate::target::Target;
-
-/// Emulates browser viewers against swarmtrack: real SDP and ICE, Zipf-popular videos, and a
-/// ramp that finds the load where the service stops keeping up.
-#[derive(Debug, Parser)]
-#[command(name = "simulator", version)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The modes.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// A fixed load for a duration.
-    Run(RunArgs),
-    /// Raise connections/sec and messages/sec step by step until p99 latency or loss crosses
-    /// a bound; report the knee (the last step that held).
-    Ramp(RampArgs),
-    /// Browser WebTorrent peers against a tracker's `/announce` (closed loop; `--ramp` finds
-    /// the knee).
-    Webtorrent(crate::webtorrent::WebtorrentArgs),
-    /// One worker process of a multi-process run (started by the simulator itself; reads its
-    /// plan on stdin and writes events on stdout).
-    #[command(hide = true)]
-    Worker,
-}
 
 /// SDP as captured, or minified as the browser SDK sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -90,10 +63,6 @@ pub struct LoadArgs {
     /// Loopback source addresses to spread connections over (127.0.W.1 ..= 127.0.W.N).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=250))]
     pub sources: u8,
-    /// Worker processes; each holds its share of the viewers (one process can hold at most
-    /// about 19,000 connections: the descriptor limit).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
-    pub workers: u8,
     /// Candidate coalescing window, as the browser SDK does it.
     #[arg(long, default_value = "15ms", value_parser = humantime::parse_duration)]
     pub cand_window: Duration,
@@ -103,18 +72,12 @@ pub struct LoadArgs {
     /// Time allowed, after the last step, for viewers to finish and leave.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
-    /// Write the JSON report here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write the SVG plot here.
-    #[arg(long)]
-    pub svg: Option<PathBuf>,
-    /// No live progress line.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Random seed (default: from the clock).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    /// Report outputs and the seed.
+    #[command(flatten)]
+    pub output: Output,
+    /// Worker processes and the tracker to watch.
+    #[command(flatten)]
+    pub processes: Processes,
 }
 
 /// `run`: a fixed load.
@@ -159,76 +122,10 @@ pub struct RampArgs {
     /// Most steps.
     #[arg(long, default_value_t = 20)]
     pub max_steps: u32,
-    /// A step fails when p99 join or relay latency is above this.
-    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
-    pub max_p99: Duration,
-    /// A step fails when the share of messages refused or lost, or of connection attempts
-    /// failed, is above this.
-    #[arg(long, default_value_t = 0.01)]
-    pub max_loss: f64,
-}
-
-/// One stretch of constant load.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Phase {
-    /// New viewers per second (this process's share).
-    pub conn_rate: f64,
-    /// Extra negotiations per second (this process's share).
-    pub reneg_rate: f64,
-    /// Length.
-    pub duration_ms: u64,
-}
-
-/// What one process runs, validated.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Spec {
-    /// Target URLs, as given.
-    pub urls: Vec<String>,
-    /// Videos in the catalogue.
-    pub videos: u32,
-    /// Zipf exponent.
-    pub zipf: f64,
-    /// Peers asked for at join.
-    pub want: u32,
-    /// Watch time bounds, ms.
-    pub watch_ms: (u64, u64),
-    /// Share of Firefox viewers.
-    pub firefox_share: f64,
-    /// Minified SDP.
-    pub minified: bool,
-    /// MessagePack frames.
-    pub msgpack: bool,
-    /// Source addresses per worker.
-    pub sources: u8,
-    /// Candidate coalescing window, ms.
-    pub cand_window_ms: u64,
-    /// Lost-after bound, ms.
-    pub lost_after_ms: u64,
-    /// Wind-down time, ms.
-    pub grace_ms: u64,
-    /// The load, stretch by stretch.
-    pub phases: Vec<Phase>,
-    /// This worker's number (0-based).
-    pub worker: u8,
-    /// Worker processes in the run.
-    pub workers: u8,
-    /// Random seed of this worker.
-    pub seed: u64,
-}
-
-/// Invalid options.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
-
-/// `Err(Invalid(msg()))` unless `ok`.
-pub(crate) fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), Invalid> {
-    if ok { Ok(()) } else { Err(Invalid(msg())) }
-}
-
-/// `d` in whole milliseconds (saturating).
-pub(crate) fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    /// The bounds a step must stay within (p99 join and relay latency; messages refused or
+    /// lost, errors per frame, failed connection attempts).
+    #[command(flatten)]
+    pub bounds: BoundArgs,
 }
 
 impl LoadArgs {
@@ -260,34 +157,41 @@ impl LoadArgs {
         })
     }
 
-    /// The spec of worker `worker`, given the whole run's phases (rates divided here).
-    pub fn spec(&self, phases: &[Phase], worker: u8, seed: u64) -> Spec {
-        let share = f64::from(self.workers);
-        Spec {
+    /// The run of `phases` (for the whole run) with these options.
+    ///
+    /// # Errors
+    /// An option out of range, with the option's name.
+    pub fn run(
+        &self,
+        label: &str,
+        phases: Vec<Phase>,
+        bounds: Option<crate::harness::options::Bounds>,
+        seed: u64,
+    ) -> Result<Run<Spec>, Invalid> {
+        self.processes.validate()?;
+        Ok(Run {
+            label: label.into(),
             urls: self.urls.clone(),
-            videos: self.videos,
-            zipf: self.zipf,
-            want: self.want,
-            watch_ms: (ms(self.watch_min), ms(self.watch_max)),
-            firefox_share: self.firefox_share,
-            minified: self.sdp == SdpMode::Minified,
-            msgpack: self.format == FormatArg::Msgpack,
-            sources: self.sources,
-            cand_window_ms: ms(self.cand_window),
+            phases,
+            spec: Spec {
+                urls: self.urls.clone(),
+                videos: self.videos,
+                zipf: self.zipf,
+                want: self.want,
+                watch_ms: (ms(self.watch_min), ms(self.watch_max)),
+                firefox_share: self.firefox_share,
+                minified: self.sdp == SdpMode::Minified,
+                msgpack: self.format == FormatArg::Msgpack,
+                sources: self.sources,
+                cand_window_ms: ms(self.cand_window),
+            },
+            processes: self.processes.clone(),
+            seed,
             lost_after_ms: ms(self.lost_after),
             grace_ms: ms(self.grace),
-            phases: phases
-                .iter()
-                .map(|p| Phase {
-                    conn_rate: p.conn_rate / share,
-                    reneg_rate: p.reneg_rate / share,
-                    duration_ms: p.duration_ms,
-                })
-                .collect(),
-            worker,
-            workers: self.workers,
-            seed: seed.wrapping_add(u64::from(worker).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-        }
+            bounds,
+            quiet: self.output.quiet,
+        })
     }
 }
 
@@ -298,11 +202,15 @@ fn rate(name: &str, v: f64, max: f64) -> Result<(), Invalid> {
 }
 
 impl RunArgs {
-    /// The run's single phase.
+    /// The run: one step.
     ///
     /// # Errors
     /// An option out of range, with the option's name.
-    pub fn phases(&self) -> Result<Vec<Phase>, Invalid> {
+    pub fn run(&self, seed: u64) -> Result<Run<Spec>, Invalid> {
+        self.load.run("run", self.phases()?, None, seed)
+    }
+
+    fn phases(&self) -> Result<Vec<Phase>, Invalid> {
         self.load.validate()?;
         rate("--rate", self.rate, 100_000.0)?;
         check(self.rate > 0.0, || "--rate must be above 0".into())?;
@@ -313,19 +221,24 @@ impl RunArgs {
             || "--duration must be within 100ms..=24h".into(),
         )?;
         Ok(vec![Phase {
-            conn_rate: self.rate,
-            reneg_rate: self.renegotiations,
+            target: self.rate,
+            extra: self.renegotiations,
             duration_ms: ms(self.duration),
         }])
     }
 }
 
 impl RampArgs {
-    /// The ramp's steps.
+    /// The ramp: its steps, judged against its bounds.
     ///
     /// # Errors
     /// An option out of range, with the option's name.
-    pub fn phases(&self) -> Result<Vec<Phase>, Invalid> {
+    pub fn run(&self, seed: u64) -> Result<Run<Spec>, Invalid> {
+        let bounds = self.bounds.bounds()?;
+        self.load.run("ramp", self.phases()?, Some(bounds), seed)
+    }
+
+    fn phases(&self) -> Result<Vec<Phase>, Invalid> {
         self.load.validate()?;
         rate("--start-rate", self.start_rate, 100_000.0)?;
         rate("--rate-step", self.rate_step, 100_000.0)?;
@@ -348,23 +261,21 @@ impl RampArgs {
         check(self.step >= Duration::from_millis(500), || {
             "--step must be at least 500ms".into()
         })?;
-        check((0.0..=1.0).contains(&self.max_loss), || {
-            "--max-loss must be within 0..=1".into()
-        })?;
-        Ok((0..self.max_steps)
-            .map(|k| Phase {
-                conn_rate: self.start_rate + f64::from(k) * self.rate_step,
-                reneg_rate: self.start_renegotiations + f64::from(k) * self.renegotiation_step,
-                duration_ms: ms(self.step),
-            })
-            .collect())
+        Ok(plan::ramp(
+            self.start_rate,
+            self.rate_step,
+            self.start_renegotiations,
+            self.renegotiation_step,
+            self.max_steps,
+            self.step,
+        ))
     }
 }
 
-/// Connections one process may need at once: every viewer that arrives while the first ones
+/// Connections a run may hold at once, in all: every viewer that arrives while the first ones
 /// are still watching, at the highest rate of the plan.
-pub fn peak_connections(phases: &[Phase], watch_max: Duration, workers: u8) -> u64 {
-    let top = phases.iter().map(|p| p.conn_rate).fold(0.0, f64::max) / f64::from(workers.max(1));
+pub fn peak_connections(phases: &[Phase], watch_max: Duration) -> u64 {
+    let top = phases.iter().map(|p| p.target).fold(0.0, f64::max);
     let total_s = phases.iter().map(|p| p.duration_ms).sum::<u64>() as f64 / 1000.0;
     let window = watch_max.as_secs_f64().min(total_s);
     // 10 % for Poisson bursts and reconnects.
@@ -374,6 +285,8 @@ pub fn peak_connections(phases: &[Phase], watch_max: Duration, workers: u8) -> u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("simulator").chain(args.iter().copied()))
@@ -385,10 +298,10 @@ mod tests {
         let Command::Run(r) = cli.command else {
             panic!("not run")
         };
-        let phases = r.phases().unwrap();
-        assert_eq!(phases.len(), 1);
-        let spec = r.load.spec(&phases, 0, 7);
-        assert_eq!(spec.watch_ms, (10_000, 40_000));
+        let run = r.run(7).unwrap();
+        assert_eq!(run.phases.len(), 1);
+        assert_eq!(run.spec.watch_ms, (10_000, 40_000));
+        assert!(run.bounds.is_none());
     }
 
     #[test]
@@ -397,7 +310,7 @@ mod tests {
         let Command::Run(r) = cli.command else {
             panic!("not run")
         };
-        assert!(r.phases().unwrap_err().0.contains("127.0.0.0/8"));
+        assert!(r.run(1).unwrap_err().0.contains("127.0.0.0/8"));
         let cli = parse(&[
             "run",
             "--url",
@@ -411,13 +324,24 @@ mod tests {
         let Command::Run(r) = cli.command else {
             panic!("not run")
         };
-        assert!(r.phases().unwrap_err().0.contains("--watch-min"));
+        assert!(r.run(1).unwrap_err().0.contains("--watch-min"));
         assert!(parse(&["run"]).is_err(), "--url is required");
         assert!(parse(&["run", "--url", "ws://127.0.0.1:1/", "--duration", "soon"]).is_err());
+        let cli = parse(&[
+            "run",
+            "--url",
+            "ws://127.0.0.1:1/",
+            "--tracker-pid",
+            "4294967295",
+        ]);
+        let Command::Run(r) = cli.unwrap().command else {
+            panic!("not run")
+        };
+        assert!(r.run(1).unwrap_err().0.contains("--tracker-pid"));
     }
 
     #[test]
-    fn ramp_steps_rise_and_workers_share() {
+    fn ramp_steps_rise() {
         let cli = parse(&[
             "ramp",
             "--url",
@@ -430,16 +354,18 @@ mod tests {
             "3",
             "--workers",
             "2",
+            "--worker-at",
+            "127.0.0.1:9",
         ])
         .unwrap();
         let Command::Ramp(r) = cli.command else {
             panic!("not ramp")
         };
-        let phases = r.phases().unwrap();
-        let rates: Vec<f64> = phases.iter().map(|p| p.conn_rate).collect();
+        let run = r.run(7).unwrap();
+        let rates: Vec<f64> = run.phases.iter().map(|p| p.target).collect();
         assert_eq!(rates, [100.0, 150.0, 200.0]);
-        let spec = r.load.spec(&phases, 1, 7);
-        assert_eq!(spec.phases[2].conn_rate, 100.0);
-        assert_eq!(peak_connections(&phases, Duration::from_secs(40), 2), 3300);
+        assert_eq!(run.processes.total(), 3);
+        assert_eq!(run.bounds.map(|b| b.max_p99_ms), Some(50.0));
+        assert_eq!(peak_connections(&run.phases, Duration::from_secs(40)), 6600);
     }
 }

@@ -13,19 +13,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use swarmtrack_protocol::{Cands, ClientMsg, Format, PeerId, ServerMsg, Signal, encode_client};
+use swarmtrack_protocol::{ClientMsg, Format, PeerId};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::engine::Ctx;
-use crate::ledger::{Dir, Key, Receipt};
-use crate::payload::{Browser, Side};
-use crate::stats::{C, Kind};
+use super::ledger::{Dir, Key, Receipt};
+use super::measure::{C, Kind, L, M};
+use super::payload::Browser;
+use super::shared::{Command, Ctx};
+use super::wire::{self, Incoming, Relayed};
 use crate::target::{Ws, connect, source_addr};
 
 /// How long a leaving viewer keeps reading what is still in flight to it.
@@ -37,13 +37,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Renegotiation requests a viewer may have queued.
 pub const COMMAND_QUEUE: usize = 4;
-
-/// A request from the engine to a viewer.
-#[derive(Debug)]
-pub enum Command {
-    /// Ask for one more peer and offer to it.
-    Renegotiate,
-}
 
 /// How a connection ended.
 enum Outcome {
@@ -57,29 +50,30 @@ enum Outcome {
 
 /// Runs viewer `id` until it has watched its time or the run winds down.
 pub async fn run(ctx: Arc<Ctx>, id: u64) {
-    let mut rng = StdRng::seed_from_u64(ctx.spec.seed ^ id.wrapping_mul(0xA24B_AED4_963E_E407));
-    let browser = if rng.random_bool(ctx.spec.firefox_share) {
+    let mut rng = StdRng::seed_from_u64(ctx.job.seed ^ id.wrapping_mul(0xA24B_AED4_963E_E407));
+    let browser = if rng.random_bool(ctx.spec().firefox_share) {
         Browser::Firefox
     } else {
         Browser::Chrome
     };
     let swarm = ctx.swarm_for(&mut rng);
-    let (lo, hi) = ctx.spec.watch_ms;
+    let (lo, hi) = ctx.spec().watch_ms;
     let watch = Duration::from_millis(rng.random_range(lo..=hi));
     let deadline = Instant::now() + watch;
     let target = &ctx.targets[(id as usize) % ctx.targets.len()];
     let url = target.url_for(&swarm);
-    let source = source_addr(ctx.spec.worker, id, ctx.spec.sources);
+    let source = source_addr(ctx.job.worker, id, ctx.spec().sources);
     let mut failures = 0u32;
     loop {
-        if ctx.finish.is_cancelled() || Instant::now() >= deadline {
+        if ctx.winding.finish.is_cancelled() || Instant::now() >= deadline {
             return;
         }
         let started = Instant::now();
         let ws = match connect(target, &url, source, CONNECT_TIMEOUT).await {
             Ok(ws) => ws,
             Err(e) => {
-                ctx.stats.connect_failed(&e.label());
+                ctx.stats.count(C::ConnectFailures, 1);
+                ctx.stats.bump(M::ConnectFailures, &e.label());
                 failures += 1;
                 if !pause(&ctx, backoff(failures, &mut rng), deadline).await {
                     return;
@@ -98,7 +92,7 @@ pub async fn run(ctx: Arc<Ctx>, id: u64) {
         match session.run(ws).await {
             Outcome::Done => return,
             Outcome::Reconnect(after) => {
-                ctx.stats.count(C::reconnects, 1);
+                ctx.stats.count(C::Reconnects, 1);
                 failures = 0;
                 if !pause(&ctx, after, deadline).await {
                     return;
@@ -130,7 +124,7 @@ async fn pause(ctx: &Ctx, d: Duration, deadline: Instant) -> bool {
     }
     tokio::select! {
         () = sleep_until(until) => true,
-        () = ctx.finish.cancelled() => false,
+        () = ctx.winding.finish.cancelled() => false,
     }
 }
 
@@ -195,7 +189,7 @@ struct Live<'a> {
     swarm: &'a str,
     browser: Browser,
     format: Format,
-    sink: SplitSink<Ws, Message>,
+    ws: Ws,
     negos: HashMap<u64, Nego>,
     due: BinaryHeap<Reverse<Due>>,
     seq: u64,
@@ -237,29 +231,30 @@ struct Connected<'a>(&'a Ctx);
 
 impl Drop for Connected<'_> {
     fn drop(&mut self) {
-        self.0.stats.viewers_add(false);
+        self.0.stats.connected(false);
     }
 }
 
 impl Session<'_> {
-    async fn run(self, ws: Ws) -> Outcome {
+    async fn run(self, mut ws: Ws) -> Outcome {
         let ctx = self.ctx;
-        let (sink, mut stream) = ws.split();
         // welcome first; anything else is a broken tracker.
-        let welcome = tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await;
+        let welcome = tokio::time::timeout(CONNECT_TIMEOUT, ws.next()).await;
         let ok = match welcome {
             Ok(Some(Ok(frame))) => {
                 count_in(ctx, &frame);
-                matches!(decode(&frame), Some(ServerMsg::Welcome { .. }))
+                decode(&frame).is_some_and(|m| m.t == "welcome")
             }
             _ => false,
         };
         if !ok {
-            ctx.stats.connect_failed("no_welcome");
+            ctx.stats.bump(M::ConnectFailures, "no_welcome");
+            ctx.stats.count(C::ConnectFailures, 1);
             return Outcome::Broken;
         }
-        ctx.stats.connected(self.started.elapsed());
-        ctx.stats.viewers_add(true);
+        ctx.stats.count(C::Connects, 1);
+        ctx.stats.latency(L::Connect, self.started.elapsed());
+        ctx.stats.connected(true);
         let _connected = Connected(ctx);
         let (tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
         let _registered = ctx.registry.register(tx);
@@ -267,36 +262,60 @@ impl Session<'_> {
             ctx,
             swarm: self.swarm,
             browser: self.browser,
-            format: if ctx.spec.msgpack {
+            format: if ctx.spec().msgpack {
                 Format::MsgPack
             } else {
                 Format::Json
             },
-            sink,
+            ws,
             negos: HashMap::new(),
             due: BinaryHeap::new(),
             seq: 0,
             joins: VecDeque::new(),
-            quiet: ctx.quiesce.is_cancelled(),
+            quiet: ctx.winding.quiesce.is_cancelled(),
             finishing: false,
             busy: false,
         };
-        if live.join(ctx.spec.want).await.is_err() {
+        if live.join(ctx.spec().want).await.is_err() {
             return Outcome::Broken;
         }
+        // One timer for everything due (a message, the end of the watch time, the end of the
+        // linger), reset only when that changes; and the wind-down's futures made once. A
+        // select! that made them anew each time round cost a timer registration and two
+        // cancellation waiters per frame (perf).
+        let timer = sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let quiesce = ctx.winding.quiesce.cancelled();
+        tokio::pin!(quiesce);
+        let finish = ctx.winding.finish.cancelled();
+        tokio::pin!(finish);
         let mut linger_until: Option<Instant> = None;
         loop {
             let next_due = live.due.peek().map(|Reverse(d)| d.at);
+            let wake = [
+                next_due,
+                linger_until,
+                (!live.finishing).then_some(self.deadline),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if let Some(wake) = wake
+                && timer.deadline() != wake
+            {
+                timer.as_mut().reset(wake);
+            }
             tokio::select! {
                 biased;
-                frame = stream.next() => {
+                frame = live.ws.next() => {
                     let frame = match frame {
                         Some(Ok(f)) => f,
                         Some(Err(_)) | None => {
                             if linger_until.is_some() {
                                 return Outcome::Done;
                             }
-                            ctx.stats.close("eof");
+                            live.ctx.stats.count(C::Disconnects, 1);
+                            live.ctx.stats.bump(M::Closes, "eof");
                             return Outcome::Broken;
                         }
                     };
@@ -306,41 +325,57 @@ impl Session<'_> {
                             return Outcome::Done;
                         }
                         let code = close.as_ref().map_or(1005, |c| u16::from(c.code));
-                        ctx.stats.close(&code.to_string());
+                        ctx.stats.count(C::Disconnects, 1);
+                        ctx.stats.bump(M::Closes, &code.to_string());
                         return Outcome::Broken;
                     }
                     match decode(&frame) {
                         Some(msg) => {
-                            if let Some(after) = live.on_message(msg, self.rng).await {
+                            if let Some(after) = live.on_message(msg, self.rng) {
                                 live.close().await;
                                 return Outcome::Reconnect(after);
                             }
                         }
                         None if matches!(frame, Message::Text(_) | Message::Binary(_)) => {
-                            ctx.stats.count(C::bad_frames, 1);
+                            ctx.stats.count(C::BadFrames, 1);
                         }
                         None => {}
                     }
                 }
-                () = sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
-                    if live.send_due().await.is_err() {
-                        ctx.stats.close("eof");
+                () = &mut timer, if wake.is_some() => {
+                    let now = Instant::now();
+                    if linger_until.is_some_and(|l| now >= l) {
+                        live.close().await;
+                        return Outcome::Done;
+                    }
+                    if !live.finishing && now >= self.deadline {
+                        live.finish();
+                    }
+                    if live.send_due(now).await.is_err() {
+                        ctx.stats.count(C::Disconnects, 1);
+                        ctx.stats.bump(M::Closes, "eof");
                         return Outcome::Broken;
                     }
                 }
                 Some(Command::Renegotiate) = commands.recv(), if !live.quiet => {
-                    ctx.stats.count(C::renegotiations, 1);
+                    ctx.stats.count(C::Renegotiations, 1);
                     if live.join(1).await.is_err() {
                         return Outcome::Broken;
                     }
                 }
-                () = ctx.quiesce.cancelled(), if !live.quiet => live.quiet = true,
-                () = ctx.finish.cancelled(), if !live.finishing => live.finish(),
-                () = sleep_until(self.deadline), if !live.finishing => live.finish(),
-                () = sleep_until(linger_until.unwrap_or_else(Instant::now)), if linger_until.is_some() => {
-                    live.close().await;
-                    return Outcome::Done;
-                }
+                () = &mut quiesce, if !live.quiet => live.quiet = true,
+                () = &mut finish, if !live.finishing => live.finish(),
+            }
+            // What the frame just read asked for goes out now, in one write.
+            if live
+                .due
+                .peek()
+                .is_some_and(|Reverse(d)| d.at <= Instant::now())
+                && live.send_due(Instant::now()).await.is_err()
+            {
+                ctx.stats.count(C::Disconnects, 1);
+                ctx.stats.bump(M::Closes, "eof");
+                return Outcome::Broken;
             }
             live.update_busy();
             // Finished what it started: leave, then linger for what is in flight to it.
@@ -352,7 +387,7 @@ impl Session<'_> {
                 let leave = ClientMsg::Leave {
                     swarm: Cow::Borrowed(live.swarm),
                 };
-                if live.send(&leave).await.is_err() || live.sink.flush().await.is_err() {
+                if live.send(&leave).await.is_err() || live.ws.flush().await.is_err() {
                     return Outcome::Done;
                 }
                 linger_until = Some(Instant::now() + LINGER);
@@ -362,24 +397,16 @@ impl Session<'_> {
 }
 
 fn count_in(ctx: &Ctx, frame: &Message) {
-    ctx.stats.count(C::frames_in, 1);
-    ctx.stats.count(C::bytes_in, frame.len() as u64);
+    ctx.stats.count(C::FramesIn, 1);
+    ctx.stats.count(C::BytesIn, frame.len() as u64);
 }
 
-fn decode(frame: &Message) -> Option<ServerMsg<'_>> {
+fn decode(frame: &Message) -> Option<Incoming<'_>> {
     match frame {
-        Message::Text(t) => serde_json::from_str(t.as_str()).ok(),
-        Message::Binary(b) => rmp_serde::from_slice(b).ok(),
+        Message::Text(t) => Incoming::json(t.as_str()),
+        Message::Binary(b) => Incoming::msgpack(b),
         _ => None,
     }
-}
-
-/// An encoded message as a text (JSON) or binary (MessagePack) frame.
-fn to_frame(format: Format, bytes: Vec<u8>) -> Result<Message, ()> {
-    Ok(match format {
-        Format::Json => Message::Text(String::from_utf8(bytes).map_err(|_| ())?.into()),
-        Format::MsgPack => Message::Binary(bytes.into()),
-    })
 }
 
 fn parse_sid(sid: &str) -> Option<u64> {
@@ -392,23 +419,12 @@ impl Live<'_> {
         self.finishing = true;
     }
 
-    fn side(&self, offerer: bool) -> &Side {
-        let script = self.ctx.payloads.script(self.browser);
-        if offerer {
-            &script.offerer
-        } else {
-            &script.answerer
-        }
-    }
-
     async fn send(&mut self, msg: &ClientMsg<'_>) -> Result<(), ()> {
-        let bytes = encode_client(msg, self.format).map_err(|_| ())?;
-        let len = bytes.len();
-        self.sink
-            .feed(to_frame(self.format, bytes)?)
-            .await
-            .map_err(|_| ())?;
-        self.ctx.stats.frame_out(len);
+        let frame = wire::control(self.format, msg).map_err(|_| ())?;
+        let len = frame.len();
+        self.ws.feed(frame).await.map_err(|_| ())?;
+        self.ctx.stats.count(C::FramesOut, 1);
+        self.ctx.stats.count(C::BytesOut, len as u64);
         Ok(())
     }
 
@@ -418,20 +434,20 @@ impl Live<'_> {
             want,
         };
         self.send(&msg).await?;
-        self.sink.flush().await.map_err(|_| ())?;
-        self.ctx.stats.count(C::joins, 1);
+        self.ws.flush().await.map_err(|_| ())?;
+        self.ctx.stats.count(C::Joins, 1);
         self.joins.push_back(Instant::now());
         Ok(())
     }
 
     async fn close(&mut self) {
-        let _ = self.sink.send(Message::Close(None)).await;
+        let _ = self.ws.send(Message::Close(None)).await;
     }
 
     /// Schedules this side's SDP now and its candidate batches on the capture's timeline.
     fn schedule(&mut self, nego: u64, offerer: bool) {
         let now = Instant::now();
-        let batches: Vec<Duration> = self.side(offerer).batches.iter().map(|b| b.after).collect();
+        let (side, _) = self.ctx.side(self.browser, offerer);
         self.seq += 1;
         self.due.push(Reverse(Due {
             at: now,
@@ -439,10 +455,10 @@ impl Live<'_> {
             nego,
             batch: None,
         }));
-        for (i, after) in batches.into_iter().enumerate() {
+        for (i, b) in side.batches.iter().enumerate() {
             self.seq += 1;
             self.due.push(Reverse(Due {
-                at: now + after,
+                at: now + b.after,
                 seq: self.seq,
                 nego,
                 batch: Some(i),
@@ -464,13 +480,12 @@ impl Live<'_> {
                 abandoned: false,
             },
         );
-        self.ctx.stats.count(C::negotiations, 1);
+        self.ctx.stats.count(C::Negotiations, 1);
         self.schedule(id, true);
     }
 
-    /// Sends every message that is due, in one flush.
-    async fn send_due(&mut self) -> Result<(), ()> {
-        let now = Instant::now();
+    /// Sends every message due by `now`, in one write.
+    async fn send_due(&mut self, now: Instant) -> Result<(), ()> {
         let mut any = false;
         while let Some(Reverse(d)) = self.due.peek() {
             if d.at > now {
@@ -482,57 +497,35 @@ impl Live<'_> {
             any |= self.send_one(&d).await?;
         }
         if any {
-            self.sink.flush().await.map_err(|_| ())?;
+            self.ws.flush().await.map_err(|_| ())?;
         }
         Ok(())
     }
 
     async fn send_one(&mut self, d: &Due) -> Result<bool, ()> {
         let ctx = self.ctx;
-        let Some(nego) = self.negos.get(&d.nego) else {
+        let Some(nego) = self.negos.get_mut(&d.nego) else {
             return Ok(false);
         };
         if nego.abandoned {
             return Ok(false);
         }
-        let offerer = nego.offerer;
-        let side = self.side(offerer);
-        let (kind, msg) = match d.batch {
-            None => {
-                let signal = Signal {
-                    swarm: Cow::Borrowed(self.swarm),
-                    to: nego.peer,
-                    sid: Cow::Borrowed(&nego.sid),
-                    m: Cow::Borrowed(&side.sdp),
-                };
-                if offerer {
-                    (Kind::Offer, ClientMsg::Offer(signal))
-                } else {
-                    (Kind::Answer, ClientMsg::Answer(signal))
-                }
-            }
-            Some(i) => {
-                let Some(batch) = side.batches.get(i) else {
-                    return Ok(false);
-                };
-                let cands = Cands {
-                    swarm: Cow::Borrowed(self.swarm),
-                    to: nego.peer,
-                    sid: Cow::Borrowed(&nego.sid),
-                    c: batch
-                        .cands
-                        .iter()
-                        .map(|c| Cow::Borrowed(c.as_str()))
-                        .collect(),
-                    end: batch.end.then_some(true),
-                };
-                (Kind::Cands, ClientMsg::Cands(cands))
-            }
+        let (side, encoded) = ctx.side(self.browser, nego.offerer);
+        let (kind, what) = match d.batch {
+            None if nego.offerer => (Kind::Offer, Relayed::Sdp { offer: true }),
+            None => (Kind::Answer, Relayed::Sdp { offer: false }),
+            Some(i) => (Kind::Cands, Relayed::Cands(i)),
         };
-        let bytes = encode_client(&msg, self.format).map_err(|_| ())?;
-        let Some(nego) = self.negos.get_mut(&d.nego) else {
-            return Ok(false);
-        };
+        let frame = wire::relayed(
+            self.format,
+            side,
+            encoded,
+            what,
+            self.swarm,
+            nego.peer,
+            &nego.sid,
+        )
+        .map_err(|_| ())?;
         let key = Key {
             nego: d.nego,
             dir: nego.out_dir(),
@@ -542,58 +535,59 @@ impl Live<'_> {
         nego.sent_n += 1;
         // In the ledger before it leaves, so even the fastest receiver finds it.
         ctx.ledger.sent(key, kind, std::time::Instant::now());
-        ctx.stats.sent(kind, bytes.len());
-        self.sink
-            .feed(to_frame(self.format, bytes)?)
-            .await
-            .map_err(|_| ())?;
+        ctx.stats.count(kind.sent(), 1);
+        ctx.stats.count(C::FramesOut, 1);
+        ctx.stats.count(C::BytesOut, frame.len() as u64);
+        self.ws.feed(frame).await.map_err(|_| ())?;
         Ok(true)
     }
 
     /// Handles one message; returns the delay of a `reconnect`.
-    async fn on_message(&mut self, msg: ServerMsg<'_>, rng: &mut StdRng) -> Option<Duration> {
-        match msg {
-            ServerMsg::Batch { msgs } => {
-                for m in msgs {
-                    if let Some(after) = Box::pin(self.on_message(m, rng)).await {
+    fn on_message(&mut self, msg: Incoming<'_>, rng: &mut StdRng) -> Option<Duration> {
+        match &*msg.t {
+            "batch" => {
+                for m in msg.msgs.unwrap_or_default() {
+                    if let Some(after) = self.on_message(m, rng) {
                         return Some(after);
                     }
                 }
             }
-            ServerMsg::Peers { peers, .. } => {
+            "peers" => {
                 if let Some(sent) = self.joins.pop_front() {
-                    self.ctx.stats.join(sent.elapsed());
+                    self.ctx.stats.latency(L::Join, sent.elapsed());
                 }
-                self.ctx.stats.count(C::peers, 1);
+                self.ctx.stats.count(C::Peers, 1);
                 if !self.quiet {
-                    for p in peers {
+                    for p in msg.peers.unwrap_or_default() {
                         self.offer_to(p);
                     }
                 }
             }
-            ServerMsg::Offer(s) => self.on_relayed(Kind::Offer, &s.sid, s.from),
-            ServerMsg::Answer(s) => self.on_relayed(Kind::Answer, &s.sid, s.from),
-            ServerMsg::Cands(c) => self.on_relayed(Kind::Cands, &c.sid, c.from),
-            ServerMsg::Reconnect { after_ms } => {
+            t @ ("offer" | "answer" | "cands") => {
+                let kind = Kind::from_ref(t).unwrap_or(Kind::Cands);
+                match (msg.sid.as_deref(), msg.from) {
+                    (Some(sid), Some(from)) => self.on_relayed(kind, sid, from),
+                    _ => self.ctx.stats.count(C::BadFrames, 1),
+                }
+            }
+            "reconnect" => {
+                let after_ms = msg.after_ms.unwrap_or(0);
                 // Spread as the server asked; a little jitter of our own on top is harmless.
                 let jitter = rng.random_range(0..=after_ms / 10 + 1);
                 return Some(Duration::from_millis(after_ms + jitter));
             }
-            ServerMsg::Error {
-                code,
-                reference,
-                sid,
-                ..
-            } => {
-                self.ctx.stats.error(code.as_str());
+            "error" => {
+                self.ctx
+                    .stats
+                    .bump(M::Errors, msg.code.as_deref().unwrap_or("none"));
                 if let (Some(kind), Some(nego)) = (
-                    reference.as_deref().and_then(Kind::from_ref),
-                    sid.as_deref().and_then(parse_sid),
+                    msg.reference.as_deref().and_then(Kind::from_ref),
+                    msg.sid.as_deref().and_then(parse_sid),
                 ) {
                     self.on_refused(nego, kind);
                 }
             }
-            ServerMsg::Welcome { .. } | ServerMsg::Pong => {}
+            _ => {}
         }
         None
     }
@@ -601,7 +595,7 @@ impl Live<'_> {
     fn on_relayed(&mut self, kind: Kind, sid: &str, from: PeerId) {
         let ctx = self.ctx;
         let Some(id) = parse_sid(sid) else {
-            ctx.stats.count(C::unmatched, 1);
+            ctx.stats.count(C::Unmatched, 1);
             return;
         };
         let mut answer = false;
@@ -622,7 +616,7 @@ impl Live<'_> {
             None => {
                 // Candidates or an answer for a negotiation this connection doesn't know: the
                 // viewer reconnected since, and the message was sent before.
-                ctx.stats.count(C::unmatched, 1);
+                ctx.stats.count(C::Unmatched, 1);
                 return;
             }
         };
@@ -637,13 +631,13 @@ impl Live<'_> {
                 latency,
                 misordered,
             } => {
-                ctx.stats.delivered(kind);
-                ctx.stats.relay(kind, latency);
+                ctx.stats.count(kind.delivered(), 1);
+                ctx.stats.latency(kind.latency(), latency);
                 if misordered {
-                    ctx.stats.count(C::misordered, 1);
+                    ctx.stats.count(C::Misordered, 1);
                 }
             }
-            Receipt::Unknown => ctx.stats.count(C::late, 1),
+            Receipt::Unknown => ctx.stats.count(C::Late, 1),
         }
         if answer {
             self.schedule(id, false);
@@ -665,7 +659,7 @@ impl Live<'_> {
             .position(|&(n, k)| k == kind && ctx.ledger.refused(Key { nego: id, dir, n }));
         if let Some(i) = found {
             nego.sent.remove(i);
-            ctx.stats.count(C::refused, 1);
+            ctx.stats.count(C::Refused, 1);
         }
     }
 }

@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::report::{Point, StepReport};
-
 /// One line on stderr, redrawn every tick; hidden when asked or when stderr isn't a terminal.
 pub struct Progress {
     bar: ProgressBar,
@@ -34,36 +32,16 @@ impl Progress {
     }
 
     /// Shows the latest second.
-    pub fn tick(&mut self, p: &Point) {
-        self.step = p.step;
-        self.bar.set_message(format!(
-            "step {}/{} | {:.0} conn/s | {:.0} msg/s sent, {:.0} delivered | {} viewers | join p99 {:.1} ms | relay p50 {:.1} p99 {:.1} ms | {} errors",
-            self.step + 1,
-            self.steps,
-            p.conn_rate,
-            p.msg_rate,
-            p.delivered_rate,
-            p.viewers,
-            p.join_p99_ms,
-            p.relay_p50_ms,
-            p.relay_p99_ms,
-            p.errors
-        ));
+    pub fn tick(&mut self, step: usize, line: &str) {
+        self.step = step;
+        self.bar
+            .set_message(format!("step {}/{} | {line}", self.step + 1, self.steps));
     }
 
     /// Prints a finished step above the line.
-    pub fn step(&mut self, s: &StepReport) {
+    pub fn step(&mut self, line: &str) {
         if self.steps > 1 {
-            self.bar.println(format!(
-                "step {}: {:.0} conn/s, {:.0} msg/s, relay p99 {:.2} ms, join p99 {:.2} ms, loss {:.2} %: {}",
-                s.index,
-                s.conn_rate,
-                s.msg_rate,
-                s.relay.p99_ms,
-                s.join.p99_ms,
-                s.loss_ratio * 100.0,
-                s.verdict.as_deref().unwrap_or("done")
-            ));
+            self.bar.println(line);
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sdp_min;
+use super::sdp_min;
 
 /// Which browser a viewer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,16 +65,16 @@ impl Payloads {
     pub fn load(window: Duration, minified: bool) -> anyhow::Result<Self> {
         Ok(Self {
             chrome: Script::load(
-                include_str!("../../fixtures/chrome-datachannel-offer.sdp"),
-                include_str!("../../fixtures/chrome-datachannel-answer.sdp"),
-                include_str!("../../fixtures/chrome-datachannel-candidates.jsonl"),
+                include_str!("../../../fixtures/chrome-datachannel-offer.sdp"),
+                include_str!("../../../fixtures/chrome-datachannel-answer.sdp"),
+                include_str!("../../../fixtures/chrome-datachannel-candidates.jsonl"),
                 window,
                 minified,
             )?,
             firefox: Script::load(
-                include_str!("../../fixtures/firefox-datachannel-offer.sdp"),
-                include_str!("../../fixtures/firefox-datachannel-answer.sdp"),
-                include_str!("../../fixtures/firefox-datachannel-candidates.jsonl"),
+                include_str!("../../../fixtures/firefox-datachannel-offer.sdp"),
+                include_str!("../../../fixtures/firefox-datachannel-answer.sdp"),
+                include_str!("../../../fixtures/firefox-datachannel-candidates.jsonl"),
                 window,
                 minified,
             )?,
