@@ -17,6 +17,7 @@
 
 mod awaiting;
 mod swarm_set;
+mod tally;
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
@@ -31,6 +32,7 @@ use crate::swarm_key::SwarmId;
 use awaiting::Awaiting;
 use swarm_set::SwarmSet;
 use swarmtrack_protocol::{InstanceId, PeerId};
+pub use tally::Tally;
 
 /// Outbox capacity kept after a burst drains; larger buffers are given back.
 const IDLE_OUTBOX_CAPACITY: usize = 4;
@@ -230,16 +232,23 @@ impl Connections {
         self.fingerprint_key.hash_one(peer.as_bytes())
     }
 
-    /// Records that `offerer` awaits one answer from each of `fps` (the targets of its offers
-    /// about to be sent), and returns how many could be recorded: the first `n` offers may go,
-    /// the rest must not.
-    pub fn await_answers(&self, offerer: PeerId, fps: &[u64], now: Instant) -> usize {
+    /// The fingerprint of an offer, by its WebTorrent offer id.
+    pub fn offer_fingerprint(&self, offer_id: &[u8; 20]) -> u32 {
+        // The low half of a keyed hash: enough to tell apart the few offers one peer awaits.
+        self.fingerprint_key.hash_one(offer_id) as u32
+    }
+
+    /// Records that `offerer` awaits an answer to each of `offers` (target fingerprint, offer
+    /// fingerprint: its offers about to be sent), and returns how many could be recorded: the
+    /// first `n` offers may go, the rest must not.
+    pub fn await_answers(&self, offerer: PeerId, offers: &[(u64, u32)], now: Instant) -> usize {
         let now = self.secs(now);
         let expires = now.saturating_add(self.awaiting.ttl_secs);
         let max = self.awaiting.max;
         self.with_entry(offerer, |e| {
-            fps.iter()
-                .take_while(|&&fp| e.awaiting.insert(fp, now, expires, max))
+            offers
+                .iter()
+                .take_while(|&&(fp, offer)| e.awaiting.insert(fp, offer, now, expires, max))
                 .count()
         })
         .unwrap_or(0)
@@ -248,23 +257,26 @@ impl Connections {
     /// Forgets the answer a WebTorrent offer awaits, when that offer was dropped after all
     /// (pushed out of its target's outbox).
     pub fn forget_offer(&self, offer: &Signal) {
-        if let Payload::WebTorrent(_) = &offer.payload
+        if let Payload::WebTorrent(w) = &offer.payload
             && offer.kind == SignalKind::Offer
             && offer.from.instance() == self.instance
         {
-            let fp = self.peer_fingerprint(offer.to);
-            self.forget_answers(offer.from, &[fp]);
+            let key = (
+                self.peer_fingerprint(offer.to),
+                self.offer_fingerprint(w.ids().0),
+            );
+            self.forget_answers(offer.from, &[key]);
         }
     }
 
     /// Forgets awaited answers of offers that weren't delivered after all.
-    pub fn forget_answers(&self, offerer: PeerId, fps: &[u64]) {
-        if fps.is_empty() {
+    pub fn forget_answers(&self, offerer: PeerId, offers: &[(u64, u32)]) {
+        if offers.is_empty() {
             return;
         }
         self.with_entry(offerer, |e| {
-            for &fp in fps {
-                e.awaiting.forget(fp);
+            for &(fp, offer) in offers {
+                e.awaiting.forget(fp, offer);
             }
         });
     }
@@ -277,9 +289,10 @@ impl Connections {
     /// queued offer pushed out to make room, if one was.
     pub fn deliver(&self, signal: Signal) -> Result<Option<Signal>, DeliverError> {
         let answer_fp = match &signal.payload {
-            Payload::WebTorrent(_) if signal.kind == SignalKind::Answer => {
-                Some(self.peer_fingerprint(signal.from))
-            }
+            Payload::WebTorrent(w) if signal.kind == SignalKind::Answer => Some((
+                self.peer_fingerprint(signal.from),
+                self.offer_fingerprint(w.ids().0),
+            )),
             _ => None,
         };
         let now = answer_fp.map(|_| self.secs(Instant::now()));
@@ -290,8 +303,8 @@ impl Connections {
                 if !e.swarms.contains(signal.swarm) {
                     return Err(DeliverError::NotInSwarm);
                 }
-                if let (Some(fp), Some(now)) = (answer_fp, now)
-                    && !e.awaiting.take(fp, now)
+                if let (Some((fp, offer)), Some(now)) = (answer_fp, now)
+                    && !e.awaiting.take(fp, offer, now)
                 {
                     return Err(DeliverError::UnexpectedAnswer);
                 }

@@ -205,8 +205,11 @@ async fn an_answer_needs_an_offer_its_target_sent_to_the_answerer() {
     let intruder = table.register();
     table.add_swarm(offerer, S);
     table.add_swarm(answerer, S);
-    let fp = table.peer_fingerprint(answerer);
-    assert_eq!(table.await_answers(offerer, &[fp], Instant::now()), 1);
+    let key = (
+        table.peer_fingerprint(answerer),
+        table.offer_fingerprint(&[5; 20]),
+    );
+    assert_eq!(table.await_answers(offerer, &[key], Instant::now()), 1);
     // Someone the offer didn't go to: refused.
     let answer = |from, id| table.deliver(wt(SignalKind::Answer, from, offerer, id));
     assert_eq!(
@@ -229,12 +232,15 @@ async fn an_answer_pushes_out_a_queued_offer_but_nothing_else_does() {
     table.add_swarm(a, S);
     table.add_swarm(b, S);
     // b sent offer 9 to a earlier and awaits its answer.
-    let fp9 = table.peer_fingerprint(a);
-    assert_eq!(table.await_answers(b, &[fp9], Instant::now()), 1);
+    let key9 = (table.peer_fingerprint(a), table.offer_fingerprint(&[9; 20]));
+    assert_eq!(table.await_answers(b, &[key9], Instant::now()), 1);
     // b's outbox fills with a's offers 1 and 2, whose answers a awaits.
     for id in [1, 2] {
-        let fp = table.peer_fingerprint(b);
-        assert_eq!(table.await_answers(a, &[fp], Instant::now()), 1);
+        let key = (
+            table.peer_fingerprint(b),
+            table.offer_fingerprint(&[id; 20]),
+        );
+        assert_eq!(table.await_answers(a, &[key], Instant::now()), 1);
         assert!(table.deliver(wt(SignalKind::Offer, a, b, id)).is_ok());
     }
     assert_eq!(

@@ -157,10 +157,15 @@ fn send_offers(
         metrics.dropped(DropReason::RateLimited, (n - allowed) as u64);
     }
     let connections = &instance.connections;
-    let fingerprints: Vec<u64> = a.offers[..allowed]
+    let fingerprints: Vec<(u64, u32)> = a.offers[..allowed]
         .iter()
         .zip(targets)
-        .map(|(_, &to)| connections.peer_fingerprint(to))
+        .map(|(o, &to)| {
+            (
+                connections.peer_fingerprint(to),
+                connections.offer_fingerprint(&o.offer_id.0),
+            )
+        })
         .collect();
     let awaited = connections.await_answers(cx.id, &fingerprints, cx.now);
     if awaited < allowed {
@@ -206,9 +211,12 @@ fn forward_answer(
     let metrics = cx.metrics();
     // The peer that holds that peer_id here, or, when it is on another instance or gone, the
     // one that offered to this connection under it.
+    let offer = instance.connections.offer_fingerprint(&answer.offer_id.0);
     let offerer = match instance.membership.owner_of(key, &answer.to_peer_id.0) {
         Some((_, owner)) => Some(owner),
-        None => wt.routes.find(swarm, &answer.to_peer_id.0),
+        None => wt
+            .routes
+            .answer(swarm, &answer.to_peer_id.0, offer, instance.id),
     };
     let Some(to) = offerer else {
         metrics.dropped(DropReason::UnexpectedAnswer, 1);

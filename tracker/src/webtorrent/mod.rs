@@ -60,7 +60,9 @@ impl Protocol for WebTorrent {
             };
             if s.kind == SignalKind::Offer {
                 // Its answer finds the offerer by this, on another instance or once it left.
-                self.routes.learn(s.swarm, *w.ids().1, s.from);
+                let (offer_id, peer_id) = w.ids();
+                let offer = cx.instance().connections.offer_fingerprint(offer_id);
+                self.routes.learn(s.swarm, *peer_id, s.from, offer);
             }
             cx.out().frame(Opcode::Text, 1, |buf| w.write_frame(buf));
         }
