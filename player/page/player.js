@@ -27,13 +27,13 @@ const reportMs = Number(q.get('report') ?? 0);
 const MAX_ERRORS = 32;
 const MAX_PEERS_SHOWN = 64;
 
-const t0 = performance.now();
 const state = {
   viewer,
   p2p,
   src,
   userAgent: navigator.userAgent,
-  /** ms from page start to the first `playing`; null until then */
+  /** ms from the page's navigation start (libraries loaded, playlist, first segments) to the
+   * first `playing`; null until then */
   startupMs: /** @type {number | null} */ (null),
   playing: false,
   ended: false,
@@ -48,7 +48,7 @@ const state = {
   levelSwitches: 0,
   bytes: { http: 0, p2p: 0, uploaded: 0 },
   segments: { http: 0, p2p: 0, errors: 0, aborts: 0 },
-  /** peers connected now, by id: which stream, since when (ms from page start) */
+  /** peers connected now, by id: which stream, since when (ms from navigation start) */
   peers: /** @type {Record<string, {stream: string, since: number}>} */ ({}),
   peersEver: 0,
   tracker: { url: tracker, sockets: trackerSockets, warnings: /** @type {string[]} */ ([]), errors: /** @type {string[]} */ ([]) },
@@ -66,7 +66,7 @@ function note(list, what) {
 const video = /** @type {HTMLVideoElement} */ (document.getElementById('video'));
 let stallStart = /** @type {number | null} */ (null);
 video.addEventListener('playing', () => {
-  if (state.startupMs === null) state.startupMs = Math.round(performance.now() - t0);
+  if (state.startupMs === null) state.startupMs = Math.round(performance.now());
   state.playing = true;
   if (stallStart !== null) {
     state.stallMs += performance.now() - stallStart;
@@ -120,7 +120,7 @@ if (!src) {
           state.segments.aborts += 1;
         });
         e.addEventListener('onPeerConnect', (d) => {
-          if (Object.keys(state.peers).length < MAX_PEERS_SHOWN) state.peers[d.peerId] = { stream: d.streamType, since: Math.round(performance.now() - t0) };
+          if (Object.keys(state.peers).length < MAX_PEERS_SHOWN) state.peers[d.peerId] = { stream: d.streamType, since: Math.round(performance.now()) };
           state.peersEver += 1;
         });
         e.addEventListener('onPeerClose', (d) => {
@@ -167,7 +167,7 @@ function refresh() {
   for (let i = 0; i < b.length; i++) {
     if (b.start(i) <= video.currentTime + 0.1 && b.end(i) > video.currentTime) state.bufferedAhead = b.end(i) - video.currentTime;
   }
-  state.updatedMs = Math.round(performance.now() - t0);
+  state.updatedMs = Math.round(performance.now());
   const total = state.bytes.http + state.bytes.p2p;
   const share = total ? state.bytes.p2p / total : 0;
   set('share', total ? `${(share * 100).toFixed(1)} %` : '–');
