@@ -8,9 +8,7 @@
 // `--watch` seconds. Mode `p2p` is hls.js + p2p-media-loader as shipped; `off` is the same
 // page with P2P disabled (isP2PDisabled), the baseline for origin bytes and stalls. Each run
 // has a fresh swarm id. Per run it writes the whole result as JSON to DIR, and at the end a
-// markdown table of medians over the runs for docs/BENCHMARKS.md. With P2P disabled
-// p2p-media-loader hands loading back to hls.js and counts nothing, so "off" rows have origin
-// bytes only.
+// markdown table of medians over the runs for docs/BENCHMARKS.md.
 //
 // Tracker binary: $TRACKER_BIN (scripts/bench sets the release build), else target/debug.
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -107,7 +105,7 @@ for (const n of counts) {
     const never = rs.flatMap((r) => r.viewers).filter((v) => v.startupMs === null).length;
     console.log(
       `| ${n} | ${mode === 'p2p' ? 'on' : 'off'} | ${mode === 'p2p' ? spread(rs.map((r) => r.p2pShare), pct) : '–'} ` +
-        `| ${spread(rs.map((r) => r.origin.segment.bytes), mb)} | ${mode === 'p2p' ? mb(median(rs.map((r) => r.p2pBytes + r.httpBytes))) : '–'} ` +
+        `| ${spread(rs.map((r) => r.origin.segment.bytes), mb)} | ${mb(median(rs.map((r) => r.p2pBytes + r.httpBytes)))} ` +
         `| ${startups.length ? Math.round(median(startups)) : '–'}${never ? ` (${never} never started)` : ''} ` +
         `| ${spread(rs.map((r) => r.viewers.reduce((a, v) => a + v.stalls, 0)), String)} ` +
         `| ${spread(rs.map((r) => r.viewers.reduce((a, v) => a + v.stallMs, 0) / 1000), (x) => x.toFixed(1))} |`,

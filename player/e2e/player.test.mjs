@@ -27,7 +27,9 @@ before(async () => {
   // 60 s of stream: more than the viewers watch, and p2p-media-loader prefetches all of it.
   const made = spawnSync(join(ROOT, 'player', 'make-stream'), ['--out', STREAM, '--duration', '60'], { stdio: 'inherit' });
   assert.equal(made.status, 0, 'player/make-stream failed');
-  fleet = await startFleet({ trackers: 2 });
+  // Announce every 5 s instead of 120 s, so the players' periodic re-announces (with more
+  // offers, and the `trackerid` they were given) happen within the test.
+  fleet = await startFleet({ trackers: 2, env: { TRACKER__WEBTORRENT__INTERVAL_SECS: '5' } });
   origin = await startOrigin({ root: STREAM });
   site = await startSite();
 });
@@ -88,6 +90,8 @@ test('viewers on two tracker instances, Chromium and Firefox, get segments from 
   // Everything p2p-media-loader sent the tracker was accepted, and signals crossed instances.
   assert.equal(await trackerSum(/^tracker_webtorrent_failures_total/), 0, `tracker failures${why}`);
   assert.ok((await trackerSum(/^tracker_messages_relayed_total\{kind="(offer|answer)",path="remote"/)) > 0, `no offer or answer crossed Redis${why}`);
-  const shapes = new Set(r.viewers.flatMap((v) => Object.keys(v.sent)));
-  assert.ok([...shapes].some((s) => s.startsWith('announce event=started offers=')), `no started announce with offers: ${[...shapes]}`);
+  const shapes = [...new Set(r.viewers.flatMap((v) => Object.keys(v.sent)))];
+  assert.ok(shapes.some((s) => /^announce event=started offers=\d+ numwant=\d+$/.test(s)), `no started announce with offers: ${shapes}`);
+  assert.ok(shapes.some((s) => /^announce offers=\d+ numwant=\d+ trackerid$/.test(s)), `no periodic announce echoing the tracker id: ${shapes}`);
+  assert.ok(shapes.some((s) => s.startsWith('announce answer')), `no answer: ${shapes}`);
 });

@@ -10,7 +10,8 @@
 //
 // The state shown is also `window.playerState`, so a test reads exactly what a person sees.
 // Byte counts are p2p-media-loader's own: `onChunkDownloaded` (bytes and their source, http or
-// p2p) and `onChunkUploaded`; the share is peer bytes over all segment bytes downloaded.
+// p2p) and `onChunkUploaded`; the share is peer bytes over all segment bytes downloaded. With
+// p2p=0 they come from hls.js's fragment stats.
 import './tracker-tap.js';
 import Hls from 'hls.js';
 import { HlsJsP2PEngine } from 'p2p-media-loader-hlsjs';
@@ -131,6 +132,14 @@ if (!src) {
       },
     },
   });
+  if (!p2p) {
+    // With P2P disabled p2p-media-loader hands loading back to hls.js and counts nothing:
+    // hls.js's own fragment stats count the (all HTTP) bytes instead.
+    hls.on(Hls.Events.FRAG_LOADED, (_ev, d) => {
+      state.bytes.http += d.frag.stats.loaded;
+      state.segments.http += 1;
+    });
+  }
   hls.on(Hls.Events.LEVEL_SWITCHED, (_ev, d) => {
     const l = hls.levels[d.level];
     state.level = l ? { height: l.height, bitrate: l.bitrate } : null;
