@@ -7,15 +7,21 @@
  *   p2p-media-loader uses to fetch the rest of a segment a peer delivered only in part.
  * - CORS open (`*`): the player page is on another origin, as it would be in production.
  * - Counters by kind: `segment` (`.m4s`, and `.mp4` init segments), `playlist` (`.m3u8`):
- *   requests, and bytes actually written to the socket (an aborted response counts what left).
+ *   requests, and bytes handed to the socket (an aborted response counts what was read for it
+ *   before the abort).
  *   `GET /_origin/stats` returns them as JSON; `POST /_origin/reset` zeroes them.
+ * - `/live/...` is the same stream as live (live.mjs): each media playlist is a sliding window
+ *   that advances with the clock from the origin's start (or last reset); every other path
+ *   under `/live/` is the file without the prefix.
  * - Nothing outside the folder is served; a bad path or method gets 404/405, never a crash.
  * @module
  */
 
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { extname, join, normalize, resolve } from 'node:path';
+
+import { liveWindow, parseVod } from './live.mjs';
 
 const TYPES = {
   '.m3u8': 'application/vnd.apple.mpegurl',
@@ -72,7 +78,15 @@ function emptyCounts() {
 export function startOrigin(opts) {
   const root = resolve(opts.root);
   let counts = emptyCounts();
+  // The counters' start, and the live stream's.
   const since = { at: Date.now() };
+  /** Parsed VOD playlists for the live windows, by file (a handful: one per rendition). */
+  const vods = new Map();
+  /** @param {string} file */
+  const vodOf = (file) => {
+    if (!vods.has(file)) vods.set(file, parseVod(readFileSync(file, 'utf8')));
+    return vods.get(file);
+  };
 
   const server = createServer((req, res) => {
     res.setHeader('access-control-allow-origin', '*');
@@ -105,7 +119,8 @@ export function startOrigin(opts) {
       res.writeHead(400).end('bad path');
       return;
     }
-    const file = normalize(join(root, path));
+    const live = path.startsWith('/live/');
+    const file = normalize(join(root, live ? path.slice('/live'.length) : path));
     let size;
     try {
       if (!file.startsWith(`${root}/`)) throw new Error('outside');
@@ -119,6 +134,24 @@ export function startOrigin(opts) {
     const kind = kindOf(file);
     const c = counts[kind];
     c.requests += 1;
+    if (live && kind === 'playlist' && !file.endsWith('/master.m3u8')) {
+      let text;
+      try {
+        text = liveWindow(vodOf(file), (Date.now() - since.at) / 1000);
+      } catch (err) {
+        res.writeHead(500).end(`bad playlist: ${/** @type {Error} */ (err).message}`);
+        return;
+      }
+      const body = Buffer.from(text);
+      res.writeHead(200, { 'content-type': TYPES['.m3u8'], 'content-length': body.length, 'cache-control': 'no-store' });
+      if (req.method === 'HEAD') {
+        res.end();
+        return;
+      }
+      c.bytes += body.length;
+      res.end(body);
+      return;
+    }
     const range = parseRange(req.headers.range, size);
     if (range === 'invalid') {
       res.writeHead(416, { 'content-range': `bytes */${size}` }).end();
@@ -144,7 +177,7 @@ export function startOrigin(opts) {
     }
     const stream = createReadStream(file, { start, end });
     // Count what is handed to the socket, chunk by chunk, so an aborted download counts only
-    // what left before the abort.
+    // what was read for it before the abort.
     stream.on('data', (chunk) => {
       c.bytes += chunk.length;
     });

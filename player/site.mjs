@@ -14,7 +14,9 @@ import { dirname, extname, join, normalize, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const PLAYER_DIR = dirname(fileURLToPath(import.meta.url));
-const PAGE_DIR = join(PLAYER_DIR, 'page');
+/** The repository's root. */
+export const ROOT = resolve(PLAYER_DIR, '..');
+/** The repository's root. */const PAGE_DIR = join(PLAYER_DIR, 'page');
 const MODULES = join(PLAYER_DIR, 'node_modules');
 
 /** URL path -> file of an npm package's own browser build. */
@@ -137,4 +139,3 @@ export function pageUrl(site, p) {
   return u.toString();
 }
 
-export const ROOT = resolve(PLAYER_DIR, '..');

@@ -83,7 +83,6 @@ const FIREFOX_PREFS = {
   'network.prefetch-next': false,
   'media.gmp-manager.updateEnabled': false,
   'browser.region.update.enabled': false,
-  'browser.tabs.remote.autostart': true,
 };
 
 /**
