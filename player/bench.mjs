@@ -5,8 +5,10 @@
 // The P2P share figure (`scripts/bench player`): for each viewer count and run, that many
 // headless Chromium viewers open the player page one after another (`--stagger` ms apart) on
 // the 180 s test stream, through HAProxy in front of two trackers and Redis, and each watches
-// `--watch` seconds. Mode `p2p` is hls.js + p2p-media-loader as shipped; `off` is the same
-// page with P2P disabled (isP2PDisabled), the baseline for origin bytes and stalls. Stream
+// `--watch` seconds. Mode `p2p` is hls.js + p2p-media-loader as shipped (it prefetches up to
+// 3000 s ahead over HTTP and 6000 s over P2P: a whole VOD); `p2p30` the same with those
+// windows at 30 s and 60 s; `off` is the same page with P2P disabled (isP2PDisabled), the
+// baseline for origin bytes and stalls. Stream
 // `vod` is the 180 s VOD from its start; `live` the same segments as a live stream (origin.mjs
 // `/live/`, starting with each session), where every viewer plays near the live edge. Each run
 // has a fresh swarm id. Per run it writes the whole result as JSON to DIR, and at the end a
@@ -29,7 +31,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     watch: { type: 'string', default: '40' },
     stagger: { type: 'string', default: '2000' },
-    modes: { type: 'string', default: 'p2p,off' },
+    modes: { type: 'string', default: 'p2p,p2p30,off' },
     streams: { type: 'string', default: 'vod,live' },
     out: { type: 'string', default: join(ROOT, 'bench-out', `player-${new Date().toISOString().replace(/[:.]/g, '')}`) },
   },
@@ -42,8 +44,8 @@ const modes = values.modes.split(',');
 const streams = values.streams.split(',');
 /** Every (stream, viewer count), in the order they run. */
 const cases = streams.flatMap((stream) => counts.map((n) => ({ stream, n })));
-if (counts.some((n) => !Number.isInteger(n) || n < 1 || n > 16) || !(runs >= 1) || !(watchSecs >= 5) || !(staggerMs >= 0) || modes.some((m) => m !== 'p2p' && m !== 'off') || streams.some((m) => m !== 'vod' && m !== 'live')) {
-  console.error('bench: --viewers 1..16 each, --runs >= 1, --watch >= 5, --stagger >= 0, --modes p2p,off, --streams vod,live');
+if (counts.some((n) => !Number.isInteger(n) || n < 1 || n > 16) || !(runs >= 1) || !(watchSecs >= 5) || !(staggerMs >= 0) || modes.some((m) => !['p2p', 'p2p30', 'off'].includes(m)) || streams.some((m) => m !== 'vod' && m !== 'live')) {
+  console.error('bench: --viewers 1..16 each, --runs >= 1, --watch >= 5, --stagger >= 0, --modes p2p,p2p30,off, --streams vod,live');
   process.exit(2);
 }
 mkdirSync(values.out, { recursive: true });
@@ -69,7 +71,8 @@ try {
           tracker,
           playlist: stream === 'live' ? '/live/master.m3u8' : '/master.m3u8',
           swarm: `bench-${stream}-${n}-${run}-${mode}-${Date.now()}`,
-          p2p: mode === 'p2p',
+          p2p: mode !== 'off',
+          window: mode === 'p2p30' ? 30 : undefined,
           browsers: Array(n).fill('chromium'),
           watchSecs,
           staggerMs,
@@ -110,7 +113,7 @@ for (const { stream, n } of cases) {
     const startups = rs.flatMap((r) => r.viewers.map((v) => v.startupMs)).filter((x) => x !== null);
     const never = rs.flatMap((r) => r.viewers).filter((v) => v.startupMs === null).length;
     console.log(
-      `| ${stream} | ${n} | ${mode === 'p2p' ? 'on' : 'off'} | ${mode === 'p2p' ? spread(rs.map((r) => r.p2pShare), pct) : '–'} ` +
+      `| ${stream} | ${n} | ${{ p2p: 'on', p2p30: 'on, 30 s windows', off: 'off' }[mode]} | ${mode === 'off' ? '–' : spread(rs.map((r) => r.p2pShare), pct)} ` +
         `| ${spread(rs.map((r) => r.origin.segment.bytes), mb)} | ${mb(median(rs.map((r) => r.p2pBytes + r.httpBytes)))} ` +
         `| ${startups.length ? Math.round(median(startups)) : '–'}${never ? ` (${never} never started)` : ''} ` +
         `| ${spread(rs.map((r) => r.viewers.reduce((a, v) => a + v.stalls, 0)), String)} ` +

@@ -51,10 +51,11 @@ export function parseVod(text) {
  * last `window` of them listed; `#EXT-X-ENDLIST` when the VOD runs out.
  * @param {VodPlaylist} vod
  * @param {number} elapsedSecs
- * @param {number} [window] segments listed (hls.js starts 3 segments from the live edge)
+ * @param {number} [window] segments listed: 15 (30 s), as p2p-media-loader advises for live
+ *   (15-20), so players can play far enough behind the edge to fetch from each other
  * @returns {string}
  */
-export function liveWindow(vod, elapsedSecs, window = 6) {
+export function liveWindow(vod, elapsedSecs, window = 15) {
   let published = window;
   let t = 0;
   for (let i = 0; i < vod.segments.length - window; i++) {

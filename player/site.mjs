@@ -126,13 +126,14 @@ export function startSite(opts = {}) {
 /**
  * The page URL for one viewer.
  * @param {string} site the page server's URL
- * @param {{src: string, tracker: string, p2p?: boolean, swarm?: string, viewer?: string, report?: number}} p
+ * @param {{src: string, tracker: string, p2p?: boolean, window?: number, swarm?: string, viewer?: string, report?: number}} p
  */
 export function pageUrl(site, p) {
   const u = new URL('/', site);
   u.searchParams.set('src', p.src);
   u.searchParams.set('tracker', p.tracker);
   if (p.p2p === false) u.searchParams.set('p2p', '0');
+  if (p.window) u.searchParams.set('window', String(p.window));
   if (p.swarm) u.searchParams.set('swarm', p.swarm);
   if (p.viewer) u.searchParams.set('viewer', p.viewer);
   if (p.report) u.searchParams.set('report', String(p.report));

@@ -39,6 +39,8 @@ import { launchChromium, launchFirefox } from './viewers.mjs';
  * @param {string} o.playlist path of the master playlist on the origin
  * @param {string} o.swarm p2p-media-loader swarmId (a fresh one per session keeps sessions apart)
  * @param {boolean} o.p2p
+ * @param {number} [o.window] p2p-media-loader's prefetch windows: HTTP this many seconds ahead,
+ *   P2P twice as far (default: its own, 3000 s and 6000 s)
  * @param {('chromium'|'firefox')[]} o.browsers one per viewer, in opening order
  * @param {number} o.watchSecs
  * @param {number} o.staggerMs
@@ -61,7 +63,7 @@ export async function watch(o) {
       const due = t0 + i * o.staggerMs;
       if (Date.now() < due) await new Promise((r) => setTimeout(r, due - Date.now()));
       const viewer = `${browser}-${i + 1}`;
-      const url = pageUrl(o.site.url, { src, tracker: o.tracker, p2p: o.p2p, swarm: o.swarm, viewer, report: 500 });
+      const url = pageUrl(o.site.url, { src, tracker: o.tracker, p2p: o.p2p, window: o.window, swarm: o.swarm, viewer, report: 500 });
       if (browser === 'chromium') await chromium?.open(url);
       else firefoxes.push(launchFirefox(url));
       opened.push({ viewer, browser, opened: Date.now() });

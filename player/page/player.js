@@ -4,6 +4,8 @@
 //   src      the HLS master playlist (required)
 //   tracker  the WebTorrent announce URL (ws://host:port/announce), through the fleet's HAProxy
 //   p2p      1 (default) or 0: 0 keeps p2p-media-loader but disables P2P, for the baseline
+//   window   p2p-media-loader's prefetch: HTTP up to this many seconds ahead, P2P twice as far
+//            (default: its own, 3000 s and 6000 s, which for a VOD is all of it)
 //   swarm    p2p-media-loader's swarmId (default: the playlist URL)
 //   viewer   a name for this viewer in reports (default: random)
 //   report   every this many ms, POST the state to /report on this page's origin (0: never)
@@ -24,6 +26,7 @@ const tracker = q.get('tracker') ?? '';
 const p2p = q.get('p2p') !== '0';
 const viewer = q.get('viewer') ?? Math.random().toString(36).slice(2, 10);
 const reportMs = Number(q.get('report') ?? 0);
+const window_ = Number(q.get('window') ?? 0);
 
 const MAX_ERRORS = 32;
 const MAX_PEERS_SHOWN = 64;
@@ -66,6 +69,8 @@ function note(list, what) {
 
 const video = /** @type {HTMLVideoElement} */ (document.getElementById('video'));
 let stallStart = /** @type {number | null} */ (null);
+/** Whether the playlist is live (no #EXT-X-ENDLIST yet), from hls.js's LEVEL_LOADED. */
+let live = false;
 video.addEventListener('playing', () => {
   if (state.startupMs === null) state.startupMs = Math.round(performance.now());
   state.playing = true;
@@ -76,8 +81,9 @@ video.addEventListener('playing', () => {
 });
 video.addEventListener('waiting', () => {
   if (state.startupMs === null || video.seeking || video.ended) return;
-  // hls.js announces the end of a VOD as a wait for data that will never come.
-  if (video.duration - video.currentTime < 0.5) return;
+  // hls.js announces the end of a VOD as a wait for data that will never come; at a live
+  // stream's edge a wait is a stall.
+  if (!live && video.duration - video.currentTime < 0.5) return;
   if (stallStart === null) {
     state.stalls += 1;
     stallStart = performance.now();
@@ -95,12 +101,18 @@ if (!src) {
 } else {
   const HlsWithP2P = HlsJsP2PEngine.injectMixin(Hls);
   const hls = new HlsWithP2P({
+    // Live only: play 10 segments (20 s) behind the live edge, so the segments more than
+    // highDemandTimeWindow (15 s) ahead are already published and p2p-media-loader has time to
+    // fetch each once over HTTP and share it, instead of every viewer fetching the newest
+    // segment at the same moment (hls.js's default is 3 segments).
+    liveSyncDurationCount: 10,
     p2p: {
       core: {
         announceTrackers: tracker ? [tracker] : [],
         // Loopback peers need no STUN; the default STUN servers are outside this machine.
         rtcConfig: { iceServers: [] },
         isP2PDisabled: !p2p,
+        ...(window_ > 0 ? { httpDownloadTimeWindow: window_, p2pDownloadTimeWindow: 2 * window_ } : {}),
         ...(q.get('swarm') ? { swarmId: q.get('swarm') ?? undefined } : {}),
       },
       onHlsJsCreated: (h) => {
@@ -140,6 +152,9 @@ if (!src) {
       state.segments.http += 1;
     });
   }
+  hls.on(Hls.Events.LEVEL_LOADED, (_ev, d) => {
+    live = d.details.live;
+  });
   hls.on(Hls.Events.LEVEL_SWITCHED, (_ev, d) => {
     const l = hls.levels[d.level];
     state.level = l ? { height: l.height, bitrate: l.bitrate } : null;
