@@ -238,7 +238,12 @@ impl Session<WebTorrent> {
             if a.answer.is_some() {
                 return Ok(());
             }
-            let text = response::announce(&a.info_hash, counts, config.interval_secs);
+            let text = response::announce(
+                &a.info_hash,
+                counts,
+                config.interval_secs,
+                &state.instance().to_string(),
+            );
             return self.send_text(text).await;
         }
 
@@ -356,7 +361,12 @@ impl Session<WebTorrent> {
             // the reference; the relay counts the drop.
             let _ = state.relay().send(signal);
         }
-        let text = response::announce(&a.info_hash, counts, config.interval_secs);
+        let text = response::announce(
+            &a.info_hash,
+            counts,
+            config.interval_secs,
+            &state.instance().to_string(),
+        );
         self.send_text(text).await
     }
 

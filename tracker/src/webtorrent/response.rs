@@ -8,8 +8,11 @@ use super::id::Id20;
 use super::request::Failure;
 use super::swarms::Counts;
 
-/// The reply to an announce.
-pub fn announce(info_hash: &Id20, counts: Counts, interval: u32) -> String {
+/// The reply to an announce. `tracker_id` is this instance's id, sent as BEP 3's `tracker id`
+/// (the reference sends none): it tells a player which instance of the fleet it is on, the
+/// WebTorrent counterpart of the native `welcome.instance`. bittorrent-tracker clients keep it
+/// and send it back as `trackerid` in their next announces, which the tracker ignores.
+pub fn announce(info_hash: &Id20, counts: Counts, interval: u32, tracker_id: &str) -> String {
     #[derive(Serialize)]
     struct Reply<'a> {
         action: &'static str,
@@ -17,6 +20,8 @@ pub fn announce(info_hash: &Id20, counts: Counts, interval: u32) -> String {
         complete: u32,
         incomplete: u32,
         interval: u32,
+        #[serde(rename = "tracker id")]
+        tracker_id: &'a str,
     }
     to_json(&Reply {
         action: "announce",
@@ -24,6 +29,7 @@ pub fn announce(info_hash: &Id20, counts: Counts, interval: u32) -> String {
         complete: counts.complete,
         incomplete: counts.incomplete,
         interval,
+        tracker_id,
     })
 }
 
@@ -166,11 +172,12 @@ mod tests {
                 downloaded: 3,
             },
             120,
+            "1a2b3c4d",
         ))
         .expect("json");
         assert_eq!(
             v,
-            serde_json::json!({"action":"announce","info_hash":"iiiiiiiiiiiiiiiiiiii","complete":1,"incomplete":2,"interval":120})
+            serde_json::json!({"action":"announce","info_hash":"iiiiiiiiiiiiiiiiiiii","complete":1,"incomplete":2,"interval":120,"tracker id":"1a2b3c4d"})
         );
         let raw = RawValue::from_string(r#"{"type":"offer","sdp":"v=0\r\n"}"#.into()).expect("raw");
         let text = Forward::offer("h", "p", &raw, "o").to_json();
