@@ -168,8 +168,9 @@ async fn on_frame(cx: &mut Conn<'_>, wt: &mut WebTorrent, msg: &Message) {
                 Reply::None => {}
                 Reply::Announce(info_hash, counts) => {
                     let interval = config.interval_secs;
+                    let id = cx.instance().id;
                     cx.out().frame(Opcode::Text, 1, |buf| {
-                        response::announce(buf, &info_hash, counts, interval)
+                        response::announce(buf, &info_hash, counts, interval, id)
                     });
                 }
                 Reply::Failure(f) => send_failure(cx, &f),

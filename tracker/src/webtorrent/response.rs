@@ -8,9 +8,19 @@ use super::id::Id20;
 use super::request::Failure;
 use crate::json;
 use crate::swarm::Counts;
+use swarmtrack_protocol::InstanceId;
 
-/// The reply to an announce.
-pub fn announce(out: &mut Vec<u8>, info_hash: &Id20, counts: Counts, interval: u32) {
+/// The reply to an announce. `tracker_id` is this instance's id, sent as BEP 3's `tracker id`
+/// (the reference sends none): it tells a player which instance of the fleet it is on, the
+/// WebTorrent counterpart of the native `welcome.instance`. bittorrent-tracker clients keep it
+/// and send it back as `trackerid` in their next announces, which the tracker ignores.
+pub fn announce(
+    out: &mut Vec<u8>,
+    info_hash: &Id20,
+    counts: Counts,
+    interval: u32,
+    tracker_id: InstanceId,
+) {
     out.extend_from_slice(br#"{"action":"announce","info_hash":"#);
     json::push_latin1(out, &info_hash.0);
     out.extend_from_slice(br#","complete":"#);
@@ -19,7 +29,8 @@ pub fn announce(out: &mut Vec<u8>, info_hash: &Id20, counts: Counts, interval: u
     json::push_u64(out, u64::from(counts.incomplete));
     out.extend_from_slice(br#","interval":"#);
     json::push_u64(out, u64::from(interval));
-    out.push(b'}');
+    // Eight hex digits: nothing to escape.
+    let _ = std::io::Write::write_fmt(out, format_args!(",\"tracker id\":\"{tracker_id}\"}}"));
 }
 
 /// Whether a forwarded frame carries an offer or an answer.
@@ -141,8 +152,8 @@ mod tests {
             downloaded: 3,
         };
         assert_eq!(
-            text(|o| announce(o, &ih, counts, 120)),
-            serde_json::json!({"action":"announce","info_hash":"iiiiiiiiiiiiiiiiiiii","complete":1,"incomplete":2,"interval":120})
+            text(|o| announce(o, &ih, counts, 120, InstanceId(0x1a2b_3c4d))),
+            serde_json::json!({"action":"announce","info_hash":"iiiiiiiiiiiiiiiiiiii","complete":1,"incomplete":2,"interval":120,"tracker id":"1a2b3c4d"})
         );
         let mut head = forward_head(&ih, &Id20([0xe9; 20]), Carries::Offer);
         head.extend_from_slice(br#"{"type":"offer","sdp":"v=0\r\n"},"offer_id":"o"}"#);
