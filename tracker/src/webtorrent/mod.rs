@@ -143,18 +143,7 @@ async fn on_frame(cx: &mut Conn<'_>, wt: &mut WebTorrent, msg: &Message) {
         }
         Ok(Request::Scrape(hashes)) => {
             metrics.received(ReceivedKind::Scrape, Format::Json);
-            let membership = &cx.instance().membership;
-            let files: Vec<(Id20, crate::swarm::Counts)> = hashes
-                .into_iter()
-                .map(|h| {
-                    let mut buf = [0; WEBTORRENT_KEY_LEN];
-                    (h, membership.counts(h.swarm_key(&mut buf)))
-                })
-                .collect();
-            let interval = config.interval_secs;
-            cx.out().frame(Opcode::Text, 1, |buf| {
-                response::scrape(buf, &files, interval)
-            });
+            scrape(cx, &hashes);
         }
         Ok(Request::Announce(a)) => {
             let kind = if a.answer.is_some() {
@@ -178,6 +167,22 @@ async fn on_frame(cx: &mut Conn<'_>, wt: &mut WebTorrent, msg: &Message) {
             metrics.announce_seconds(started.elapsed().as_secs_f64());
         }
     }
+}
+
+/// A scrape: this instance's counts of each swarm.
+fn scrape(cx: &mut Conn<'_>, hashes: &[Id20]) {
+    let membership = &cx.instance().membership;
+    let files: Vec<(Id20, crate::swarm::Counts)> = hashes
+        .iter()
+        .map(|h| {
+            let mut buf = [0; WEBTORRENT_KEY_LEN];
+            (*h, membership.counts(h.swarm_key(&mut buf)))
+        })
+        .collect();
+    let interval = cx.config().webtorrent.interval_secs;
+    cx.out().frame(Opcode::Text, 1, |buf| {
+        response::scrape(buf, &files, interval)
+    });
 }
 
 fn send_failure(cx: &mut Conn<'_>, f: &Failure) {
