@@ -128,13 +128,9 @@ async fn on_frame(cx: &mut Conn<'_>, wt: &mut WebTorrent, msg: &Message) {
         max_offers: config.max_offers,
         max_scrape_hashes: config.max_scrape_hashes,
     };
-    // Binary frames are read as JSON too, as the reference does; text was checked as UTF-8
-    // when read.
-    let text = match msg {
-        Message::Text(text) => Ok(&**text),
-        Message::Binary(bytes) => std::str::from_utf8(bytes)
-            .map_err(|_| Failure::new(FailureKind::Invalid, "invalid JSON: not UTF-8")),
-    };
+    // Binary frames are read as JSON too, as the reference does.
+    let text = simdutf8::basic::from_utf8(frame)
+        .map_err(|_| Failure::new(FailureKind::Invalid, "invalid JSON: not UTF-8"));
     match text.and_then(|t| request::parse(t, &limits)) {
         Err(f) => {
             metrics.received(ReceivedKind::Invalid, Format::Json);
