@@ -90,6 +90,9 @@ pub struct ServerStat {
     pub sessions: u64,
     /// `stot`: sessions since the server was added.
     pub total: u64,
+    /// `wredis`: sessions this server refused with a retryable failure (e.g. a draining
+    /// tracker's 503) that HAProxy sent to another server.
+    pub redispatched: u64,
 }
 
 /// One server as `show servers state` reports it.
@@ -311,8 +314,10 @@ pub fn parse_show_stat(csv: &str, backend: &str) -> Result<Vec<ServerStat>, Stri
         .ok_or_else(|| format!("no CSV header: {:?}", csv.lines().next().unwrap_or("")))?
         .split(',')
         .collect();
-    let ([px, sv, status, scur, stot], width) =
-        columns(&header, ["pxname", "svname", "status", "scur", "stot"])?;
+    let ([px, sv, status, scur, stot, wredis], width) = columns(
+        &header,
+        ["pxname", "svname", "status", "scur", "stot", "wredis"],
+    )?;
     let mut servers = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
@@ -327,6 +332,7 @@ pub fn parse_show_stat(csv: &str, backend: &str) -> Result<Vec<ServerStat>, Stri
             status: f[status].to_string(),
             sessions: f[scur].parse().unwrap_or(0),
             total: f[stot].parse().unwrap_or(0),
+            redispatched: f[wredis].parse().unwrap_or(0),
         });
     }
     Ok(servers)
@@ -394,15 +400,16 @@ mod tests {
 
     #[test]
     fn show_stat_by_column_name() {
-        let csv = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status\n\
-                   trackers,t1,0,0,3,5,200,12,UP\n\
-                   trackers,t2,0,0,0,1,200,1,DRAIN\n\
-                   trackers,BACKEND,0,0,3,5,200,13,UP\n\
-                   other,x,0,0,9,9,9,9,UP\n\n";
+        let csv = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,wredis,status\n\
+                   trackers,t1,0,0,3,5,200,12,1,UP\n\
+                   trackers,t2,0,0,0,1,200,1,0,DRAIN\n\
+                   trackers,BACKEND,0,0,3,5,200,13,1,UP\n\
+                   other,x,0,0,9,9,9,9,0,UP\n\n";
         let s = parse_show_stat(csv, "trackers").unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].sessions, 3);
         assert_eq!(s[0].total, 12);
+        assert_eq!(s[0].redispatched, 1);
         assert_eq!(s[1].status, "DRAIN");
         assert!(parse_show_stat("Unknown command\n", "trackers").is_err());
         assert!(parse_show_stat("# pxname,svname\n", "trackers").is_err());

@@ -3,20 +3,22 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
-mod common;
-
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use autoscaler::config::HaproxyConfig;
 use autoscaler::haproxy::{Haproxy as Runtime, ServerStat};
-use common::{Autoscaler, DEADLINE, Haproxy, Proc, Redis, eventually, pid_alive, workspace_bin};
+use testkit::autoscaler::{Autoscaler, fleet_config, haproxy_options};
+use testkit::haproxy::Haproxy;
+use testkit::process::{Process, pid_alive};
+use testkit::redis::RedisServer;
+use testkit::simulator;
+use testkit::{LONG_DEADLINE, eventually_blocking};
 
 /// The backend's servers as the autoscaler's own client reads them.
 fn servers(h: &Haproxy) -> Vec<ServerStat> {
     let rt = Runtime::new(&HaproxyConfig {
-        socket: h.socket.clone(),
+        socket: h.socket().to_path_buf(),
         ..HaproxyConfig::default()
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -34,27 +36,23 @@ fn up(h: &Haproxy) -> Vec<ServerStat> {
 }
 
 /// `simulator run` against the front end, its JSON report written to `json`.
-fn simulate(h: &Haproxy, json: &std::path::Path, args: &[&str]) -> Proc {
-    let child = Command::new(workspace_bin("simulator"))
-        .args(["run", "--url", &h.ws_url(), "--quiet", "--videos", "20"])
-        .arg("--json")
-        .arg(json)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn simulator");
-    Proc { child }
+fn simulate(h: &Haproxy, json: &std::path::Path, args: &[&str]) -> Process {
+    let url = h.ws_url();
+    let json = json.to_str().expect("a UTF-8 path");
+    let mut all = vec![
+        "run", "--url", &url, "--quiet", "--videos", "20", "--json", json,
+    ];
+    all.extend_from_slice(args);
+    simulator::spawn(&all)
 }
 
 #[test]
 fn load_scales_out_and_back_in_without_dropping_viewers() {
-    let redis = Redis::start();
-    let haproxy = Haproxy::start();
+    let redis = RedisServer::start();
+    let haproxy = Haproxy::start(&[], &haproxy_options());
     // Only new connections/sec count: 10 per instance.
     let autoscaler = Autoscaler::start(|state| {
-        common::test_config(
+        fleet_config(
             &haproxy,
             &redis,
             state,
@@ -78,12 +76,13 @@ max_reconnect_window_secs = 3
     });
 
     // A fleet of one.
-    eventually("the first instance UP in haproxy", DEADLINE, || {
+    eventually_blocking("the first instance UP in haproxy", LONG_DEADLINE, || {
         (up(&haproxy).len() == 1).then_some(())
     });
     let first = servers(&haproxy)[0].name.clone();
 
-    let dir = common::temp_dir("sim");
+    let tmp = testkit::process::temp_dir("sim");
+    let dir = tmp.path();
     // Steady viewers that stay through the whole scale-in: they must all get `reconnect`.
     let steady_json = dir.join("steady.json");
     let mut steady = simulate(
@@ -120,27 +119,26 @@ max_reconnect_window_secs = 3
     );
 
     // Scale-out: at least two instances, and a new one takes viewers.
-    let grown = eventually("a second instance serving viewers", DEADLINE, || {
+    let grown = eventually_blocking("a second instance serving viewers", LONG_DEADLINE, || {
         let s = servers(&haproxy);
         (s.len() >= 2 && s.iter().any(|x| x.name != first && x.total > 0)).then_some(s)
     });
     let grown: BTreeSet<String> = grown.into_iter().map(|s| s.name).collect();
     // Remember every tracker process the fleet had, to see them exit.
-    let pids: Vec<(String, u32)> = eventually("pids of the grown fleet", DEADLINE, || {
-        let r = autoscaler.records();
-        (r.len() >= 2 && r.iter().all(|(_, p, _)| p.is_some())).then(|| {
-            r.into_iter()
-                .map(|(id, p, _)| (id, p.unwrap_or(0)))
-                .collect()
-        })
-    });
+    let pids: Vec<(String, u32)> =
+        eventually_blocking("pids of the grown fleet", LONG_DEADLINE, || {
+            let r = autoscaler.records();
+            (r.len() >= 2 && r.iter().all(|(_, p, _)| p.is_some())).then(|| {
+                r.into_iter()
+                    .map(|(id, p, _)| (id, p.unwrap_or(0)))
+                    .collect()
+            })
+        });
 
-    eventually("the burst to end", DEADLINE, || {
-        burst.child.try_wait().ok().flatten()
-    });
+    eventually_blocking("the burst to end", LONG_DEADLINE, || burst.try_exit());
 
     // Scale-in back to the minimum while the steady viewers stay.
-    let end = eventually(
+    let end = eventually_blocking(
         "the fleet back to one server",
         Duration::from_secs(60),
         || {
@@ -156,7 +154,7 @@ max_reconnect_window_secs = 3
             .unwrap_or(0)
     };
     let at = ticks();
-    eventually("four more ticks", DEADLINE, || {
+    eventually_blocking("four more ticks", LONG_DEADLINE, || {
         (ticks() >= at + 4).then_some(())
     });
     assert_eq!(
@@ -181,13 +179,11 @@ max_reconnect_window_secs = 3
 
     // The story is over: the steady viewers leave (Ctrl-C makes the simulator wind down and
     // write its report).
-    let _ = Command::new("kill")
-        .args(["-INT", &steady.child.id().to_string()])
-        .status();
-    let status = eventually(
+    steady.signal("INT");
+    let status = eventually_blocking(
         "the steady simulator to end",
         Duration::from_secs(60),
-        || steady.child.try_wait().ok().flatten(),
+        || steady.try_exit(),
     );
     assert!(status.success(), "steady simulator failed");
     let report: serde_json::Value =
@@ -213,15 +209,14 @@ max_reconnect_window_secs = 3
         "{}",
         total["connect_failures_by"]
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn restarted_autoscaler_launches_no_duplicate_and_readds_after_reload() {
-    let redis = Redis::start();
-    let mut haproxy = Haproxy::start();
+    let redis = RedisServer::start();
+    let mut haproxy = Haproxy::start(&[], &haproxy_options());
     let mut autoscaler = Autoscaler::start(|state| {
-        common::test_config(
+        fleet_config(
             &haproxy,
             &redis,
             state,
@@ -238,7 +233,7 @@ launch_timeout_secs = 20
     });
 
     // Killed as soon as its first launch is recorded, before the instance is ready.
-    eventually("a first launch recorded", DEADLINE, || {
+    eventually_blocking("a first launch recorded", LONG_DEADLINE, || {
         (!autoscaler.records().is_empty()).then_some(())
     });
     autoscaler.kill();
@@ -247,11 +242,11 @@ launch_timeout_secs = 20
     autoscaler.launch();
 
     let ticks = |a: &Autoscaler| a.status().and_then(|s| s["ticks"].as_u64()).unwrap_or(0);
-    eventually("two instances UP", DEADLINE, || {
+    eventually_blocking("two instances UP", LONG_DEADLINE, || {
         (up(&haproxy).len() == 2).then_some(())
     });
     let at = ticks(&autoscaler);
-    eventually("five more ticks", DEADLINE, || {
+    eventually_blocking("five more ticks", LONG_DEADLINE, || {
         (ticks(&autoscaler) >= at + 5).then_some(())
     });
     let records = autoscaler.records();
@@ -267,7 +262,7 @@ launch_timeout_secs = 20
 
     // A reload forgets dynamic servers: the next ticks add them again.
     haproxy.restart();
-    eventually("servers re-added after the reload", DEADLINE, || {
+    eventually_blocking("servers re-added after the reload", LONG_DEADLINE, || {
         (up(&haproxy).len() == 2).then_some(())
     });
     assert_eq!(autoscaler.records().len(), 2);
@@ -275,12 +270,12 @@ launch_timeout_secs = 20
 
 #[test]
 fn dry_run_decides_but_changes_nothing() {
-    let redis = Redis::start();
-    let haproxy = Haproxy::start();
+    let redis = RedisServer::start();
+    let haproxy = Haproxy::start(&[], &haproxy_options());
     let autoscaler =
-        Autoscaler::start(|state| common::test_config(&haproxy, &redis, state, "dry_run = true"));
+        Autoscaler::start(|state| fleet_config(&haproxy, &redis, state, "dry_run = true"));
     // An empty fleet below its minimum: the decision is a launch, logged only.
-    let status = eventually("a scale-out decision", DEADLINE, || {
+    let status = eventually_blocking("a scale-out decision", LONG_DEADLINE, || {
         let s = autoscaler.status()?;
         let last = s["decisions"].as_array()?.last()?.clone();
         (last[1]["action"]["kind"] == "scale_out" && s["ticks"].as_u64()? >= 3).then_some(s)

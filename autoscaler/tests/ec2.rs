@@ -10,10 +10,6 @@
 #![cfg(feature = "ec2")]
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
-mod common;
-
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -24,64 +20,19 @@ use autoscaler::provider::ec2::{Ec2Provider, TAG_FLEET, TAG_PHASE};
 use autoscaler::provider::{Phase, Provider};
 use aws_sdk_ec2::config::Credentials;
 use aws_sdk_ec2::types::{Filter, HttpTokensState};
-use common::{Autoscaler, DEADLINE, Haproxy, Proc, eventually, free_addr};
-
-/// `moto_server` from `MOTO_SERVER`, else from PATH; `None` when absent outside CI.
-fn moto_server() -> Option<PathBuf> {
-    let named = std::env::var_os("MOTO_SERVER").map(PathBuf::from);
-    let found = named.or_else(|| {
-        Command::new("sh")
-            .args(["-c", "command -v moto_server"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-    });
-    match found {
-        Some(p) if p.exists() => Some(p),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("moto_server not found: set MOTO_SERVER (scripts/test installs moto)")
-        }
-        _ => {
-            eprintln!(
-                "\n*** SKIPPED: moto_server not found (set MOTO_SERVER or run scripts/test, \
-                 which installs moto[server] into a venv) ***\n"
-            );
-            None
-        }
-    }
-}
-
-/// Starts moto on a free port and waits until it answers.
-async fn start_moto(bin: &PathBuf) -> (Proc, String) {
-    for _ in 0..20 {
-        let addr = free_addr();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn moto_server");
-        let mut proc = Proc { child };
-        let end = std::time::Instant::now() + DEADLINE;
-        while proc.running() && std::time::Instant::now() < end {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return (proc, format!("http://{addr}"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        proc.kill();
-    }
-    panic!("moto_server did not start");
-}
+use testkit::autoscaler::{Autoscaler, haproxy_options};
+use testkit::haproxy::Haproxy;
+use testkit::moto::{self, Moto};
+use testkit::process::{free_addr, temp_dir};
+use testkit::{LONG_DEADLINE, eventually_blocking};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launch_describe_terminate_on_moto() {
-    let Some(bin) = moto_server() else { return };
-    let (_moto, endpoint) = start_moto(&bin).await;
-    let dir = common::temp_dir("ec2");
-    let template = dir.join("user-data.sh.tmpl");
+    let Some(bin) = moto::find() else { return };
+    let moto = Moto::start(&bin);
+    let endpoint = moto.endpoint.clone();
+    let tmp = temp_dir("ec2");
+    let template = tmp.path().join("user-data.sh.tmpl");
     std::fs::write(
         &template,
         "#!/bin/sh\nexec /usr/local/bin/tracker --listen 0.0.0.0:@PORT@ \
@@ -93,7 +44,7 @@ async fn launch_describe_terminate_on_moto() {
         endpoint_url: endpoint,
         instance_type: "t3.micro".into(),
         user_data_template: template,
-        launch_journal: dir.join("launches.json"),
+        launch_journal: tmp.path().join("launches.json"),
         ..Ec2Config::default()
     };
     // Static credentials for moto; production uses the standard chain.
@@ -207,13 +158,12 @@ async fn launch_describe_terminate_on_moto() {
         .map(|i| i.id)
         .collect();
     assert_eq!(left, vec![b.id.clone()]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_endpoint_is_an_error_not_a_hang() {
-    let dir = common::temp_dir("ec2-down");
-    let template = dir.join("user-data");
+    let tmp = temp_dir("ec2-down");
+    let template = tmp.path().join("user-data");
     std::fs::write(&template, "#!/bin/sh\n").unwrap();
     // Nothing listens on this port: every call fails fast, retries included.
     let ec2 = Ec2Config {
@@ -223,7 +173,7 @@ async fn an_unreachable_endpoint_is_an_error_not_a_hang() {
         instance_type: "t3.micro".into(),
         subnet_id: "subnet-1".into(),
         user_data_template: template,
-        launch_journal: dir.join("launches.json"),
+        launch_journal: tmp.path().join("launches.json"),
         ..Ec2Config::default()
     };
     let sdk = Ec2Provider::sdk_loader(&ec2)
@@ -240,7 +190,6 @@ async fn an_unreachable_endpoint_is_an_error_not_a_hang() {
     let err = provider.list().await.unwrap_err();
     assert!(err.to_string().contains("DescribeInstances"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(25));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A proxy in front of moto that can hide every instance from `DescribeInstances`.
@@ -348,8 +297,9 @@ async fn fleet_instances(raw: &aws_sdk_ec2::Client, fleet: &str) -> Vec<String> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_launch_ec2_does_not_list_yet_is_counted_and_never_launched_twice() {
-    let Some(bin) = moto_server() else { return };
-    let (_moto, moto_url) = start_moto(&bin).await;
+    let Some(bin) = moto::find() else { return };
+    let moto = Moto::start(&bin);
+    let moto_url = moto.endpoint.clone();
     let (lag, lag_url) = Lag::start(&moto_url).await;
     // EC2 hasn't caught up: the listing shows nothing of what gets launched.
     lag.hidden.store(true, Ordering::SeqCst);
@@ -372,7 +322,7 @@ async fn a_launch_ec2_does_not_list_yet_is_counted_and_never_launched_twice() {
         .unwrap()
         .to_string();
 
-    let haproxy = Haproxy::start();
+    let haproxy = Haproxy::start(&[], &haproxy_options());
     let aws_env = vec![
         ("AWS_ACCESS_KEY_ID".to_string(), "testing".to_string()),
         ("AWS_SECRET_ACCESS_KEY".to_string(), "testing".to_string()),
@@ -407,20 +357,20 @@ subnet_id = "{subnet}"
 user_data_template = "{template}"
 launch_journal = "{journal}"
 "#,
-            socket = haproxy.socket.display(),
+            socket = haproxy.socket().display(),
             template = template.display(),
             journal = dir.join("launches.json").display(),
         )
     });
-    let journal = autoscaler.dir.join("launches.json");
+    let journal = autoscaler.dir().join("launches.json");
     let ticks = |a: &Autoscaler| a.status().and_then(|s| s["ticks"].as_u64()).unwrap_or(0);
     let wait_ticks = |a: &Autoscaler, n: u64| {
         let at = ticks(a);
-        eventually("more ticks", DEADLINE, || {
+        eventually_blocking("more ticks", LONG_DEADLINE, || {
             (ticks(a) >= at + n).then_some(())
         });
     };
-    eventually("the first launch", DEADLINE, || {
+    eventually_blocking("the first launch", LONG_DEADLINE, || {
         (lag.run_instances.load(Ordering::SeqCst) >= 1).then_some(())
     });
     wait_ticks(&autoscaler, 8);
@@ -446,7 +396,7 @@ launch_journal = "{journal}"
 
     // EC2 catches up: the instance comes from the listing, the journal forgets it.
     lag.hidden.store(false, Ordering::SeqCst);
-    eventually("the journal emptied", DEADLINE, || {
+    eventually_blocking("the journal emptied", LONG_DEADLINE, || {
         let text = std::fs::read_to_string(&journal).ok()?;
         let entries: serde_json::Value = serde_json::from_str(&text).ok()?;
         (entries.as_array()?.is_empty()).then_some(())

@@ -3,27 +3,26 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
-mod common;
-
 use std::time::Duration;
 
 use autoscaler::config::HaproxyConfig;
 use autoscaler::haproxy::{AdminState, Haproxy as Runtime, HaproxyError};
-use common::Haproxy;
+use testkit::autoscaler::haproxy_options;
+use testkit::haproxy::Haproxy;
 
 fn client(h: &Haproxy) -> Runtime {
     Runtime::new(&HaproxyConfig {
-        socket: h.socket.clone(),
+        socket: h.socket().to_path_buf(),
         ..HaproxyConfig::default()
     })
 }
 
 #[tokio::test]
 async fn server_lifecycle_on_a_real_haproxy() {
-    let haproxy = Haproxy::start();
+    let haproxy = Haproxy::start(&[], &haproxy_options());
     let rt = client(&haproxy);
     // Nothing listens there: the check fails, which changes nothing the test looks at.
-    let addr = common::free_addr();
+    let addr = testkit::process::free_addr();
     rt.add_server("as-x1", addr).await.unwrap();
 
     // Added with every parameter, in maintenance until enabled.
@@ -59,8 +58,8 @@ async fn server_lifecycle_on_a_real_haproxy() {
 
 #[tokio::test]
 async fn a_socket_that_never_answers_times_out() {
-    let dir = common::temp_dir("silent");
-    let path = dir.join("silent.sock");
+    let dir = testkit::process::temp_dir("silent");
+    let path = dir.path().join("silent.sock");
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     // Accepts and holds connections without a word.
     let holder = tokio::spawn(async move {
@@ -83,5 +82,4 @@ async fn a_socket_that_never_answers_times_out() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     holder.abort();
-    let _ = std::fs::remove_dir_all(&dir);
 }

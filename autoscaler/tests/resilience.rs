@@ -5,21 +5,23 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use autoscaler::config::HaproxyConfig;
 use autoscaler::haproxy::{Haproxy as Runtime, ServerStat};
-use common::{Autoscaler, DEADLINE, Haproxy, Redis, eventually, pid_alive};
 use futures_util::SinkExt;
+use testkit::autoscaler::{Autoscaler, fleet_config, haproxy_options};
+use testkit::haproxy::Haproxy;
+use testkit::process::{Process, free_addr, pid_alive, temp_dir};
+use testkit::redis::RedisServer;
+use testkit::{LONG_DEADLINE, eventually_blocking};
 use tokio_tungstenite::tungstenite::Message;
 
 fn up(h: &Haproxy) -> Vec<ServerStat> {
     let rt = Runtime::new(&HaproxyConfig {
-        socket: h.socket.clone(),
+        socket: h.socket().to_path_buf(),
         ..HaproxyConfig::default()
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -36,7 +38,7 @@ fn up(h: &Haproxy) -> Vec<ServerStat> {
 
 /// The admin address of instance `id` from the local provider's state file.
 fn admin_of(a: &Autoscaler, id: &str) -> SocketAddr {
-    let path = Autoscaler::state_dir_for(&a.dir).join(format!("{id}.json"));
+    let path = a.state_dir().join(format!("{id}.json"));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     v["admin"].as_str().unwrap().parse().unwrap()
 }
@@ -102,8 +104,8 @@ async fn junk_flood(url: String, secs: u64) {
 
 #[test]
 fn a_junk_flood_does_not_move_the_decision() {
-    let redis = Redis::start();
-    let haproxy = Haproxy::start();
+    let redis = RedisServer::start();
+    let haproxy = Haproxy::start(&[], &haproxy_options());
     // Small targets: the old signals (every upgrade, every frame) would have asked for many.
     let extra = r#"
 [targets]
@@ -117,9 +119,8 @@ max_instances = 5
 warmup_secs = 1
 trend_window_secs = 5
 "#;
-    let mut autoscaler =
-        Autoscaler::start(|state| common::test_config(&haproxy, &redis, state, extra));
-    eventually("one instance UP", DEADLINE, || {
+    let mut autoscaler = Autoscaler::start(|state| fleet_config(&haproxy, &redis, state, extra));
+    eventually_blocking("one instance UP", LONG_DEADLINE, || {
         (up(&haproxy).len() == 1).then_some(())
     });
     let (id, _, _) = autoscaler.records().remove(0);
@@ -134,7 +135,7 @@ trend_window_secs = 5
     autoscaler.kill();
     autoscaler.launch();
     let at = ticks(&autoscaler);
-    eventually("ticks in dry run", DEADLINE, || {
+    eventually_blocking("ticks in dry run", LONG_DEADLINE, || {
         (ticks(&autoscaler) >= at + 4).then_some(())
     });
     let opened = metric(admin, "tracker_connections_opened_total");
@@ -151,7 +152,7 @@ trend_window_secs = 5
     assert!(received >= 2_000.0, "only {received} frames");
     // Every decision through it: hold at one instance, no load seen.
     let after = ticks(&autoscaler);
-    let status = eventually("ticks after the flood", DEADLINE, || {
+    let status = eventually_blocking("ticks after the flood", LONG_DEADLINE, || {
         let s = autoscaler.status()?;
         (s["ticks"].as_u64()? >= after + 2).then_some(s)
     });
@@ -175,7 +176,7 @@ trend_window_secs = 5
 
 /// The tracker process of a local instance (the machine's child).
 fn tracker_of(machine: u32) -> u32 {
-    eventually("the tracker process", DEADLINE, || {
+    eventually_blocking("the tracker process", LONG_DEADLINE, || {
         let children =
             std::fs::read_to_string(format!("/proc/{machine}/task/{machine}/children")).ok()?;
         children.split_whitespace().find_map(|p| {
@@ -190,10 +191,10 @@ fn tracker_of(machine: u32) -> u32 {
 
 #[test]
 fn a_dead_tracker_on_a_live_instance_is_replaced_launch_first() {
-    let redis = Redis::start();
-    let haproxy = Haproxy::start();
+    let redis = RedisServer::start();
+    let haproxy = Haproxy::start(&[], &haproxy_options());
     let autoscaler = Autoscaler::start(|state| {
-        common::test_config(
+        fleet_config(
             &haproxy,
             &redis,
             state,
@@ -207,7 +208,7 @@ launch_timeout_secs = 20
 "#,
         )
     });
-    let first = eventually("two instances UP", DEADLINE, || {
+    let first = eventually_blocking("two instances UP", LONG_DEADLINE, || {
         let r = autoscaler.records();
         (up(&haproxy).len() == 2 && r.iter().all(|(_, p, _)| p.is_some())).then_some(r)
     });
@@ -220,7 +221,7 @@ launch_timeout_secs = 20
 
     // The machine still runs: only the tracker is gone, as a crashed process on a live EC2
     // instance. It is replaced: a third instance, then the dead one terminated.
-    eventually("the dead instance replaced", DEADLINE, || {
+    eventually_blocking("the dead instance replaced", LONG_DEADLINE, || {
         let r = autoscaler.records();
         (r.len() == 2 && !r.iter().any(|(id, _, _)| *id == dead_id) && up(&haproxy).len() == 2)
             .then_some(())
@@ -253,7 +254,8 @@ launch_timeout_secs = 20
 
 #[test]
 fn no_admin_token_no_start_unless_dry_run() {
-    let dir = common::temp_dir("token");
+    let tmp = temp_dir("token");
+    let dir = tmp.path();
     let config = dir.join("autoscaler.toml");
     std::fs::write(
         &config,
@@ -265,7 +267,7 @@ fn no_admin_token_no_start_unless_dry_run() {
     )
     .unwrap();
     let run = |dry_run: bool| {
-        let status = common::free_addr();
+        let status = free_addr();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_autoscaler"));
         cmd.arg("--config")
             .arg(&config)
@@ -274,25 +276,26 @@ fn no_admin_token_no_start_unless_dry_run() {
             .env_remove("TRACKER_ADMIN_TOKEN")
             .env_remove("AUTOSCALER_CONFIG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         if dry_run {
-            cmd.arg("--dry-run");
+            // Nobody reads it: a full pipe would block the daemon.
+            cmd.arg("--dry-run").stderr(Stdio::null());
+        } else {
+            cmd.stderr(Stdio::piped());
         }
-        (cmd.spawn().unwrap(), status)
+        (cmd, status)
     };
-    let (refused, _) = run(false);
-    let out = refused.wait_with_output().unwrap();
+    let (mut refused, _) = run(false);
+    let out = refused.output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TRACKER_ADMIN_TOKEN"), "{err}");
 
-    let (child, status) = run(true);
-    let mut proc = common::Proc { child };
-    eventually("the dry run answering", DEADLINE, || {
+    let (mut cmd, status) = run(true);
+    let mut proc = Process::spawn("autoscaler --dry-run", &mut cmd);
+    eventually_blocking("the dry run answering", LONG_DEADLINE, || {
         std::net::TcpStream::connect(status).ok().map(|_| ())
     });
-    assert!(proc.running());
+    assert!(proc.is_running());
     proc.kill();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,18 +7,19 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::{Autoscaler, Haproxy, Redis};
+use testkit::autoscaler::{Autoscaler, fleet_config, haproxy_options};
+use testkit::haproxy::Haproxy;
+use testkit::process::{temp_dir, workspace_bin};
+use testkit::redis::RedisServer;
 
 #[test]
 fn a_flash_crowd_is_met_ahead_and_the_fleet_returns_to_its_minimum() {
-    let redis = Redis::start();
-    let haproxy = Haproxy::start();
+    let redis = RedisServer::start();
+    let haproxy = Haproxy::start(&[], &haproxy_options());
     let autoscaler = Autoscaler::start(|state| {
-        common::test_config(
+        fleet_config(
             &haproxy,
             &redis,
             state,
@@ -46,14 +47,15 @@ launch_timeout_secs = 30
             "boot_delay_secs = 3\n\n[local.env]\nTRACKER__LIMITS__MAX_CONNECTIONS = \"45\"",
         )
     });
-    let out = common::temp_dir("surge");
+    let tmp = temp_dir("surge");
+    let out = tmp.path();
     let run = Command::new(env!("CARGO_BIN_EXE_autoscaler-surge"))
         .args(["--front", &haproxy.ws_url()])
         .args(["--status", &autoscaler.status.to_string()])
         .arg("--simulator")
-        .arg(common::workspace_bin("simulator"))
+        .arg(workspace_bin("simulator"))
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .args(["--base-rate", "2", "--factor", "5"])
         .args([
             "--baseline-secs",
@@ -113,5 +115,4 @@ launch_timeout_secs = 30
             .unwrap()
             .contains("<polyline")
     );
-    let _ = std::fs::remove_dir_all(&out);
 }

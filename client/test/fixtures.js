@@ -1,9 +1,9 @@
-// Loads the browser captures (copies of shared/fixtures/sdp, see README.md here).
+// Loads the browser captures from the repository's fixtures/ folder (see its README.md).
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
+export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fixtures');
 
 /** @param {string} name */
 export const read = (name) => readFileSync(join(FIXTURES, name), 'utf8');

@@ -1,4 +1,4 @@
-// minify/expand on every capture in test/fixtures (real Chromium and Firefox output).
+// minify/expand on every capture in the repository's fixtures/ (real Chromium and Firefox output).
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,7 +17,7 @@ import { FIXTURES, jsonl, names, read } from './fixtures.js';
 
 const SHARED = '/work/shared/fixtures/sdp';
 
-test('the copied fixtures are the shared captures, all of them', { skip: !existsSync(SHARED) }, () => {
+test('the repository fixtures are the shared captures, all of them', { skip: !existsSync(SHARED) }, () => {
   for (const name of readdirSync(SHARED)) {
     assert.equal(read(name), readFileSync(join(SHARED, name), 'utf8'), name);
   }

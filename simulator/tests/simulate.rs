@@ -4,12 +4,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::Value;
+use testkit::process::temp_dir;
+use testkit::simulator::{f, report, simulate, text, u};
+use testkit::tracker::{TestServer, test_config};
 use tokio::net::TcpListener;
 
 /// Every message delivered, nothing refused or lost, and every field of the report there.
@@ -45,10 +45,11 @@ fn assert_clean(r: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_run_delivers_every_message() {
-    let t = Tracker::start(config()).await;
-    let dir = tmp("clean");
+    let t = TestServer::start().await;
+    let tmp = temp_dir("sim-clean");
+    let dir = tmp.path();
     let (json, svg) = (dir.join("r.json"), dir.join("r.svg"));
-    let url = t.url();
+    let url = t.ws_url();
     // Nobody's watch time ends within the run: every negotiation completes.
     let (out, took) = simulate(&[
         "run",
@@ -95,9 +96,10 @@ async fn a_short_run_delivers_every_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minified_msgpack_viewers_send_less() {
-    let t = Tracker::start(config()).await;
-    let dir = tmp("min");
-    let url = t.url();
+    let t = TestServer::start().await;
+    let tmp = temp_dir("sim-min");
+    let dir = tmp.path();
+    let url = t.ws_url();
     let mut bytes_per_msg = Vec::new();
     for (sdp, format) in [("full", "json"), ("minified", "msgpack")] {
         let json = dir.join(format!("{sdp}.json"));
@@ -139,14 +141,15 @@ async fn minified_msgpack_viewers_send_less() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_tracker_sends_viewers_back_and_every_message_is_accounted_for() {
-    let mut c = config();
+    let mut c = test_config();
     c.drain.reconnect_window_ms = 300;
     c.drain.close_grace_ms = 1000;
     c.drain.deadline_secs = 5;
-    let first = Tracker::start(c.clone()).await;
-    let dir = tmp("drain");
+    let first = TestServer::with_config(c.clone()).await;
+    let tmp = temp_dir("sim-drain");
+    let dir = tmp.path();
     let json = dir.join("r.json");
-    let url = first.url();
+    let url = first.ws_url();
     let sim = tokio::spawn({
         let json = json.clone();
         async move {
@@ -174,7 +177,7 @@ async fn a_drained_tracker_sends_viewers_back_and_every_message_is_accounted_for
         }
     });
     // Drain once viewers are connected and signaling.
-    let second = first.restart_once_connected(15).await;
+    let second = first.restart_once_connected(15, test_config()).await;
     let (out, _) = sim.await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let r = report(&json);
@@ -202,13 +205,14 @@ async fn a_drained_tracker_sends_viewers_back_and_every_message_is_accounted_for
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ramp_finds_a_knee_below_a_tiny_rate_limit() {
     const LIMIT: u32 = 10;
-    let mut c = config();
+    let mut c = test_config();
     c.limits.messages_per_sec = LIMIT;
     c.limits.burst = LIMIT;
-    let t = Tracker::start(c).await;
-    let dir = tmp("ramp");
+    let t = TestServer::with_config(c).await;
+    let tmp = temp_dir("sim-ramp");
+    let dir = tmp.path();
     let (json, svg) = (dir.join("r.json"), dir.join("r.svg"));
-    let url = t.url();
+    let url = t.ws_url();
     // About 40 viewers at any time (10/s watching 4 s), one swarm; the extra negotiations
     // rise by 20/s a step, so each viewer's message rate climbs through the limit. Viewers
     // leaving while others offer to them cost a few refusals: hence 5 % allowed.
@@ -277,10 +281,11 @@ async fn a_ramp_finds_a_knee_below_a_tiny_rate_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_processes_share_a_run() {
-    let t = Tracker::start(config()).await;
-    let dir = tmp("workers");
+    let t = TestServer::start().await;
+    let tmp = temp_dir("sim-workers");
+    let dir = tmp.path();
     let json = dir.join("r.json");
-    let url = t.url();
+    let url = t.ws_url();
     let (out, _) = simulate(&[
         "run",
         "--url",
@@ -319,7 +324,8 @@ async fn an_absent_tracker_is_counted_not_fatal() {
         .local_addr()
         .unwrap()
         .port();
-    let dir = tmp("absent");
+    let tmp = temp_dir("sim-absent");
+    let dir = tmp.path();
     let json = dir.join("r.json");
     let url = format!("ws://127.0.0.1:{port}/v1/ws");
     let (out, took) = simulate(&[

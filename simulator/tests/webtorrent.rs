@@ -5,12 +5,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::Value;
+use testkit::process::temp_dir;
+use testkit::simulator::{f, report, simulate, text, u};
+use testkit::tracker::{TestServer, test_config};
 
 /// Both accounts balance, nothing lost, and the tracker did nothing it shouldn't.
 fn assert_balanced(r: &Value) {
@@ -33,8 +33,9 @@ fn assert_balanced(r: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_run_answers_every_offer_and_balances() {
-    let t = Tracker::start(config()).await;
-    let dir = tmp("wt-clean");
+    let t = TestServer::start().await;
+    let tmp = temp_dir("sim-wt-clean");
+    let dir = tmp.path();
     let (json, svg) = (dir.join("r.json"), dir.join("r.svg"));
     let url = t.announce_url();
     let (out, took) = simulate(&[
@@ -103,8 +104,9 @@ async fn a_clean_run_answers_every_offer_and_balances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ramp_adds_connections_and_names_its_knee() {
-    let t = Tracker::start(config()).await;
-    let dir = tmp("wt-ramp");
+    let t = TestServer::start().await;
+    let tmp = temp_dir("sim-wt-ramp");
+    let dir = tmp.path();
     let json = dir.join("r.json");
     let url = t.announce_url();
     // Bounds no loopback step can cross: every step holds, the knee is the last.
@@ -157,12 +159,13 @@ async fn a_ramp_adds_connections_and_names_its_knee() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_tracker_closes_with_1012_and_peers_come_back() {
     const PEERS: u64 = 20;
-    let mut c = config();
+    let mut c = test_config();
     c.drain.reconnect_window_ms = 300;
     c.drain.close_grace_ms = 1000;
     c.drain.deadline_secs = 5;
-    let first = Tracker::start(c).await;
-    let dir = tmp("wt-drain");
+    let first = TestServer::with_config(c).await;
+    let tmp = temp_dir("sim-wt-drain");
+    let dir = tmp.path();
     let json = dir.join("r.json");
     let url = first.announce_url();
     let sim = tokio::spawn({
@@ -194,7 +197,7 @@ async fn a_drained_tracker_closes_with_1012_and_peers_come_back() {
         }
     });
     // Drain once every peer is connected.
-    let second = first.restart_once_connected(PEERS).await;
+    let second = first.restart_once_connected(PEERS, test_config()).await;
     let (out, _) = sim.await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let r = report(&json);
@@ -269,11 +272,17 @@ async fn invalid_options_exit_with_2_and_say_why() {
                 "--connections",
                 "10000000",
             ],
-            "no --workers",
+            "--workers",
         ),
         (
-            &["webtorrent", "--url", "ws://127.0.0.1:1/", "--workers", "2"],
-            "unexpected argument",
+            &[
+                "webtorrent",
+                "--url",
+                "ws://127.0.0.1:1/",
+                "--worker-at",
+                "nowhere",
+            ],
+            "invalid value",
         ),
         (&["webtorrent"], "--url"),
     ];

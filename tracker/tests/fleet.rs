@@ -4,21 +4,18 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation fails the test
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::haproxy::{self, Haproxy, Options, Routing};
-use common::process::TrackerProcess;
-use common::redis::RedisServer;
-use common::{
-    ADMIN_TOKEN, Client, Deadline, eventually, exchange_across, http, join_until_paired,
-    metric_value, offer,
-};
+use testkit::haproxy::{self, Haproxy, Options, Routing};
+use testkit::http::{metric_value, request as http};
+use testkit::native::{Client, exchange_across, join_until_paired, offer};
+use testkit::redis::RedisServer;
+use testkit::tracker::{ADMIN_TOKEN, TrackerProcess};
+use testkit::{Deadline, eventually};
 use tracker::protocol::{ClientMsg, Format, InstanceId, PeerId, ServerMsg, Signal};
 
 /// Three trackers on one Redis behind one haproxy.
@@ -188,7 +185,8 @@ fn the_example_config_is_the_template_rendered_and_haproxy_accepts_it() {
     );
 
     // haproxy -c on the example and on both routings with TLS, with a real certificate.
-    let dir = haproxy::temp_dir();
+    let tmp = testkit::process::temp_dir("haproxy-check");
+    let dir = tmp.path();
     let (key, crt, pem) = (dir.join("k"), dir.join("c"), dir.join("tls.pem"));
     let status = Command::new("openssl")
         .args([
@@ -239,32 +237,6 @@ fn the_example_config_is_the_template_rendered_and_haproxy_accepts_it() {
             "haproxy -c warns on config {i}: {text}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn show_stat_is_parsed_by_column_name() {
-    let csv = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,wredis,status\n\
-               trackers,t1,0,0,3,4,17500,9,2,UP\n\
-               trackers,t2,0,0,0,1,17500,1,0,DOWN 1/2\n\
-               trackers,BACKEND,0,0,3,4,,10,2,UP\n\
-               other,t1,0,0,7,7,,7,0,UP\n\n";
-    let servers = haproxy::parse_show_stat(csv);
-    assert_eq!(servers.len(), 2);
-    let t1 = &servers[0];
-    assert_eq!(
-        (
-            &*t1.name,
-            &*t1.status,
-            t1.sessions,
-            t1.total,
-            t1.redispatched
-        ),
-        ("t1", "UP", 3, 9, 2)
-    );
-    assert_eq!(&*servers[1].status, "DOWN 1/2");
-    assert_eq!(haproxy::placeholder("a @B_C@ d"), Some("@B_C@"));
-    assert_eq!(haproxy::placeholder("me@example.com @x@ @@"), None);
 }
 
 #[tokio::test]
@@ -301,7 +273,7 @@ async fn viewers_through_haproxy_land_on_every_instance_and_signal_across() {
 
 #[tokio::test]
 async fn webtorrent_peers_through_haproxy_reach_each_other_on_every_instance() {
-    use common::webtorrent::{WtClient, announce, answer, id};
+    use testkit::webtorrent::{WtClient, announce, answer, id};
     let fleet = Fleet::start(Options::new(Routing::LeastConn)).await;
     let ih = id('f', 1);
     // Six peers, two per instance (leastconn), on both WebTorrent paths.

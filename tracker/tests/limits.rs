@@ -1,10 +1,11 @@
 //! Bad input and limits: every error code and close code of the contract, against a real
 //! tracker. Nothing a client sends may crash the server or affect other viewers.
 
-mod common;
-
-use common::{Client, Refused, TestServer, connect_ws, eventually, http, offer, test_config};
 use proptest::prelude::*;
+use testkit::eventually;
+use testkit::http::{metric_value, request as http};
+use testkit::native::{Client, Refused, connect_ws, offer};
+use testkit::tracker::{TestServer, test_config};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -42,7 +43,7 @@ async fn malformed_messages_get_bad_message_and_the_connection_stays_open() {
         (
             r#"{"t":"cands","swarm":"v","to":"AAAAAAAAAAAAAAAAAAAAAA","sid":"s","c":"notalist"}"#
                 .into(),
-            None,
+            Some("cands"),
         ),
         (r#"{"t":"batch"}"#.into(), Some("batch")),
     ];
@@ -249,7 +250,7 @@ async fn signaling_errors() {
         ("swarm_limit", 1.0),
     ] {
         let series = format!(r#"tracker_errors_sent_total{{code="{code}"}}"#);
-        assert_eq!(common::metric_value(&text, &series), n, "{series}");
+        assert_eq!(metric_value(&text, &series), n, "{series}");
     }
 }
 
@@ -257,12 +258,13 @@ async fn signaling_errors() {
 async fn a_full_outbox_drops_and_tells_the_sender_overloaded() {
     let mut config = test_config();
     config.websocket.outbox_capacity = 2;
+    // One worker thread: all five are handed over before B's session runs.
+    config.server.workers = 1;
     let server = TestServer::with_config(config).await;
     let mut a = Client::connect(&server, Format::Json).await;
     let mut b = Client::connect(&server, Format::Json).await;
     a.join("v", 2).await;
     b.join("v", 2).await;
-    // The tests run on one thread: all five are handed over before B's session runs.
     let sids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
     let msgs = sids.iter().map(|s| offer("v", b.peer, s, "v=0")).collect();
     a.send(&ClientMsg::Batch { msgs }).await;

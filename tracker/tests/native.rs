@@ -1,22 +1,19 @@
 //! The native protocol v1 end to end: a real tracker, real WebSocket clients, real SDP.
 
-mod common;
-
-use common::{ADMIN_TOKEN, Client, TestServer, connect_ws, eventually, http, offer, test_config};
+use testkit::eventually;
+use testkit::fixtures::{CHROME_CANDIDATES, CHROME_OFFER_COMPLETE, FIREFOX_ANSWER_COMPLETE};
+use testkit::http::{metric_value, request as http};
+use testkit::native::{Client, Refused, connect_ws, offer};
+use testkit::tracker::{ADMIN_TOKEN, TestServer, test_config};
 use tokio_tungstenite::tungstenite::Message;
 use tracker::protocol::{Cands, ClientMsg, Format, PeerId, ServerMsg, Signal};
 
-const OFFER_SDP: &str = include_str!("fixtures/chrome-datachannel-offer-complete.sdp");
-const ANSWER_SDP: &str = include_str!("fixtures/firefox-datachannel-answer-complete.sdp");
-const CANDIDATES: &str = include_str!("fixtures/chrome-datachannel-candidates.jsonl");
+const OFFER_SDP: &str = CHROME_OFFER_COMPLETE;
+const ANSWER_SDP: &str = FIREFOX_ANSWER_COMPLETE;
 
 /// The trickled candidate strings of the Chrome capture.
 fn candidates() -> Vec<String> {
-    CANDIDATES
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("candidate")?.as_str().map(str::to_string))
-        .collect()
+    testkit::fixtures::candidates(CHROME_CANDIDATES)
 }
 
 fn answer<'a>(swarm: &'a str, to: PeerId, sid: &'a str, m: &'a str) -> ClientMsg<'a> {
@@ -108,14 +105,14 @@ async fn exchange(fa: Format, fb: Format) {
     }
     let text = server.metrics().await;
     assert_eq!(
-        common::metric_value(
+        metric_value(
             &text,
             r#"tracker_messages_relayed_total{kind="offer",path="local"}"#
         ),
         1.0
     );
     assert_eq!(
-        common::metric_value(
+        metric_value(
             &text,
             r#"tracker_messages_relayed_total{kind="cands",path="local"}"#
         ),
@@ -176,7 +173,10 @@ async fn from_is_set_by_the_server_and_cannot_be_forged() {
 
 #[tokio::test]
 async fn batches_both_ways() {
-    let server = TestServer::start().await;
+    let mut config = test_config();
+    // One worker thread: all twenty are queued before B's session runs.
+    config.server.workers = 1;
+    let server = TestServer::with_config(config).await;
     let mut a = Client::connect(&server, Format::Json).await;
     let mut b = Client::connect(&server, Format::Json).await;
     b.join("v", 5).await;
@@ -195,8 +195,7 @@ async fn batches_both_ways() {
             peers: vec![b.peer]
         }
     );
-    // The tests run on one thread, so all twenty are queued before B's session runs: they
-    // arrive coalesced into a single batch frame, in order.
+    // They arrive coalesced into a single batch frame, in order.
     match b.recv_frame().await {
         ServerMsg::Batch { msgs } => {
             let got: Vec<String> = msgs
@@ -211,8 +210,8 @@ async fn batches_both_ways() {
         m => panic!("expected one batch frame, got {m:?}"),
     }
     let text = server.metrics().await;
-    let frames = common::metric_value(&text, "tracker_frames_sent_total");
-    let messages = common::metric_value(&text, "tracker_messages_sent_total");
+    let frames = metric_value(&text, "tracker_frames_sent_total");
+    let messages = metric_value(&text, "tracker_messages_sent_total");
     assert!(
         messages >= frames + 19.0,
         "frames {frames}, messages {messages}"
@@ -298,7 +297,7 @@ async fn viewers_count_at_their_first_join_by_origin() {
     let bad = format!("{}?reconnect=yes", server.ws_url());
     assert!(matches!(
         connect_ws(&bad, &[]).await,
-        Err(common::Refused::Status(400))
+        Err(Refused::Status(400))
     ));
 }
 
@@ -382,7 +381,7 @@ async fn drain_tells_viewers_to_reconnect_and_exits_when_they_left() {
     }
     // New viewers go elsewhere.
     match connect_ws(&server.ws_url(), &[]).await {
-        Err(common::Refused::Status(503)) => {}
+        Err(Refused::Status(503)) => {}
         other => panic!("expected 503, got {:?}", other.map(|_| ())),
     }
     // Signaling still works for in-flight negotiations while draining.

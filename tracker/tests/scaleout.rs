@@ -1,12 +1,11 @@
 //! Scale-out: several trackers and a real Redis (one server, or a 3-node cluster) behave as one.
 
-mod common;
-
-use common::process::TrackerProcess;
-use common::redis::{RedisCluster, RedisServer};
-use common::{
-    Client, Deadline, OFFER_SDP, TestServer, exchange_across, join_until_paired, offer, test_config,
-};
+use testkit::Deadline;
+use testkit::fixtures::CHROME_OFFER_COMPLETE as OFFER_SDP;
+use testkit::http::request as http;
+use testkit::native::{Client, exchange_across, join_until_paired, offer};
+use testkit::redis::{RedisCluster, RedisServer};
+use testkit::tracker::{TestServer, TrackerProcess, test_config};
 use tracker::config::Config;
 use tracker::protocol::{ClientMsg, Format, ServerMsg};
 
@@ -181,7 +180,7 @@ async fn redis_restart_local_relay_never_stops_and_cross_instance_recovers() {
             >= 1.0
     );
     assert_eq!(
-        common::http(one.addr, "GET", "/readyz", &[]).await.0,
+        http(one.addr, "GET", "/readyz", &[]).await.0,
         200,
         "ready while degraded"
     );
@@ -244,10 +243,10 @@ async fn the_same_exchange_on_a_redis_cluster_with_sharded_pubsub() {
 
     // Move A's relay channel to another node: the subscriber is told (sunsubscribe) and
     // resubscribes, and relay to A works again.
-    let channel = tracker::relay::remote::channel_name("st", a.instance);
+    let channel = tracker::relay_channel_name("st", a.instance);
     let slot = cluster.slot_of(&channel);
     let owner = cluster.owner_of(slot);
-    cluster.migrate_slot(slot, (owner + 1) % cluster.len());
+    cluster.migrate_slot(slot, (owner + 1) % cluster.node_count());
     one.wait_metric("tracker_redis_resubscribes_total", 1.0)
         .await;
     relay_until_delivered(
@@ -266,7 +265,7 @@ async fn redis_unreachable_at_start_then_up_later() {
     let one = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
     let two = TestServer::with_config(redis_config(Some(redis.url()), vec![])).await;
     // Serving on the embedded path meanwhile: ready, local pairing and relay work.
-    assert_eq!(common::http(one.addr, "GET", "/readyz", &[]).await.0, 200);
+    assert_eq!(http(one.addr, "GET", "/readyz", &[]).await.0, 200);
     assert_eq!(one.metric("tracker_redis_up").await, 0.0);
     let mut a = Client::connect(&one, Format::Json).await;
     let mut a2 = Client::connect(&one, Format::Json).await;

@@ -3,14 +3,15 @@
 
 #![allow(clippy::expect_used)] // a failed expectation fails the test
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::redis::RedisServer;
-use common::webtorrent::{WtClient, announce, answer, answer_object, id, offer_object, scrape};
-use common::{Client, Deadline, TestServer, eventually, test_config};
 use serde_json::{Value, json};
+use testkit::http::{metric_value, request as http};
+use testkit::native::Client;
+use testkit::redis::RedisServer;
+use testkit::tracker::{ADMIN_TOKEN, TestServer, test_config};
+use testkit::webtorrent::{WtClient, announce, answer, answer_object, id, offer_object, scrape};
+use testkit::{Deadline, eventually};
 use tokio_tungstenite::tungstenite::Message;
 use tracker::config::Config;
 use tracker::protocol::Format;
@@ -194,18 +195,25 @@ async fn answers_need_an_offer_that_was_sent_to_the_answerer() {
     b.recv().await;
     a.recv().await;
 
-    // Unknown offer id, wrong offerer: refused, naming the action and swarm.
-    a.send(&answer(&ih, &pa, &pb, &id('x', 4))).await;
+    // A peer that sent it no offer: refused, naming the action and swarm.
+    a.send(&answer(&ih, &pa, &pc, &id('o', 4))).await;
     let f = a.expect_failure().await;
     assert_eq!(f["action"], "announce");
     assert_eq!(f["info_hash"], ih);
-    a.send(&answer(&ih, &pa, &pc, &id('o', 4))).await;
-    a.expect_failure().await;
     // The real one, once.
     a.send(&answer(&ih, &pa, &pb, &id('o', 4))).await;
     assert!(b.recv().await.get("answer").is_some());
     a.send(&answer(&ih, &pa, &pb, &id('o', 4))).await;
     a.expect_failure().await;
+
+    // An offer id b never sent: refused; the real one still goes through.
+    b.send(&announce(&ih, &pb, &[id('o', 7)])).await;
+    b.recv().await;
+    a.recv().await;
+    a.send(&answer(&ih, &pa, &pb, &id('x', 7))).await;
+    a.expect_failure().await;
+    a.send(&answer(&ih, &pa, &pb, &id('o', 7))).await;
+    assert_eq!(b.recv().await["offer_id"], id('o', 7));
 
     // An offer past its TTL can't be answered.
     b.send(&announce(&ih, &pb, &[id('o', 5)])).await;
@@ -311,7 +319,7 @@ async fn bad_input_gets_a_failure_and_the_connection_goes_on() {
     let m = server.metrics().await;
     for (reason, n) in [("invalid", 7.0), ("bad_id", 7.0), ("too_many", 1.0)] {
         let series = format!(r#"tracker_webtorrent_failures_total{{reason="{reason}"}}"#);
-        assert_eq!(common::metric_value(&m, &series), n, "{series}");
+        assert_eq!(metric_value(&m, &series), n, "{series}");
     }
     // JSON in a binary frame is read as JSON; the connection is still fine.
     let binary = announce(&ih, &p, &[]).to_string().into_bytes();
@@ -352,11 +360,11 @@ async fn a_flood_is_rate_limited_and_neighbours_are_unaffected() {
     assert_eq!(a.recv().await["offer_id"], id('o', 7));
     eventually("the flood to be counted", || async {
         let m = server.metrics().await;
-        let limited = common::metric_value(
+        let limited = metric_value(
             &m,
             r#"tracker_messages_dropped_total{reason="rate_limited"}"#,
         );
-        let invalid = common::metric_value(
+        let invalid = metric_value(
             &m,
             r#"tracker_messages_received_total{kind="invalid",format="json"}"#,
         );
@@ -367,7 +375,7 @@ async fn a_flood_is_rate_limited_and_neighbours_are_unaffected() {
     // at most one a second.
     let m = server.metrics().await;
     let told = |reason: &str| {
-        common::metric_value(
+        metric_value(
             &m,
             &format!(r#"tracker_webtorrent_failures_total{{reason="{reason}"}}"#),
         )
@@ -422,11 +430,11 @@ async fn a_draining_tracker_closes_webtorrent_peers_with_1012() {
     let server = TestServer::with_config(config).await;
     let mut c = peer(&server).await;
     join(&mut c, &id('i', 9), &id('p', 9)).await;
-    let (status, _) = common::http(
+    let (status, _) = http(
         server.admin_addr(),
         "POST",
         "/admin/drain",
-        &[("Authorization", &format!("Bearer {}", common::ADMIN_TOKEN))],
+        &[("Authorization", &format!("Bearer {}", ADMIN_TOKEN))],
     )
     .await;
     assert_eq!(status, 202);
@@ -544,10 +552,13 @@ async fn answer_rules_and_seeding_hold_across_instances() {
         }
         deadline.tick().await;
     };
-    // `c` (b's instance) can't answer an offer that went to `a`, nor can `a` name the wrong
-    // offerer; `a` answers once.
-    c.send(&answer(&ih, &pc, &pb, &offer_id)).await;
-    let f = failure_skipping_offers(&mut c).await;
+    // `d` (b's instance, sent no offer) can't answer an offer that went to `a`, nor can `a`
+    // name the wrong offerer; `a` answers once.
+    let pd = id('d', 12);
+    let mut d = peer(&s2).await;
+    join(&mut d, &ih, &pd).await;
+    d.send(&answer(&ih, &pd, &pb, &offer_id)).await;
+    let f = failure_skipping_offers(&mut d).await;
     assert_eq!(f["info_hash"], ih);
     a.send(&answer(&ih, &pa, &pc, &offer_id)).await;
     failure_skipping_offers(&mut a).await;

@@ -1,13 +1,14 @@
-//! The `webtorrent` subcommand's options and the validated [`Plan`] they turn into.
+//! The `webtorrent` subcommand's options and the validated run they turn into.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::wire::{MAX_CONN, MAX_OFFERS};
-use crate::options::{self, Invalid, ms};
+use crate::harness::controller::Run;
+use crate::harness::options::{BoundArgs, Output, Processes};
+use crate::harness::plan::{self, Invalid, Phase, ms};
 use crate::target::Target;
 
 /// `webtorrent`: browser WebTorrent peers (bittorrent-tracker's WebSocket client) in a closed
@@ -81,39 +82,23 @@ pub struct WebtorrentArgs {
     /// Most ramp steps.
     #[arg(long, default_value_t = 20)]
     pub max_steps: u32,
-    /// A step fails when p99 announce, offer or answer latency is above this.
-    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
-    pub max_p99: Duration,
-    /// A step fails when more than this share of offers and answers is lost, of requests get
-    /// no response, of frames sent get a `failure reason`, or of connection attempts fail.
-    #[arg(long, default_value_t = 0.01)]
-    pub max_loss: f64,
-    /// Write the JSON report here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write the SVG plot here.
-    #[arg(long)]
-    pub svg: Option<PathBuf>,
-    /// No per-step lines on stderr.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Random seed (default: from the clock).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    /// The bounds a ramp step must stay within: p99 announce, offer and answer latency; the
+    /// share of offers and answers lost, of requests without a response, of frames sent that
+    /// got a `failure reason`, and of failed connection attempts.
+    #[command(flatten)]
+    pub bounds: BoundArgs,
+    /// Report outputs and the seed.
+    #[command(flatten)]
+    pub output: Output,
+    /// Worker processes (each with its own copy of the torrent catalogue, so a torrent's
+    /// swarm lives in one worker) and the tracker to watch.
+    #[command(flatten)]
+    pub processes: Processes,
 }
 
-/// One stretch of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Step {
-    /// Connections open during it.
-    pub connections: u32,
-    /// Length, ms.
-    pub duration_ms: u64,
-}
-
-/// A validated run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
+/// The WebTorrent mode's settings, as every worker gets them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
     /// Target URLs.
     pub urls: Vec<String>,
     /// Torrents in the catalogue.
@@ -136,26 +121,12 @@ pub struct Plan {
     pub firefox_share: f64,
     /// Source addresses.
     pub sources: u8,
-    /// Lost-after bound, ms.
-    pub lost_after_ms: u64,
-    /// Wind-down, ms.
-    pub grace_ms: u64,
-    /// Ledger capacity.
+    /// Ledger capacity (per worker).
     pub max_in_flight: usize,
-    /// The steps (one without --ramp).
-    pub steps: Vec<Step>,
-    /// Judge steps and stop at the first that fails.
-    pub ramp: bool,
-    /// p99 bound, ms.
-    pub max_p99_ms: f64,
-    /// Loss bound, share.
-    pub max_loss: f64,
-    /// Seed.
-    pub seed: u64,
 }
 
 fn check(ok: bool, msg: &str) -> Result<(), Invalid> {
-    options::check(ok, || msg.into())
+    plan::check(ok, || msg.into())
 }
 
 fn share(v: f64) -> bool {
@@ -163,11 +134,12 @@ fn share(v: f64) -> bool {
 }
 
 impl WebtorrentArgs {
-    /// Validates the options into a plan.
+    /// Validates the options into a run.
     ///
     /// # Errors
     /// An option out of range, named.
-    pub fn plan(&self, seed: u64) -> Result<Plan, Invalid> {
+    pub fn run(&self, seed: u64) -> Result<Run<Spec>, Invalid> {
+        self.processes.validate()?;
         for url in &self.urls {
             Target::parse(url, false).map_err(|e| Invalid(e.to_string()))?;
         }
@@ -210,7 +182,7 @@ impl WebtorrentArgs {
             self.max_in_flight >= 1,
             "--max-in-flight must be at least 1",
         )?;
-        let steps = if self.ramp {
+        let (phases, bounds) = if self.ramp {
             check(
                 self.connection_step >= 1,
                 "a ramp must raise something: --connection-step above 0",
@@ -223,79 +195,69 @@ impl WebtorrentArgs {
                 self.step >= Duration::from_millis(500),
                 "--step must be at least 500ms",
             )?;
-            check(share(self.max_loss), "--max-loss must be within 0..=1")?;
-            (0..self.max_steps)
-                .map(|k| Step {
-                    connections: self
-                        .connections
-                        .saturating_add(k.saturating_mul(self.connection_step)),
-                    duration_ms: ms(self.step),
-                })
-                .collect()
+            // `extra` carries the requests/s the step's connections are paced for.
+            let phases = plan::ramp(
+                f64::from(self.connections),
+                f64::from(self.connection_step),
+                f64::from(self.connections) * self.request_rate,
+                f64::from(self.connection_step) * self.request_rate,
+                self.max_steps,
+                self.step,
+            );
+            (phases, Some(self.bounds.bounds()?))
         } else {
             check(
                 self.duration >= Duration::from_millis(100)
                     && self.duration <= Duration::from_secs(86_400),
                 "--duration must be within 100ms..=24h",
             )?;
-            vec![Step {
-                connections: self.connections,
+            let phase = Phase {
+                target: f64::from(self.connections),
+                extra: f64::from(self.connections) * self.request_rate,
                 duration_ms: ms(self.duration),
-            }]
+            };
+            (vec![phase], None)
         };
-        let peak = steps.iter().map(|s| s.connections).max().unwrap_or(0);
-        check(peak <= MAX_CONN, "at most 268,435,455 connections")?;
-        Ok(Plan {
+        check(
+            peak_connections(&phases) <= u64::from(MAX_CONN),
+            "at most 268,435,455 connections",
+        )?;
+        Ok(Run {
+            label: if self.ramp {
+                "webtorrent ramp"
+            } else {
+                "webtorrent run"
+            }
+            .into(),
             urls: self.urls.clone(),
-            torrents: self.torrents,
-            zipf: self.zipf,
-            torrents_per_peer: self.torrents_per_peer,
-            offers: self.offers,
-            answer_probability: self.answer_probability,
-            seeders: self.seeders,
-            scrape_share: self.scrape_share,
-            request_rate: self.request_rate,
-            firefox_share: self.firefox_share,
-            sources: self.sources,
+            phases,
+            spec: Spec {
+                urls: self.urls.clone(),
+                torrents: self.torrents,
+                zipf: self.zipf,
+                torrents_per_peer: self.torrents_per_peer,
+                offers: self.offers,
+                answer_probability: self.answer_probability,
+                seeders: self.seeders,
+                scrape_share: self.scrape_share,
+                request_rate: self.request_rate,
+                firefox_share: self.firefox_share,
+                sources: self.sources,
+                max_in_flight: self.max_in_flight,
+            },
+            processes: self.processes.clone(),
+            seed,
             lost_after_ms: ms(self.lost_after),
             grace_ms: ms(self.grace),
-            max_in_flight: self.max_in_flight,
-            steps,
-            ramp: self.ramp,
-            max_p99_ms: self.max_p99.as_secs_f64() * 1000.0,
-            max_loss: self.max_loss,
-            seed,
+            bounds,
+            quiet: self.output.quiet,
         })
     }
 }
 
-impl Plan {
-    /// The most connections open at once.
-    pub fn peak_connections(&self) -> u64 {
-        self.steps
-            .iter()
-            .map(|s| u64::from(s.connections))
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Refuses a plan whose connections can't fit in `usable` descriptors: this mode runs in
-    /// one process (its swarms span every connection, so one ledger must see them all).
-    ///
-    /// # Errors
-    /// The plan doesn't fit, with what to do.
-    pub fn fits(&self, limit: u64, usable: u64) -> Result<(), Invalid> {
-        let need = self.peak_connections();
-        if need <= usable {
-            return Ok(());
-        }
-        Err(Invalid(format!(
-            "this run would hold up to {need} connections, but a process here may open only \
-             {limit} file descriptors ({usable} usable for connections), and the webtorrent \
-             mode runs in one process (no --workers): lower --connections, or the ramp's \
-             --connection-step or --max-steps"
-        )))
-    }
+/// The most connections a run holds at once, in all.
+pub fn peak_connections(phases: &[Phase]) -> u64 {
+    phases.iter().map(|p| p.target as u64).max().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -303,7 +265,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::options::{Cli, Command};
+    use crate::cli::{Cli, Command};
 
     fn args(extra: &[&str]) -> WebtorrentArgs {
         let cli = Cli::try_parse_from(
@@ -324,8 +286,8 @@ mod tests {
     }
 
     #[test]
-    fn a_ramp_adds_connections_and_must_fit() {
-        let p = args(&[
+    fn a_ramp_adds_connections() {
+        let r = args(&[
             "--ramp",
             "--connections",
             "50",
@@ -334,24 +296,26 @@ mod tests {
             "--max-steps",
             "3",
         ])
-        .plan(1)
+        .run(1)
         .unwrap();
-        let c: Vec<u32> = p.steps.iter().map(|s| s.connections).collect();
-        assert_eq!(c, [50, 75, 100]);
-        assert!(p.fits(1124, 1024).is_ok());
-        let e = p.fits(100, 99).unwrap_err().0;
-        assert!(
-            e.contains("100 connections") && e.contains("--workers"),
-            "{e}"
-        );
-        let run = args(&["--duration", "2s"]).plan(1).unwrap();
+        let c: Vec<f64> = r.phases.iter().map(|s| s.target).collect();
+        assert_eq!(c, [50.0, 75.0, 100.0]);
+        assert_eq!(peak_connections(&r.phases), 100);
+        assert_eq!(r.label, "webtorrent ramp");
+        assert!(r.bounds.is_some());
+        let run = args(&["--duration", "2s", "--workers", "2"])
+            .run(1)
+            .unwrap();
         assert_eq!(
-            run.steps,
-            [Step {
-                connections: 100,
+            run.phases,
+            [Phase {
+                target: 100.0,
+                extra: 100.0,
                 duration_ms: 2000
             }]
         );
+        assert_eq!(run.processes.total(), 2);
+        assert!(run.bounds.is_none());
     }
 
     #[test]
@@ -362,12 +326,13 @@ mod tests {
             (&["--connections", "0"], "--connections"),
             (&["--ramp", "--connection-step", "0"], "must raise"),
             (&["--request-rate", "20000"], "--request-rate"),
+            (&["--ramp", "--max-loss", "2"], "--max-loss"),
         ] {
-            let e = args(extra).plan(1).unwrap_err().0;
+            let e = args(extra).run(1).unwrap_err().0;
             assert!(e.contains(needle), "{extra:?}: {e}");
         }
         let mut a = args(&[]);
         a.urls = vec!["ws://10.0.0.1:1/announce".into()];
-        assert!(a.plan(1).unwrap_err().0.contains("127.0.0.0/8"));
+        assert!(a.run(1).unwrap_err().0.contains("127.0.0.0/8"));
     }
 }

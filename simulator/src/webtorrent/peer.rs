@@ -19,11 +19,11 @@ use rand::{Rng, SeedableRng};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::engine::Ctx;
 use super::ledger::Receipt;
-use super::stats::{Count, Latency};
+use super::measure::{Count, Latency, Reasons};
+use super::shared::Ctx;
 use super::wire::{self, Announce, Event, OfferId, Received};
-use crate::payload::Browser;
+use crate::native::payload::Browser;
 use crate::target::{Ws, connect, source_addr};
 
 /// How long the TCP + WebSocket handshake may take.
@@ -58,15 +58,15 @@ struct Pending {
 /// Runs peer `conn` until the run ends.
 pub async fn run(ctx: Arc<Ctx>, conn: u32) {
     let mut rng =
-        StdRng::seed_from_u64(ctx.plan.seed ^ u64::from(conn).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let browser = if rng.random_bool(ctx.plan.firefox_share) {
+        StdRng::seed_from_u64(ctx.job.seed ^ u64::from(conn).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let browser = if rng.random_bool(ctx.plan().firefox_share) {
         Browser::Firefox
     } else {
         Browser::Chrome
     };
     let target = &ctx.targets[conn as usize % ctx.targets.len()];
-    let source = source_addr(0, u64::from(conn), ctx.plan.sources);
-    let torrents = (0..ctx.plan.torrents_per_peer)
+    let source = source_addr(ctx.job.worker, u64::from(conn), ctx.plan().sources);
+    let torrents = (0..ctx.plan().torrents_per_peer)
         .map(|_| ctx.torrent(&mut rng))
         .collect();
     let mut peer = Peer {
@@ -80,13 +80,14 @@ pub async fn run(ctx: Arc<Ctx>, conn: u32) {
     };
     let mut failures = 0u32;
     loop {
-        if ctx.finish.is_cancelled() {
+        if ctx.winding.finish.is_cancelled() {
             return;
         }
         let started = Instant::now();
         let pause = match connect(target, target.url(), source, CONNECT_TIMEOUT).await {
             Err(e) => {
-                ctx.stats.connect_failed(&e.label());
+                ctx.stats.count(Count::ConnectFailures, 1);
+                ctx.stats.bump(Reasons::ConnectFailures, &e.label());
                 failures += 1;
                 backoff(failures, &mut peer.rng)
             }
@@ -109,7 +110,7 @@ pub async fn run(ctx: Arc<Ctx>, conn: u32) {
         };
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = ctx.finish.cancelled() => return,
+            () = ctx.winding.finish.cancelled() => return,
         }
     }
 }
@@ -127,7 +128,7 @@ struct Open<'a>(&'a Ctx);
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.0.stats.connection(false);
+        self.0.stats.connected(false);
     }
 }
 
@@ -170,7 +171,7 @@ struct Session<'a> {
 impl Peer {
     async fn session(&mut self, ws: Ws) -> Outcome {
         let ctx = Arc::clone(&self.ctx);
-        ctx.stats.connection(true);
+        ctx.stats.connected(true);
         let _open = Open(&ctx);
         let interval = ctx.interval();
         // A random first request time, so peers that connected together don't stay in step.
@@ -181,28 +182,40 @@ impl Peer {
             joined: HashSet::new(),
             pending: None,
             next_at: first,
-            quiet: ctx.quiesce.is_cancelled(),
+            quiet: ctx.winding.quiesce.is_cancelled(),
         };
-        let lost_after = Duration::from_millis(ctx.plan.lost_after_ms);
-        let far = Duration::from_secs(86_400);
+        let lost_after = Duration::from_millis(ctx.job.lost_after_ms);
+        let never = Instant::now() + Duration::from_secs(86_400);
+        // One timer, reset only when the wake-up time changes, and the wind-down's futures
+        // made once: made anew for each frame they cost a timer registration and two
+        // cancellation waiters each time round (perf).
+        let timer = sleep_until(never);
+        tokio::pin!(timer);
+        let finish = ctx.winding.finish.cancelled();
+        tokio::pin!(finish);
+        let quiesce = ctx.winding.quiesce.cancelled();
+        tokio::pin!(quiesce);
         loop {
             let wake = match &s.pending {
                 Some(p) => p.at + lost_after,
-                None if s.quiet => Instant::now() + far,
+                None if s.quiet => never,
                 None => s.next_at,
             };
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             let step = tokio::select! {
                 biased;
-                () = ctx.finish.cancelled() => {
+                () = &mut finish => {
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.ws.close(None)).await;
                     return Outcome::Done;
                 }
                 frame = s.ws.next() => s.on_frame(frame).await,
-                () = ctx.quiesce.cancelled(), if !s.quiet => {
+                () = &mut quiesce, if !s.quiet => {
                     s.quiet = true;
                     Ok(())
                 }
-                () = sleep_until(wake) => s.on_timer().await,
+                () = &mut timer => s.on_timer().await,
             };
             if let Err(outcome) = step {
                 return outcome;
@@ -221,17 +234,19 @@ impl Session<'_> {
     async fn send(&mut self, frame: String) -> Step {
         let len = frame.len();
         if self.ws.send(Message::Text(frame.into())).await.is_err() {
-            self.ctx().stats.close("eof");
+            self.ctx().stats.count(Count::Disconnects, 1);
+            self.ctx().stats.bump(Reasons::Closes, "eof");
             return Err(Outcome::Broken);
         }
-        self.ctx().stats.frame_out(len);
+        self.ctx().stats.count(Count::FramesOut, 1);
+        self.ctx().stats.count(Count::BytesOut, len as u64);
         Ok(())
     }
 
     async fn on_timer(&mut self) -> Step {
         let now = Instant::now();
         if let Some(p) = &self.pending {
-            if now >= p.at + Duration::from_millis(self.ctx().plan.lost_after_ms) {
+            if now >= p.at + Duration::from_millis(self.ctx().job.lost_after_ms) {
                 self.ctx().stats.count(Count::RequestTimeouts, 1);
                 self.pending = None;
                 self.next_at = now;
@@ -248,7 +263,7 @@ impl Session<'_> {
     async fn request(&mut self, now: Instant) -> Step {
         self.next_at = now + self.ctx().interval();
         let ctx = Arc::clone(&self.peer.ctx);
-        let plan = &ctx.plan;
+        let plan = ctx.plan();
         if self.peer.rng.random_bool(plan.scrape_share) {
             let hashes: Vec<String> = (0..SCRAPE_HASHES)
                 .map(|_| wire::info_hash(ctx.tag, ctx.torrent(&mut self.peer.rng)))
@@ -319,7 +334,8 @@ impl Session<'_> {
         let frame = match frame {
             Some(Ok(f)) => f,
             Some(Err(_)) | None => {
-                ctx.stats.close("eof");
+                ctx.stats.count(Count::Disconnects, 1);
+                ctx.stats.bump(Reasons::Closes, "eof");
                 return Err(Outcome::Broken);
             }
         };
@@ -340,7 +356,8 @@ impl Session<'_> {
                 if code == 1012 {
                     return Err(Outcome::Reconnect);
                 }
-                ctx.stats.close(&code.to_string());
+                ctx.stats.count(Count::Disconnects, 1);
+                ctx.stats.bump(Reasons::Closes, &code.to_string());
                 return Err(Outcome::Broken);
             }
             _ => return Ok(()),
@@ -380,7 +397,8 @@ impl Session<'_> {
                 // A failure doesn't end the request in flight: swarmtrack also sends one after
                 // an announce's response when it dropped some of its offers, so it can't be
                 // told from a refusal. A refused request times out instead.
-                ctx.stats.failure(&reason);
+                ctx.stats.count(Count::Failures, 1);
+                ctx.stats.bump(Reasons::Failures, &reason);
             }
             Some(Received::Offer {
                 info_hash,
@@ -414,7 +432,7 @@ impl Session<'_> {
                     ctx.stats.count(Count::BadFrames, 1);
                     return Ok(());
                 }
-                if !self.peer.rng.random_bool(ctx.plan.answer_probability) {
+                if !self.peer.rng.random_bool(ctx.plan().answer_probability) {
                     ctx.stats.count(Count::OffersIgnored, 1);
                     return Ok(());
                 }

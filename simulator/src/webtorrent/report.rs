@@ -1,15 +1,31 @@
-//! The WebTorrent report: per step, over time and in total; step verdicts and the knee; the
-//! table people read.
+//! How the WebTorrent mode's measurements read: a step's figures, the verdict on it, the knee,
+//! where every offer and answer went, the table, the progress line and the plot
+//! ([`Webtorrent`], the mode as the harness sees it).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
+use plotters::prelude::{BLUE, CYAN, GREEN, MAGENTA, RED};
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::options::{Plan, Step};
-use super::ramp;
-use super::stats::{Count, Counts, Latency, Snapshot};
-use crate::stats::Summary;
+use super::measure::{Count, Latency, Reasons};
+use super::options::Spec;
+use super::shared::Ctx;
+use crate::harness::engine::{self, Event};
+use crate::harness::mode::{Mode, ReportOf};
+use crate::harness::options::Bounds;
+use crate::harness::plan::{Job, Phase};
+use crate::harness::plot::{self, Panel};
+use crate::harness::report::{Knee, Point, StepReport};
+use crate::harness::stats::{Snapshot, Summary, ratio};
+
+/// A step reached less than this share of the requests its connections were paced for. Not
+/// 0.9 as for native arrivals: each new connection starts at a random point of its first
+/// interval (up to a whole interval lost), which costs a short step up to ~15 %.
+const MIN_RATE_SHARE: f64 = 0.75;
 
 /// Counters that show a tracker bug whenever they aren't 0.
 const ANOMALIES: &[Count] = &[
@@ -37,17 +53,15 @@ pub struct Responses {
     pub failure: f64,
 }
 
-/// One step (or the whole run).
+/// A WebTorrent step's figures.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct StepReport {
-    /// Step number, from 0 (the total has the number of steps).
-    pub index: usize,
+pub struct Step {
     /// Connections asked for.
     pub target_connections: u32,
-    /// Length, seconds.
-    pub seconds: f64,
     /// Most connections open at once.
     pub connections_peak: u64,
+    /// Requests per second the connections were paced for (0: unpaced).
+    pub paced_per_s: f64,
     /// Requests (announces and scrapes) sent per second.
     pub requests_per_s: f64,
     /// Announces sent per second.
@@ -64,8 +78,8 @@ pub struct StepReport {
     pub answer: Summary,
     /// TCP connect + upgrade.
     pub connect: Summary,
-    /// Every counter.
-    pub counts: Counts,
+    /// Every counter, by name.
+    pub counts: BTreeMap<&'static str, u64>,
     /// `failure reason`s by reason.
     pub failures: BTreeMap<String, u64>,
     /// Closes by the tracker (1012 excepted: those are `reconnects`), by code.
@@ -78,87 +92,18 @@ pub struct StepReport {
     pub failure_ratio: f64,
     /// Requests without a response (refused or dropped), of requests.
     pub timeout_ratio: f64,
-    /// CPU the simulator used, in cores.
-    pub sim_cpu_cores: f64,
-    /// In a ramp: `held`, or why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<String>,
 }
 
-/// `a / b`, 0 when `b` is 0.
-pub(super) fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
-}
-
-impl StepReport {
-    /// Summarises `s`, measured over step `index`.
-    pub fn new(index: usize, step: Option<&Step>, s: &Snapshot) -> Self {
-        let c = &s.counts;
-        let g = |k| c.get(k);
-        let secs = (s.wall_ms as f64 / 1000.0).max(1e-3);
-        let per_s = |n: u64| n as f64 / secs;
-        let requests = g(Count::Announces) + g(Count::Scrapes);
-        let deliverable = g(Count::OffersSent)
-            - g(Count::OffersUndeliverable).min(g(Count::OffersSent))
-            + g(Count::AnswersSent);
-        Self {
-            index,
-            target_connections: step.map_or(0, |s| s.connections),
-            seconds: secs,
-            connections_peak: s.connections,
-            requests_per_s: per_s(requests),
-            announces_per_s: per_s(g(Count::Announces)),
-            relayed_per_s: per_s(g(Count::OffersReceived) + g(Count::AnswersReceived)),
-            responses_per_s: Responses {
-                announce: per_s(g(Count::AnnounceResponses)),
-                offer: per_s(g(Count::OffersReceived)),
-                answer: per_s(g(Count::AnswersReceived)),
-                scrape: per_s(g(Count::ScrapeResponses)),
-                failure: per_s(g(Count::Failures)),
-            },
-            announce: Summary::of(s.hists.get(Latency::Announce)),
-            offer: Summary::of(s.hists.get(Latency::Offer)),
-            answer: Summary::of(s.hists.get(Latency::Answer)),
-            connect: Summary::of(s.hists.get(Latency::Connect)),
-            counts: *c,
-            failures: s.failures.clone(),
-            closes: s.closes.clone(),
-            connect_failures: s.connect_failures.clone(),
-            loss_ratio: ratio(g(Count::OffersLost) + g(Count::AnswersLost), deliverable),
-            failure_ratio: ratio(g(Count::Failures), g(Count::FramesOut)),
-            timeout_ratio: ratio(g(Count::RequestTimeouts), requests),
-            sim_cpu_cores: s.cpu_ms as f64 / 1000.0 / secs,
-            verdict: None,
-        }
-    }
-
-    /// One line for stderr as the step ends.
-    pub fn line(&self) -> String {
-        format!(
-            "step {}: {} connections, {:.0} announces/s, {:.0} relayed/s, p99 announce {:.2} offer {:.2} answer {:.2} ms, loss {:.2} %, failures {:.2} %{}",
-            self.index,
-            self.target_connections,
-            self.announces_per_s,
-            self.relayed_per_s,
-            self.announce.p99_ms,
-            self.offer.p99_ms,
-            self.answer.p99_ms,
-            self.loss_ratio * 100.0,
-            self.failure_ratio * 100.0,
-            self.verdict
-                .as_deref()
-                .map_or(String::new(), |v| format!(": {v}"))
-        )
+impl Step {
+    /// Counter `c`.
+    pub fn get(&self, c: Count) -> u64 {
+        self.counts.get(c.name()).copied().unwrap_or(0)
     }
 }
 
-/// One point of the timeline (about a second).
+/// A WebTorrent timeline point's figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Point {
-    /// Seconds since the start.
-    pub t_s: f64,
-    /// The step.
-    pub step: usize,
+pub struct TimePoint {
     /// Requests sent per second.
     pub requests_per_s: f64,
     /// Offers and answers received per second.
@@ -173,27 +118,6 @@ pub struct Point {
     pub answer_p99_ms: f64,
     /// Failures received.
     pub failures: u64,
-}
-
-impl Point {
-    /// A timeline point from one tick.
-    pub fn new(t_s: f64, step: usize, s: &Snapshot) -> Self {
-        let secs = (s.wall_ms as f64 / 1000.0).max(1e-3);
-        let c = &s.counts;
-        let p99 = |l| Summary::of(s.hists.get(l)).p99_ms;
-        Self {
-            t_s,
-            step,
-            requests_per_s: (c.get(Count::Announces) + c.get(Count::Scrapes)) as f64 / secs,
-            relayed_per_s: (c.get(Count::OffersReceived) + c.get(Count::AnswersReceived)) as f64
-                / secs,
-            connections: s.connections,
-            announce_p99_ms: p99(Latency::Announce),
-            offer_p99_ms: p99(Latency::Offer),
-            answer_p99_ms: p99(Latency::Answer),
-            failures: c.get(Count::Failures),
-        }
-    }
 }
 
 /// Where the offers or the answers of the run went.
@@ -226,11 +150,20 @@ impl Accounting {
     }
 }
 
-/// The knee of a ramp: the last step that held.
+/// The WebTorrent run's accounting, in the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// Where the offers went.
+    pub offers: Accounting,
+    /// Where the answers went.
+    pub answers: Accounting,
+    /// Counters that should be 0 and aren't: tracker bugs (or simulator ones).
+    pub anomalies: BTreeMap<String, u64>,
+}
+
+/// The knee's figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Knee {
-    /// The step.
-    pub step: usize,
+pub struct KneeFigures {
     /// Its connections.
     pub connections: u32,
     /// Announces per second.
@@ -245,101 +178,179 @@ pub struct Knee {
     pub answer_p99_ms: f64,
 }
 
-/// A whole run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
-    /// `webtorrent run` or `webtorrent ramp`.
-    pub mode: String,
-    /// The plan.
-    pub settings: serde_json::Value,
-    /// Per step (one without --ramp).
-    pub steps: Vec<StepReport>,
-    /// The whole run, wind-down included.
-    pub total: StepReport,
-    /// About once a second.
-    pub timeline: Vec<Point>,
-    /// Where the offers went.
-    pub offers: Accounting,
-    /// Where the answers went.
-    pub answers: Accounting,
-    /// Counters that should be 0 and aren't: tracker bugs (or simulator ones).
-    pub anomalies: BTreeMap<String, u64>,
-    /// In a ramp: the last step that held; `None` when even the first failed.
-    pub knee: Option<Knee>,
-    /// In a ramp: why it stopped.
-    pub outcome: Option<String>,
-    /// Problems of the simulator itself.
-    pub problems: Vec<String>,
-}
+/// The WebTorrent mode.
+pub struct Webtorrent;
 
-impl Report {
-    /// An empty report of `plan`.
-    pub fn new(plan: &Plan) -> Self {
-        Self {
-            mode: if plan.ramp {
-                "webtorrent ramp"
-            } else {
-                "webtorrent run"
-            }
-            .into(),
-            settings: serde_json::to_value(plan).unwrap_or_default(),
-            ..Self::default()
-        }
+impl Mode for Webtorrent {
+    type Spec = Spec;
+    type Step = Step;
+    type Point = TimePoint;
+    type Knee = KneeFigures;
+    type Totals = Totals;
+
+    const NAME: &'static str = "webtorrent";
+    const WHOLE: bool = true;
+
+    async fn work(
+        job: Job<Spec>,
+        stop: CancellationToken,
+        events: mpsc::Sender<Event>,
+    ) -> anyhow::Result<()> {
+        let ctx = Arc::new(Ctx::new(job)?);
+        engine::run(Arc::clone(&ctx), &ctx.job, stop, events).await
     }
 
-    /// Fills in the totals, the accounting, the anomalies and the knee.
-    pub fn finish(&mut self, plan: &Plan, total: &Snapshot) {
-        self.total = StepReport::new(self.steps.len(), None, total);
-        let c = |k| total.counts.get(k);
-        self.offers = Accounting::new(
-            c(Count::OffersSent),
-            c(Count::OffersReceived),
-            c(Count::OffersUndeliverable),
-            c(Count::OffersLost),
-            c(Count::OffersUntracked),
-        );
-        self.answers = Accounting::new(
-            c(Count::AnswersSent),
-            c(Count::AnswersReceived),
-            0,
-            c(Count::AnswersLost),
-            c(Count::AnswersUntracked),
-        );
-        self.anomalies = ANOMALIES
-            .iter()
-            .filter(|k| c(**k) > 0)
-            .map(|k| (k.name().to_string(), c(*k)))
-            .collect();
-        if !plan.ramp {
-            return;
-        }
-        self.knee = ramp::knee(&self.steps);
-        self.outcome = Some(
-            match self
-                .steps
-                .iter()
-                .find(|s| s.verdict.as_deref() != Some("held"))
-            {
-                Some(s) => format!(
-                    "step {} failed: {}",
-                    s.index,
-                    s.verdict.as_deref().unwrap_or("stopped")
-                ),
-                None if self.steps.len() == plan.steps.len() => {
-                    "every step held: raise --max-steps or --connection-step to find the knee"
-                        .into()
-                }
-                None => "stopped before the last step".into(),
+    fn step(phase: Option<&Phase>, s: &Snapshot) -> Step {
+        let g = |k: Count| s.count(k);
+        let secs = s.seconds();
+        let per_s = |n: u64| n as f64 / secs;
+        let requests = g(Count::Announces) + g(Count::Scrapes);
+        let deliverable = g(Count::OffersSent)
+            - g(Count::OffersUndeliverable).min(g(Count::OffersSent))
+            + g(Count::AnswersSent);
+        Step {
+            target_connections: phase.map_or(0, |p| p.target.round() as u32),
+            connections_peak: s.connected,
+            paced_per_s: phase.map_or(0.0, |p| p.extra),
+            requests_per_s: per_s(requests),
+            announces_per_s: per_s(g(Count::Announces)),
+            relayed_per_s: per_s(g(Count::OffersReceived) + g(Count::AnswersReceived)),
+            responses_per_s: Responses {
+                announce: per_s(g(Count::AnnounceResponses)),
+                offer: per_s(g(Count::OffersReceived)),
+                answer: per_s(g(Count::AnswersReceived)),
+                scrape: per_s(g(Count::ScrapeResponses)),
+                failure: per_s(g(Count::Failures)),
             },
-        );
+            announce: Summary::of(&s.hist(Latency::Announce)),
+            offer: Summary::of(&s.hist(Latency::Offer)),
+            answer: Summary::of(&s.hist(Latency::Answer)),
+            connect: Summary::of(&s.hist(Latency::Connect)),
+            counts: Count::NAMES
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (*n, s.count(i)))
+                .collect(),
+            failures: s.map(Reasons::Failures),
+            closes: s.map(Reasons::Closes),
+            connect_failures: s.map(Reasons::ConnectFailures),
+            loss_ratio: ratio(g(Count::OffersLost) + g(Count::AnswersLost), deliverable),
+            failure_ratio: ratio(g(Count::Failures), g(Count::FramesOut)),
+            timeout_ratio: ratio(g(Count::RequestTimeouts), requests),
+        }
     }
 
-    /// The table people read at the end of a run.
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:>4} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>7} {:>7}  verdict",
+    fn judge(step: &StepReport<Step>, b: &Bounds) -> Vec<String> {
+        let s = &step.m;
+        let mut why = Vec::new();
+        for (name, l) in [
+            ("announce", &s.announce),
+            ("offer", &s.offer),
+            ("answer", &s.answer),
+        ] {
+            if l.count > 0 && l.p99_ms > b.max_p99_ms {
+                why.push(format!(
+                    "{name} p99 {:.1} ms > {:.1} ms",
+                    l.p99_ms, b.max_p99_ms
+                ));
+            }
+        }
+        if s.loss_ratio > b.max_loss {
+            why.push(format!(
+                "{:.2} % of offers and answers lost",
+                s.loss_ratio * 100.0
+            ));
+        }
+        if s.failure_ratio > b.max_loss {
+            why.push(format!(
+                "{} failures ({:.2} % of frames sent) {:?}",
+                s.get(Count::Failures),
+                s.failure_ratio * 100.0,
+                s.failures
+            ));
+        }
+        if s.timeout_ratio > b.max_loss {
+            why.push(format!(
+                "{:.2} % of requests got no response",
+                s.timeout_ratio * 100.0
+            ));
+        }
+        let attempts = s.get(Count::Connects) + s.get(Count::ConnectFailures);
+        if ratio(s.get(Count::ConnectFailures), attempts) > b.max_loss {
+            why.push(format!(
+                "{} of {attempts} connection attempts failed {:?}",
+                s.get(Count::ConnectFailures),
+                s.connect_failures
+            ));
+        }
+        // Paced peers: a closed loop that can't keep its pace means responses come too late.
+        let paced = s.paced_per_s;
+        if paced > 0.0 && s.requests_per_s < paced * MIN_RATE_SHARE {
+            why.push(format!(
+                "sent {:.0} requests/s of {paced:.0} paced",
+                s.requests_per_s
+            ));
+        }
+        why
+    }
+
+    fn knee(step: &StepReport<Step>) -> KneeFigures {
+        let s = &step.m;
+        KneeFigures {
+            connections: s.target_connections,
+            announces_per_s: s.announces_per_s,
+            relayed_per_s: s.relayed_per_s,
+            announce_p99_ms: s.announce.p99_ms,
+            offer_p99_ms: s.offer.p99_ms,
+            answer_p99_ms: s.answer.p99_ms,
+        }
+    }
+
+    fn point(s: &Snapshot) -> TimePoint {
+        let secs = s.seconds();
+        let p99 = |l| Summary::of(&s.hist(l)).p99_ms;
+        TimePoint {
+            requests_per_s: (s.count(Count::Announces) + s.count(Count::Scrapes)) as f64 / secs,
+            relayed_per_s: (s.count(Count::OffersReceived) + s.count(Count::AnswersReceived))
+                as f64
+                / secs,
+            connections: s.connected,
+            announce_p99_ms: p99(Latency::Announce),
+            offer_p99_ms: p99(Latency::Offer),
+            answer_p99_ms: p99(Latency::Answer),
+            failures: s.count(Count::Failures),
+        }
+    }
+
+    fn totals(total: &Snapshot) -> (Totals, Vec<String>) {
+        let c = |k: Count| total.count(k);
+        let totals = Totals {
+            offers: Accounting::new(
+                c(Count::OffersSent),
+                c(Count::OffersReceived),
+                c(Count::OffersUndeliverable),
+                c(Count::OffersLost),
+                c(Count::OffersUntracked),
+            ),
+            answers: Accounting::new(
+                c(Count::AnswersSent),
+                c(Count::AnswersReceived),
+                0,
+                c(Count::AnswersLost),
+                c(Count::AnswersUntracked),
+            ),
+            anomalies: ANOMALIES
+                .iter()
+                .filter(|k| c(**k) > 0)
+                .map(|k| (k.name().to_string(), c(*k)))
+                .collect(),
+        };
+        (totals, Vec::new())
+    }
+
+    fn header() -> String {
+        format!(
+            "{:>4} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>7} {:>7}",
             "step",
             "conns",
             "req/s",
@@ -350,29 +361,28 @@ impl Report {
             "answer p99",
             "loss %",
             "fail %"
-        );
-        for s in self.steps.iter().chain(std::iter::once(&self.total)) {
-            let name = if std::ptr::eq(s, &self.total) {
-                "all".to_string()
-            } else {
-                s.index.to_string()
-            };
-            let _ = writeln!(
-                out,
-                "{name:>4} {:>7} {:>8.0} {:>8.0} {:>9.0} {:>7.2}ms {:>7.2}ms {:>8.2}ms {:>7.2} {:>7.2}  {}",
-                s.connections_peak,
-                s.requests_per_s,
-                s.announces_per_s,
-                s.relayed_per_s,
-                s.announce.p99_ms,
-                s.offer.p99_ms,
-                s.answer.p99_ms,
-                s.loss_ratio * 100.0,
-                s.failure_ratio * 100.0,
-                s.verdict.as_deref().unwrap_or("")
-            );
-        }
-        for (name, a) in [("offers", &self.offers), ("answers", &self.answers)] {
+        )
+    }
+
+    fn row(name: &str, s: &StepReport<Step>) -> String {
+        let m = &s.m;
+        format!(
+            "{name:>4} {:>7} {:>8.0} {:>8.0} {:>9.0} {:>7.2}ms {:>7.2}ms {:>8.2}ms {:>7.2} {:>7.2}",
+            m.connections_peak,
+            m.requests_per_s,
+            m.announces_per_s,
+            m.relayed_per_s,
+            m.announce.p99_ms,
+            m.offer.p99_ms,
+            m.answer.p99_ms,
+            m.loss_ratio * 100.0,
+            m.failure_ratio * 100.0,
+        )
+    }
+
+    fn summary(r: &ReportOf<Self>) -> String {
+        let mut out = String::new();
+        for (name, a) in [("offers", &r.totals.offers), ("answers", &r.totals.answers)] {
             let _ = writeln!(
                 out,
                 "{name}: {} sent = {} received + {} undeliverable (swarm too small) + {} lost + {} untracked{}",
@@ -384,17 +394,17 @@ impl Report {
                 if a.balanced { "" } else { "  [UNBALANCED]" }
             );
         }
-        let t = &self.total;
-        let c = |k| t.counts.get(k);
-        let r = &t.responses_per_s;
+        let t = &r.total.m;
+        let c = |k| t.get(k);
+        let rs = &t.responses_per_s;
         let _ = writeln!(
             out,
             "responses/s: {:.0} announce, {:.0} offer, {:.0} answer, {:.0} scrape, {:.0} failure; {} late, {} request timeouts, {} offers left unanswered",
-            r.announce,
-            r.offer,
-            r.answer,
-            r.scrape,
-            r.failure,
+            rs.announce,
+            rs.offer,
+            rs.answer,
+            rs.scrape,
+            rs.failure,
             c(Count::Late),
             c(Count::RequestTimeouts),
             c(Count::OffersIgnored)
@@ -430,35 +440,176 @@ impl Report {
             t.answer.p99_ms,
             t.answer.p999_ms,
         );
-        if !self.anomalies.is_empty() {
-            let _ = writeln!(out, "ANOMALIES (should be 0): {:?}", self.anomalies);
-        }
-        if self.mode.ends_with("ramp") {
-            match &self.knee {
-                Some(k) => {
-                    let _ = writeln!(
-                        out,
-                        "knee: step {} — {} connections, {:.0} announces/s, {:.0} offers+answers relayed/s, p99 announce {:.2} ms, offer {:.2} ms, answer {:.2} ms",
-                        k.step,
-                        k.connections,
-                        k.announces_per_s,
-                        k.relayed_per_s,
-                        k.announce_p99_ms,
-                        k.offer_p99_ms,
-                        k.answer_p99_ms
-                    );
-                }
-                None => {
-                    let _ = writeln!(out, "knee: none (the first step already failed)");
-                }
-            }
-            if let Some(o) = &self.outcome {
-                let _ = writeln!(out, "ramp ended: {o}");
-            }
-        }
-        for p in &self.problems {
-            let _ = writeln!(out, "problem: {p}");
+        if !r.totals.anomalies.is_empty() {
+            let _ = writeln!(out, "ANOMALIES (should be 0): {:?}", r.totals.anomalies);
         }
         out
+    }
+
+    fn knee_line(k: &Knee<KneeFigures>) -> String {
+        let m = &k.m;
+        format!(
+            "{} connections, {:.0} announces/s, {:.0} offers+answers relayed/s, p99 announce {:.2} ms, offer {:.2} ms, answer {:.2} ms{}",
+            m.connections,
+            m.announces_per_s,
+            m.relayed_per_s,
+            m.announce_p99_ms,
+            m.offer_p99_ms,
+            m.answer_p99_ms,
+            k.tracker_cpu_cores
+                .map_or(String::new(), |t| format!(", tracker {t:.2} cores"))
+        )
+    }
+
+    fn progress(p: &Point<TimePoint>) -> String {
+        let m = &p.m;
+        format!(
+            "{} connections | {:.0} requests/s | {:.0} relayed/s | p99 announce {:.1} offer {:.1} answer {:.1} ms | {} failures | sim {:.2} cores{}",
+            m.connections,
+            m.requests_per_s,
+            m.relayed_per_s,
+            m.announce_p99_ms,
+            m.offer_p99_ms,
+            m.answer_p99_ms,
+            m.failures,
+            p.sim_cpu_cores,
+            p.tracker_cpu_cores
+                .map_or(String::new(), |t| format!(", tracker {t:.2}"))
+        )
+    }
+
+    fn step_line(s: &StepReport<Step>) -> String {
+        let m = &s.m;
+        format!(
+            "step {}: {} connections, {:.0} announces/s, {:.0} relayed/s, p99 announce {:.2} offer {:.2} answer {:.2} ms, loss {:.2} %, failures {:.2} %{}{}",
+            s.index,
+            m.target_connections,
+            m.announces_per_s,
+            m.relayed_per_s,
+            m.announce.p99_ms,
+            m.offer.p99_ms,
+            m.answer.p99_ms,
+            m.loss_ratio * 100.0,
+            m.failure_ratio * 100.0,
+            s.tracker_cpu_cores
+                .map_or(String::new(), |t| format!(", tracker {t:.2} cores")),
+            s.verdict
+                .as_deref()
+                .map_or(String::new(), |v| format!(": {v}"))
+        )
+    }
+
+    fn panels() -> Vec<Panel<'static, Point<TimePoint>>> {
+        vec![
+            Panel {
+                title: "requests sent, and offers + answers relayed, per second",
+                unit: "per s",
+                series: vec![
+                    ("requests/s", BLUE, |p: &Point<TimePoint>| {
+                        p.m.requests_per_s
+                    }),
+                    ("relayed/s", GREEN, |p| p.m.relayed_per_s),
+                ],
+            },
+            Panel {
+                title: "connections open",
+                unit: "connections",
+                series: vec![("connections", MAGENTA, |p: &Point<TimePoint>| {
+                    p.m.connections as f64
+                })],
+            },
+            Panel {
+                title: "p99 latency",
+                unit: "ms",
+                series: vec![
+                    ("announce p99", BLUE, |p: &Point<TimePoint>| {
+                        p.m.announce_p99_ms
+                    }),
+                    ("offer p99", RED, |p| p.m.offer_p99_ms),
+                    ("answer p99", CYAN, |p| p.m.answer_p99_ms),
+                ],
+            },
+            plot::cpu_panel(),
+        ]
+    }
+
+    fn title(r: &ReportOf<Self>) -> String {
+        match &r.knee {
+            Some(k) => format!(
+                "swarmtrack simulator {}: knee at step {} ({} connections, {:.0} announces/s, {:.0} relayed/s)",
+                r.mode, k.step, k.m.connections, k.m.announces_per_s, k.m.relayed_per_s
+            ),
+            None => format!("swarmtrack simulator {}", r.mode),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::stats::Stats;
+    use crate::webtorrent::measure::SCHEMA;
+
+    const B: Bounds = Bounds {
+        max_p99_ms: 50.0,
+        max_loss: 0.01,
+    };
+
+    fn step(p99: f64) -> StepReport<Step> {
+        let summary = Summary {
+            count: 100,
+            p99_ms: p99,
+            ..Summary::default()
+        };
+        StepReport {
+            m: Step {
+                target_connections: 100,
+                paced_per_s: 200.0,
+                requests_per_s: 200.0,
+                announce: summary,
+                offer: summary,
+                answer: summary,
+                ..Step::default()
+            },
+            ..StepReport::default()
+        }
+    }
+
+    #[test]
+    fn verdicts_name_every_bound_crossed() {
+        assert!(Webtorrent::judge(&step(5.0), &B).is_empty());
+        let why = Webtorrent::judge(&step(80.0), &B).join("; ");
+        assert!(
+            why.contains("announce p99") && why.contains("answer p99"),
+            "{why}"
+        );
+        let mut slow = step(5.0);
+        slow.m.requests_per_s = 100.0;
+        slow.m.loss_ratio = 0.05;
+        let why = Webtorrent::judge(&slow, &B).join("; ");
+        assert!(
+            why.contains("100 requests/s of 200") && why.contains("lost"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn accounts_balance_and_anomalies_show() {
+        let s = Stats::new(&SCHEMA);
+        s.count(Count::OffersSent, 10);
+        s.count(Count::OffersReceived, 6);
+        s.count(Count::OffersUndeliverable, 3);
+        s.count(Count::OffersLost, 1);
+        s.count(Count::AnswersSent, 6);
+        s.count(Count::AnswersReceived, 6);
+        s.count(Count::Misrouted, 2);
+        let snap = s.take(std::time::Duration::from_secs(1), 0);
+        let (t, _) = Webtorrent::totals(&snap);
+        assert!(t.offers.balanced && t.answers.balanced);
+        assert_eq!(t.anomalies["misrouted"], 2);
+        let st = Webtorrent::step(None, &snap);
+        assert_eq!(st.get(Count::OffersSent), 10);
+        assert_eq!(st.relayed_per_s, 12.0);
+        assert!((st.loss_ratio - 1.0 / 13.0).abs() < 1e-9);
     }
 }

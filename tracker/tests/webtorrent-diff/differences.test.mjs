@@ -415,3 +415,26 @@ difference(targets, '10. offers in an announce that carries an answer, or a stop
     reference: { offersForwarded: 2 },
     swarmtrack: { offersForwarded: 0 }
   })
+
+difference(targets, '19. announce replies name the tracker instance (`tracker id`), which clients echo as `trackerid`',
+  (target, ids) => withSession(target, async s => {
+    // Clients alternate between the instances of a two-instance target: a on the first, b on
+    // the second.
+    const [a, b] = await s.connectAll('a', 'b')
+    const ra = await announce(a, ids.hash, ids.a, { event: 'started' })
+    const rb = await announce(b, ids.hash, ids.b, { event: 'started' })
+    // bittorrent-tracker's client (p2p-media-loader's) sends the id back in its next announces.
+    const again = await announce(a, ids.hash, ids.a, { trackerid: ra['tracker id'] ?? 'x' })
+    const id = r => r['tracker id']
+    return {
+      sent: [ra, rb, again].map(r => typeof id(r) === 'string' && /^[0-9a-f]{8}$/.test(id(r))),
+      sameOnOneConnection: id(ra) === id(again),
+      sameForBoth: id(ra) === id(rb),
+      echoAccepted: !('failure reason' in again)
+    }
+  }), {
+    reference: { sent: [false, false, false], sameOnOneConnection: true, sameForBoth: true, echoAccepted: true },
+    swarmtrack: { sent: [true, true, true], sameOnOneConnection: true, sameForBoth: true, echoAccepted: true },
+    // One client on each instance: two different ids.
+    'swarmtrack x2 (redis)': { sent: [true, true, true], sameOnOneConnection: true, sameForBoth: false, echoAccepted: true }
+  })

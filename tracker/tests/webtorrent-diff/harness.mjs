@@ -27,8 +27,8 @@ export const EXPECT_TIMEOUT_MS = 5000
 const START_TIMEOUT_MS = 20000
 
 // Real browser SDP (Chrome and Firefox data-channel offers and answers, ICE gathering complete).
-// The same captures as shared/fixtures/sdp, copied into the repository for the Rust tests.
-const fixtures = path.resolve(here, '..', 'fixtures')
+// The repository's browser captures (fixtures/ at its root, shared with the Rust tests).
+const fixtures = path.resolve(here, '..', '..', '..', 'fixtures')
 const sdp = name => readFileSync(path.join(fixtures, name), 'utf8')
 export const SDP = {
   chromeOffer: sdp('chrome-datachannel-offer-complete.sdp'),

@@ -55,17 +55,20 @@ export function idBook () {
 /**
  * The comparable form of a received message: ids become `#name` (readable in a diff), an SDP
  * that is one of the fixtures becomes `sdp:<fixture>` (anything else `sdp:ALTERED` and its length,
- * so a changed SDP fails the comparison).
+ * so a changed SDP fails the comparison). A reply's `tracker id` is left out: only swarmtrack
+ * sends it (difference 19).
  */
 export function norm (msg, ids) {
   const byValue = new Map(Object.entries(ids).map(([k, v]) => [v, `#${k}`]))
   const bySdp = new Map(Object.entries(SDP).map(([k, v]) => [v, `sdp:${k}`]))
-  const walk = v => {
+  const walk = (v, top = false) => {
     if (typeof v === 'string') return byValue.get(v) ?? v
-    if (Array.isArray(v)) return v.map(walk)
+    if (Array.isArray(v)) return v.map(x => walk(x))
     if (v && typeof v === 'object') {
       const out = {}
       for (const [k, x] of Object.entries(v)) {
+        // swarmtrack's announce replies name the instance (difference 19, asserted there).
+        if (top && k === 'tracker id') continue
         const key = byValue.get(k) ?? k // scrape's `files` is keyed by info_hash
         out[key] = k === 'sdp' && typeof x === 'string' ? (bySdp.get(x) ?? `sdp:ALTERED(${x.length})`) : walk(x)
       }
@@ -73,7 +76,7 @@ export function norm (msg, ids) {
     }
     return v
   }
-  return walk(msg)
+  return walk(msg, true)
 }
 
 /** The clients of one scenario run on one target; `close()` closes them all. */
