@@ -34,7 +34,6 @@ use swarm_set::SwarmSet;
 use swarmtrack_protocol::{InstanceId, PeerId};
 pub use tally::Tally;
 
-
 /// Why a local delivery failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliverError {
