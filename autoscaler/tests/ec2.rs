@@ -295,32 +295,43 @@ async fn fleet_instances(raw: &aws_sdk_ec2::Client, fleet: &str) -> Vec<String> 
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_launch_ec2_does_not_list_yet_is_counted_and_never_launched_twice() {
+// Not a tokio test: the autoscaler's helpers block (they run a runtime of their own), so the
+// proxy and the SDK calls run on this runtime's threads while the test thread waits.
+#[test]
+fn a_launch_ec2_does_not_list_yet_is_counted_and_never_launched_twice() {
     let Some(bin) = moto::find() else { return };
     let moto = Moto::start(&bin);
     let moto_url = moto.endpoint.clone();
-    let (lag, lag_url) = Lag::start(&moto_url).await;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (lag, lag_url) = rt.block_on(Lag::start(&moto_url));
     // EC2 hasn't caught up: the listing shows nothing of what gets launched.
     lag.hidden.store(true, Ordering::SeqCst);
 
-    let sdk = Ec2Provider::sdk_loader(&Ec2Config {
-        region: "eu-west-1".into(),
-        endpoint_url: moto_url.clone(),
-        ..Ec2Config::default()
-    })
-    .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-    .load()
-    .await;
-    let raw = aws_sdk_ec2::Client::new(&sdk);
-    let ami = raw.describe_images().send().await.unwrap().images()[0]
-        .image_id()
-        .unwrap()
-        .to_string();
-    let subnet = raw.describe_subnets().send().await.unwrap().subnets()[0]
-        .subnet_id()
-        .unwrap()
-        .to_string();
+    let (raw, ami, subnet) = rt.block_on(async {
+        let sdk = Ec2Provider::sdk_loader(&Ec2Config {
+            region: "eu-west-1".into(),
+            endpoint_url: moto_url.clone(),
+            ..Ec2Config::default()
+        })
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await;
+        let raw = aws_sdk_ec2::Client::new(&sdk);
+        let ami = raw.describe_images().send().await.unwrap().images()[0]
+            .image_id()
+            .unwrap()
+            .to_string();
+        let subnet = raw.describe_subnets().send().await.unwrap().subnets()[0]
+            .subnet_id()
+            .unwrap()
+            .to_string();
+        (raw, ami, subnet)
+    });
+    let instances = |fleet: &str| rt.block_on(fleet_instances(&raw, fleet)).len();
 
     let haproxy = Haproxy::start(&[], &haproxy_options());
     let aws_env = vec![
@@ -374,7 +385,7 @@ launch_journal = "{journal}"
         (lag.run_instances.load(Ordering::SeqCst) >= 1).then_some(())
     });
     wait_ticks(&autoscaler, 8);
-    assert_eq!(fleet_instances(&raw, "lagfleet").await.len(), 1);
+    assert_eq!(instances("lagfleet"), 1);
     let status = autoscaler.status().unwrap();
     let last = status["decisions"].as_array().unwrap().last().unwrap()[1].clone();
     assert_eq!(
@@ -392,7 +403,7 @@ launch_journal = "{journal}"
         "{}",
         autoscaler.log()
     );
-    assert_eq!(fleet_instances(&raw, "lagfleet").await.len(), 1);
+    assert_eq!(instances("lagfleet"), 1);
 
     // EC2 catches up: the instance comes from the listing, the journal forgets it.
     lag.hidden.store(false, Ordering::SeqCst);
@@ -403,5 +414,5 @@ launch_journal = "{journal}"
     });
     wait_ticks(&autoscaler, 5);
     assert_eq!(lag.run_instances.load(Ordering::SeqCst), 1);
-    assert_eq!(fleet_instances(&raw, "lagfleet").await.len(), 1);
+    assert_eq!(instances("lagfleet"), 1);
 }
