@@ -168,17 +168,17 @@ impl<P: Provider> Reconciler<P> {
         let mut confirmed_draining: HashSet<&str> = HashSet::new();
         for i in &seen.instances {
             match probes.get(&i.id) {
-                Some(Probe::Figures(Ok(f))) => {
+                Some(Probe::Figures(Ok(f), sampled)) => {
                     readable.insert(&i.id);
                     self.failed_polls.remove(&i.id);
                     if f.draining {
                         confirmed_draining.insert(&i.id);
                     }
-                    if let Some(d) = self.rates.update(&i.id, at, *f) {
+                    if let Some(d) = self.rates.update(&i.id, *sampled, *f) {
                         deltas.insert(&i.id, d);
                     }
                 }
-                Some(Probe::Figures(Err(e))) => {
+                Some(Probe::Figures(Err(e), _)) => {
                     self.metrics.scrape_errors.increment(1);
                     let n = self.failed_polls.entry(i.id.clone()).or_insert(0);
                     *n = n.saturating_add(1);
