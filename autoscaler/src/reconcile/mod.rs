@@ -168,13 +168,13 @@ impl<P: Provider> Reconciler<P> {
         let mut confirmed_draining: HashSet<&str> = HashSet::new();
         for i in &seen.instances {
             match probes.get(&i.id) {
-                Some(Probe::Figures(Ok(f), sampled)) => {
+                Some(Probe::Figures(Ok(f), reading)) => {
                     readable.insert(&i.id);
                     self.failed_polls.remove(&i.id);
                     if f.draining {
                         confirmed_draining.insert(&i.id);
                     }
-                    if let Some(d) = self.rates.update(&i.id, *sampled, *f) {
+                    if let Some(d) = self.rates.update(&i.id, *reading, *f) {
                         deltas.insert(&i.id, d);
                     }
                 }
