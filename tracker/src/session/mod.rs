@@ -206,6 +206,7 @@ impl<P: Protocol> Session<P> {
     /// would keep a second copy of `self` in it; and the close is boxed: its future (socket,
     /// timeout, a read buffer for the client's close) would otherwise double every task's size
     /// for a moment that comes once.
+    #[allow(clippy::manual_async_fn)] // the point: see above
     pub fn run(mut self) -> impl Future<Output = ()> {
         async move {
             self.worker.metrics.connection_opened();
