@@ -6,15 +6,17 @@
 //! the tracker relays them without parsing. See docs/ARCHITECTURE.md for the full contract.
 
 mod codec;
+mod decode;
 mod peer_id;
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-pub use codec::{
-    DecodeLimits, Decoded, EncodeError, Format, Frame, ProtocolError, decode_client, encode,
-    encode_client,
+pub use codec::{DecodeLimits, EncodeError, Format, Frame, ProtocolError, encode, encode_client};
+pub use decode::{
+    CandsIn, Decoded, Incoming, RawList, RawText, SignalIn, check_swarm_id, decode_client,
+    decode_json, decode_msgpack,
 };
 pub use peer_id::{InstanceId, PEER_ID_LEN, PeerId};
 

@@ -108,7 +108,8 @@ impl PeerId {
     }
 
     /// Writes the wire form into a stack buffer, so encoding never allocates.
-    fn encode(&self) -> [u8; PEER_ID_LEN] {
+    /// The wire form: 22 characters of base64url, as ASCII bytes.
+    pub fn encode(&self) -> [u8; PEER_ID_LEN] {
         let mut out = [0u8; PEER_ID_LEN];
         // 16 bytes always encode to exactly 22 characters.
         let _ = URL_SAFE_NO_PAD.encode_slice(self.0, &mut out);

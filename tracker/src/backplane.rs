@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 use crate::config::{RedisConfig, Secret};
 use crate::metrics::Metrics;
-use crate::protocol::InstanceId;
+use swarmtrack_protocol::InstanceId;
 
 /// Why a Redis operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -286,7 +286,7 @@ impl Inner {
     fn mark_broken(&self) {
         if self.up.swap(false, Ordering::AcqRel) {
             warn!("redis command link lost: serving local viewers only until it is back");
-            self.metrics.redis_up.set(0.0);
+            self.metrics.set_redis_up(false);
         }
         *self.cmd.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.broken.notify_one();
@@ -398,10 +398,10 @@ async fn supervise_commands(inner: Arc<Inner>, cancel: CancellationToken) {
                 Ok(conn) => {
                     *inner.cmd.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
                     inner.up.store(true, Ordering::Release);
-                    inner.metrics.redis_up.set(1.0);
+                    inner.metrics.set_redis_up(true);
                     let epoch = *inner.epoch.borrow() + 1;
                     if epoch > 1 {
-                        inner.metrics.redis_reconnects.increment(1);
+                        inner.metrics.shared().redis_reconnect();
                     }
                     inner.epoch.send_replace(epoch);
                     info!(epoch, after_failures = failures, "redis command link up");
@@ -471,7 +471,7 @@ async fn subscribe(
                         if let Some(Value::BulkString(bytes)) = push.data.into_iter().nth(1)
                             && inbound.try_send(bytes).is_err()
                         {
-                            metrics.remote_inbound_dropped.increment(1);
+                            metrics.shared().remote_inbound_dropped();
                         }
                         Ok(())
                     }
@@ -505,10 +505,10 @@ async fn subscribe(
             }
             continue;
         };
-        inner.metrics.redis_subscribed.set(1.0);
+        inner.metrics.set_redis_subscribed(true);
         if subscribed_before {
             // Whatever was published meanwhile is lost: count the gap.
-            inner.metrics.redis_resubscribes.increment(1);
+            inner.metrics.shared().redis_resubscribe();
             info!(channel, "redis relay channel resubscribed");
         } else {
             info!(channel, "redis relay channel subscribed");
@@ -531,7 +531,7 @@ async fn subscribe(
                     if link.subscribe(&channel).await.is_err() {
                         break;
                     }
-                    inner.metrics.redis_resubscribes.increment(1);
+                    inner.metrics.shared().redis_resubscribe();
                     info!(
                         channel,
                         "sharded subscription moved with its slot: resubscribed"
@@ -547,7 +547,7 @@ async fn subscribe(
                 }
             }
         }
-        inner.metrics.redis_subscribed.set(0.0);
+        inner.metrics.set_redis_subscribed(false);
         warn!(channel, "redis subscriber link lost; reconnecting");
     }
 }

@@ -13,7 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{DecodeLimits, MAX_SWARM_ID_BYTES};
+use swarmtrack_protocol::{DecodeLimits, MAX_SWARM_ID_BYTES};
 
 /// The environment variable that holds the admin bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "TRACKER_ADMIN_TOKEN";
@@ -134,6 +134,11 @@ pub struct ServerConfig {
     /// Optional separate address for `/metrics` and `/admin/*`; without it they are served on
     /// `listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// Worker threads serving viewers, each with its own runtime and accept queue
+    /// (`SO_REUSEPORT`); 0 means one per CPU the process may run on.
+    pub workers: usize,
+    /// Length of each listener's queue of connections not yet accepted.
+    pub listen_backlog: u32,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +146,18 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
             admin_listen: None,
+            workers: 0,
+            listen_backlog: 4096,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Worker threads to run: `workers`, or one per CPU this process may use.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 }
@@ -205,13 +222,14 @@ impl LimitsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
-    /// Read buffer per connection, in bytes. Allocated for the connection's whole life, so it
-    /// is the largest part of an idle viewer's memory; larger frames still work (the buffer
-    /// grows for them), at one read per this many bytes. 1 KiB holds a complete data-channel
-    /// offer (884 B as JSON).
-    pub read_buffer_bytes: usize,
     /// Messages queued for one viewer before further ones are dropped.
     pub outbox_capacity: usize,
+    /// Bytes queued for one viewer (signals and what they relay) before further ones are
+    /// dropped.
+    pub outbox_bytes: usize,
+    /// Bytes written to a viewer that its socket hasn't taken yet, at most; past it the
+    /// viewer is closed as a slow consumer.
+    pub max_unsent_bytes: usize,
     /// Most queued messages coalesced into one `batch` frame.
     pub max_coalesce: usize,
     /// Coalescing stops once a frame holds this many payload bytes (SDP, candidates).
@@ -228,8 +246,9 @@ pub struct WebSocketConfig {
 impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
-            read_buffer_bytes: 1024,
             outbox_capacity: 64,
+            outbox_bytes: 256 * 1024,
+            max_unsent_bytes: 256 * 1024,
             max_coalesce: 64,
             max_coalesce_bytes: 32 * 1024,
             write_timeout_secs: 10,
@@ -250,13 +269,15 @@ pub struct WebTorrentConfig {
     pub interval_secs: u32,
     /// Most offers in one announce; more is refused with a `failure reason`.
     pub max_offers: usize,
-    /// An answer is forwarded only within this long of its offer's delivery, seconds.
+    /// An offer may be answered for this long after it was sent, seconds.
     pub offer_ttl_secs: u64,
     /// A peer that hasn't announced in a swarm for this long leaves it, seconds; checked at
     /// each server ping, so it takes effect up to one ping interval later.
     pub peer_ttl_secs: u64,
-    /// Offers one connection may hold unanswered; beyond it the oldest is forgotten.
-    pub max_pending_offers: usize,
+    /// Peers one connection's offers may await answers from at once (peers it sent offers to
+    /// that are unanswered and unexpired); past it, its offers to further peers are dropped
+    /// until some are answered or expire.
+    pub max_awaited_peers: usize,
     /// Most info hashes in one scrape.
     pub max_scrape_hashes: usize,
     /// Swarms one WebTorrent connection may announce in: a client shares one socket per
@@ -276,7 +297,7 @@ impl Default for WebTorrentConfig {
             max_offers: 10,
             offer_ttl_secs: 120,
             peer_ttl_secs: 300,
-            max_pending_offers: 64,
+            max_awaited_peers: 1024,
             max_scrape_hashes: 255,
             max_swarms_per_connection: 100,
             max_message_bytes: 48 * 1024,
@@ -418,7 +439,7 @@ impl Config {
         let l = &self.limits;
         let w = &self.websocket;
         let wt = &self.webtorrent;
-        let checks: [(bool, &str); 21] = [
+        let checks: [(bool, &str); 22] = [
             (l.max_connections > 0, "limits.max_connections must be > 0"),
             (
                 l.max_message_bytes >= 256,
@@ -461,8 +482,12 @@ impl Config {
                 "swarm.shards must be 1..=65536",
             ),
             (
-                self.websocket.read_buffer_bytes > 0,
-                "websocket.read_buffer_bytes must be > 0",
+                w.outbox_bytes >= 64 * 1024 && w.max_unsent_bytes >= 64 * 1024,
+                "websocket.outbox_bytes and max_unsent_bytes must be >= 65536 (a frame fits)",
+            ),
+            (
+                self.server.listen_backlog > 0 && self.server.workers <= 1024,
+                "server.listen_backlog must be > 0 and server.workers at most 1024",
             ),
             (wt.interval_secs > 0, "webtorrent.interval_secs must be > 0"),
             (
@@ -475,10 +500,10 @@ impl Config {
             ),
             (wt.peer_ttl_secs > 0, "webtorrent.peer_ttl_secs must be > 0"),
             (
-                wt.max_pending_offers > 0
+                wt.max_awaited_peers > 0
                     && wt.max_scrape_hashes > 0
                     && wt.max_swarms_per_connection > 0,
-                "webtorrent.max_pending_offers, max_scrape_hashes and max_swarms_per_connection must be > 0",
+                "webtorrent.max_awaited_peers, max_scrape_hashes and max_swarms_per_connection must be > 0",
             ),
             (
                 (256..=l.max_frame_bytes).contains(&wt.max_message_bytes),

@@ -1,55 +1,61 @@
 //! HTTP surface: the WebSocket upgrade, health, metrics and admin endpoints.
 //!
 //! Handlers check, call the domain module and map the result. `/metrics` and `/admin/*` go on
-//! the admin listener when one is configured, else on the main one.
+//! the admin listener when one is configured, else on the main one. An upgrade is answered
+//! here and the socket is then handed, as a plain TCP stream, to a session on the worker thread
+//! that accepted it.
+
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::{OnFailedUpgrade, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use tracing::{debug, info};
-
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
 
+use crate::instance::Instance;
 use crate::metrics::RefuseReason;
-use crate::protocol::Format;
-use crate::session::{Native, Session};
-use crate::shutdown::ConnectionGuard;
-use crate::state::AppState;
+use crate::native::Native;
+use crate::session::{Protocol, Session};
 use crate::webtorrent::WebTorrent;
-use tokio_util::task::task_tracker::TaskTrackerToken;
+use crate::worker::Worker;
+use crate::ws::{WsConn, WsLimits, handshake};
+use swarmtrack_protocol::Format;
 
 /// The main listener's routes; with `with_admin`, also `/metrics` and `/admin/*`.
-pub fn router(state: AppState, with_admin: bool) -> Router {
+pub fn router(instance: Arc<Instance>, with_admin: bool) -> Router {
     let r = Router::new()
         .route("/v1/ws", any(ws_upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
     // WebTorrent clients use whatever path their tracker URL has; these two are the
     // conventional ones.
-    let r = if state.config().webtorrent.enabled {
+    let r = if instance.config.webtorrent.enabled {
         r.route("/announce", any(webtorrent_upgrade))
             .route("/", any(webtorrent_upgrade))
     } else {
         r
     };
     let r = if with_admin { add_admin(r) } else { r };
-    r.with_state(state)
+    r.with_state(instance)
 }
 
 /// The admin listener's routes.
-pub fn admin_router(state: AppState) -> Router {
+pub fn admin_router(instance: Arc<Instance>) -> Router {
     add_admin(
         Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz)),
     )
-    .with_state(state)
+    .with_state(instance)
 }
 
-fn add_admin(r: Router<AppState>) -> Router<AppState> {
+fn add_admin(r: Router<Arc<Instance>>) -> Router<Arc<Instance>> {
     r.route("/metrics", get(metrics))
         .route("/admin/drain", post(drain))
 }
@@ -62,10 +68,9 @@ struct WsParams {
 }
 
 async fn ws_upgrade(
-    State(state): State<AppState>,
+    State(instance): State<Arc<Instance>>,
     Query(params): Query<WsParams>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    req: Request,
 ) -> Response {
     let format = match params.format.as_deref() {
         None | Some("json") => Format::Json,
@@ -74,67 +79,75 @@ async fn ws_upgrade(
             return (StatusCode::BAD_REQUEST, "format must be json or msgpack\n").into_response();
         }
     };
-    let (guard, token) = match admit(&state, &headers) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal.into_response(),
-    };
-    configure(&state, ws)
-        // A plain closure returning the session's future, not an async block around it: the
-        // task lives as long as the connection, and each async layer adds its captures to it.
-        .on_upgrade(move |socket| {
-            Session::new(state, socket, Native::new(format), guard, token).run()
-        })
+    upgrade(&instance, req, Native::new(format))
 }
 
 /// `GET /announce` and `GET /`: the WebTorrent tracker protocol.
-async fn webtorrent_upgrade(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let (guard, token) = match admit(&state, &headers) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal.into_response(),
-    };
-    configure(&state, ws).on_upgrade(move |socket| {
-        Session::new(state, socket, WebTorrent::default(), guard, token).run()
-    })
+async fn webtorrent_upgrade(State(instance): State<Arc<Instance>>, req: Request) -> Response {
+    upgrade(&instance, req, WebTorrent::default())
 }
 
-/// Admission, the same for every protocol: allowed origin, not draining, a free slot.
-fn admit(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<(ConnectionGuard, TaskTrackerToken), (StatusCode, &'static str)> {
-    let lifecycle = state.lifecycle();
-    let metrics = state.metrics();
-    if !origin_allowed(&state.config().limits.allowed_origins, headers) {
+/// Checks the handshake and admits the client, answers 101, and starts its session once the
+/// connection is upgraded.
+fn upgrade<P: Protocol>(instance: &Arc<Instance>, mut req: Request, proto: P) -> Response {
+    let accept = match handshake::accept(req.method(), req.headers()) {
+        Ok(accept) => accept,
+        Err(e) => return (e.status(), format!("{e}\n")).into_response(),
+    };
+    let Some(worker) = Worker::current() else {
+        // Only worker threads serve the main listener.
+        return (StatusCode::SERVICE_UNAVAILABLE, "not a worker thread\n").into_response();
+    };
+    let lifecycle = &instance.lifecycle;
+    let metrics = &worker.metrics;
+    if !origin_allowed(&instance.config.limits.allowed_origins, req.headers()) {
         metrics.refused(RefuseReason::Origin);
-        return Err((StatusCode::FORBIDDEN, "origin not allowed\n"));
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
     if lifecycle.is_draining() {
         metrics.refused(RefuseReason::Draining);
-        return Err((
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "draining: connect to another instance\n",
-        ));
+        )
+            .into_response();
     }
-    let Some(guard) = lifecycle.try_admit() else {
+    let Some(guard) = lifecycle.try_admit(metrics) else {
         metrics.refused(RefuseReason::Full);
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "at max connections\n"));
+        return (StatusCode::SERVICE_UNAVAILABLE, "at max connections\n").into_response();
     };
     // Held from now on so the tracker knows a session is coming even before the upgrade ends.
-    Ok((guard, lifecycle.sessions.token()))
-}
-
-/// The upgrade with this instance's buffer and size limits.
-fn configure(state: &AppState, ws: WebSocketUpgrade) -> WebSocketUpgrade<impl OnFailedUpgrade> {
-    let c = state.config();
-    ws.read_buffer_size(c.websocket.read_buffer_bytes)
-        .write_buffer_size(0)
-        .max_message_size(c.limits.max_frame_bytes)
-        .max_frame_size(c.limits.max_frame_bytes)
-        .on_failed_upgrade(|e| debug!(error = %e, "websocket upgrade failed"))
+    let tracked = lifecycle.sessions.token();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let limits = WsLimits {
+        max_message: instance.config.limits.max_frame_bytes,
+        max_unsent: instance.config.websocket.max_unsent_bytes,
+    };
+    tokio::task::spawn_local(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                warn!("an upgraded connection is not a TCP stream; closed");
+                return;
+            }
+        };
+        let ws = WsConn::new(parts.io.into_inner(), parts.read_buf, limits);
+        Session::new(worker, ws, proto, guard, tracked).run().await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
@@ -151,8 +164,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
-    let l = state.lifecycle();
+async fn readyz(State(instance): State<Arc<Instance>>) -> Response {
+    let l = &instance.lifecycle;
     if l.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else if !l.is_ready() {
@@ -162,16 +175,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(instance): State<Arc<Instance>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics().render(),
+        instance.metrics.render(),
     )
         .into_response()
 }
 
-async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = &state.config().admin_token else {
+async fn drain(State(instance): State<Arc<Instance>>, headers: HeaderMap) -> Response {
+    let Some(token) = &instance.config.admin_token else {
         return (
             StatusCode::FORBIDDEN,
             "admin API disabled: set TRACKER_ADMIN_TOKEN\n",
@@ -197,10 +210,10 @@ async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Response {
             .into_response();
     }
     info!(
-        connections = state.lifecycle().connections(),
+        connections = instance.lifecycle.connections(),
         "drain requested over the admin API"
     );
-    state.lifecycle().start_drain();
+    instance.lifecycle.start_drain();
     (StatusCode::ACCEPTED, "draining\n").into_response()
 }
 
@@ -238,7 +251,7 @@ mod tests {
     #[test]
     fn token_comparison() {
         assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
     }
 }

@@ -48,7 +48,9 @@ enum Command {
     PrintConfig,
 }
 
-#[tokio::main]
+// The viewers are served by the worker threads `run` starts; this runtime only runs the Redis
+// side, the admin listener and the drain.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -43,7 +43,7 @@ async fn malformed_messages_get_bad_message_and_the_connection_stays_open() {
         (
             r#"{"t":"cands","swarm":"v","to":"AAAAAAAAAAAAAAAAAAAAAA","sid":"s","c":"notalist"}"#
                 .into(),
-            None,
+            Some("cands"),
         ),
         (r#"{"t":"batch"}"#.into(), Some("batch")),
     ];
@@ -258,12 +258,13 @@ async fn signaling_errors() {
 async fn a_full_outbox_drops_and_tells_the_sender_overloaded() {
     let mut config = test_config();
     config.websocket.outbox_capacity = 2;
+    // One worker thread: all five are handed over before B's session runs.
+    config.server.workers = 1;
     let server = TestServer::with_config(config).await;
     let mut a = Client::connect(&server, Format::Json).await;
     let mut b = Client::connect(&server, Format::Json).await;
     a.join("v", 2).await;
     b.join("v", 2).await;
-    // The tests run on one thread: all five are handed over before B's session runs.
     let sids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
     let msgs = sids.iter().map(|s| offer("v", b.peer, s, "v=0")).collect();
     a.send(&ClientMsg::Batch { msgs }).await;

@@ -195,18 +195,25 @@ async fn answers_need_an_offer_that_was_sent_to_the_answerer() {
     b.recv().await;
     a.recv().await;
 
-    // Unknown offer id, wrong offerer: refused, naming the action and swarm.
-    a.send(&answer(&ih, &pa, &pb, &id('x', 4))).await;
+    // A peer that sent it no offer: refused, naming the action and swarm.
+    a.send(&answer(&ih, &pa, &pc, &id('o', 4))).await;
     let f = a.expect_failure().await;
     assert_eq!(f["action"], "announce");
     assert_eq!(f["info_hash"], ih);
-    a.send(&answer(&ih, &pa, &pc, &id('o', 4))).await;
-    a.expect_failure().await;
     // The real one, once.
     a.send(&answer(&ih, &pa, &pb, &id('o', 4))).await;
     assert!(b.recv().await.get("answer").is_some());
     a.send(&answer(&ih, &pa, &pb, &id('o', 4))).await;
     a.expect_failure().await;
+
+    // An offer id b never sent: refused; the real one still goes through.
+    b.send(&announce(&ih, &pb, &[id('o', 7)])).await;
+    b.recv().await;
+    a.recv().await;
+    a.send(&answer(&ih, &pa, &pb, &id('x', 7))).await;
+    a.expect_failure().await;
+    a.send(&answer(&ih, &pa, &pb, &id('o', 7))).await;
+    assert_eq!(b.recv().await["offer_id"], id('o', 7));
 
     // An offer past its TTL can't be answered.
     b.send(&announce(&ih, &pb, &[id('o', 5)])).await;
@@ -545,10 +552,13 @@ async fn answer_rules_and_seeding_hold_across_instances() {
         }
         deadline.tick().await;
     };
-    // `c` (b's instance) can't answer an offer that went to `a`, nor can `a` name the wrong
-    // offerer; `a` answers once.
-    c.send(&answer(&ih, &pc, &pb, &offer_id)).await;
-    let f = failure_skipping_offers(&mut c).await;
+    // `d` (b's instance, sent no offer) can't answer an offer that went to `a`, nor can `a`
+    // name the wrong offerer; `a` answers once.
+    let pd = id('d', 12);
+    let mut d = peer(&s2).await;
+    join(&mut d, &ih, &pd).await;
+    d.send(&answer(&ih, &pd, &pb, &offer_id)).await;
+    let f = failure_skipping_offers(&mut d).await;
     assert_eq!(f["info_hash"], ih);
     a.send(&answer(&ih, &pa, &pc, &offer_id)).await;
     failure_skipping_offers(&mut a).await;

@@ -6,8 +6,8 @@
 //! `batch_max_bytes`, or `batch_window_us` after its first signal; unpipelined publishes top
 //! out near 40k/s whatever their size, so signals per publish multiply the fleet's capacity.
 //! Publishes run concurrently (redis-rs pipelines them), at most `max_inflight_publishes`.
-//! The inbound task decodes batches from this instance's channel and hands each signal to the
-//! peer table, which checks that the target is still here and in that swarm.
+//! The inbound task decodes batches from this instance's channel and hands each signal to its
+//! target's outbox, which checks that the target is still here and in that swarm.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,12 +19,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use bytes::Bytes;
+
 use super::codec::{decode_batch, encode_batch};
-use super::{DeliverError, PeerTable, SendError, Signal};
+use super::{SendError, deliver};
 use crate::backplane::{Backplane, InboundBatch};
 use crate::config::RedisConfig;
-use crate::metrics::{DropReason, Metrics, RemoteDrop};
-use crate::protocol::InstanceId;
+use crate::connections::Connections;
+use crate::metrics::{DropReason, RelayPath, RemoteDrop, Shard};
+use crate::signal::Signal;
+use crate::swarm::SwarmIndex;
+use swarmtrack_protocol::InstanceId;
 
 /// The relay channel of an instance.
 pub fn channel_name(prefix: &str, instance: InstanceId) -> String {
@@ -34,9 +39,9 @@ pub fn channel_name(prefix: &str, instance: InstanceId) -> String {
 
 /// The sending side of the cross-instance relay.
 pub struct RemoteRelay {
-    tx: mpsc::Sender<Box<Signal>>,
+    tx: mpsc::Sender<Signal>,
     backplane: Backplane,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Shard>,
 }
 
 impl RemoteRelay {
@@ -44,7 +49,7 @@ impl RemoteRelay {
     ///
     /// # Errors
     /// [`SendError::Overloaded`] when Redis is down or the queue is full; the drop is counted.
-    pub fn send(&self, signal: Box<Signal>) -> Result<(), SendError> {
+    pub fn send(&self, signal: Signal) -> Result<(), SendError> {
         if !self.backplane.is_up() {
             self.metrics.remote_dropped(RemoteDrop::RedisDown, 1);
             return Err(SendError::Overloaded);
@@ -56,14 +61,22 @@ impl RemoteRelay {
     }
 }
 
+/// What the inbound side delivers to: this instance's swarms and connections.
+pub struct Local {
+    /// To find a signal's swarm by its key.
+    pub index: Arc<SwarmIndex>,
+    /// The targets.
+    pub connections: Arc<Connections>,
+}
+
 /// Starts the batcher and the inbound task; returns the sending side.
 pub fn start(
     tasks: &TaskTracker,
     cancel: CancellationToken,
     backplane: Backplane,
     config: &RedisConfig,
-    peers: Arc<PeerTable>,
-    metrics: Arc<Metrics>,
+    local: Local,
+    metrics: Arc<Shard>,
     inbound: mpsc::Receiver<InboundBatch>,
 ) -> RemoteRelay {
     let (tx, rx) = mpsc::channel(config.outbound_queue);
@@ -80,7 +93,7 @@ pub fn start(
     );
     tasks.spawn(deliver_inbound(
         inbound,
-        peers,
+        local,
         Arc::clone(&metrics),
         config.max_inbound_batch_bytes,
         cancel,
@@ -96,16 +109,16 @@ pub fn start(
 // Boxed signals move from the sender through here without copying ~100-byte structs.
 #[allow(clippy::vec_box)]
 struct Pending {
-    signals: Vec<Box<Signal>>,
+    signals: Vec<Signal>,
     bytes: usize,
     since: Instant,
 }
 
 struct Batcher {
-    rx: mpsc::Receiver<Box<Signal>>,
+    rx: mpsc::Receiver<Signal>,
     backplane: Backplane,
     config: RedisConfig,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Shard>,
     pending: HashMap<InstanceId, Pending>,
     inflight: JoinSet<()>,
 }
@@ -157,7 +170,7 @@ impl Batcher {
         }
     }
 
-    fn add(&mut self, signal: Box<Signal>) {
+    fn add(&mut self, signal: Signal) {
         let instance = signal.to.instance();
         let bytes = signal.payload_len() + 64;
         let p = self.pending.entry(instance).or_insert_with(|| Pending {
@@ -188,7 +201,7 @@ impl Batcher {
         self.inflight.spawn(async move {
             let n = p.signals.len() as u64;
             let mut buf = Vec::with_capacity(p.bytes);
-            let stats = match encode_batch(p.signals.iter().map(|s| &**s), threshold, &mut buf) {
+            let stats = match encode_batch(p.signals.iter(), threshold, &mut buf) {
                 Ok(stats) => stats,
                 Err(e) => {
                     tracing::warn!(error = %e, "a batch failed to encode; dropped");
@@ -197,20 +210,15 @@ impl Batcher {
                 }
             };
             drop(p);
-            metrics.batch_messages.record(stats.signals as f64);
-            metrics.batch_bytes.record(stats.wire_bytes as f64);
-            metrics
-                .batch_raw_bytes_total
-                .increment(stats.raw_bytes as u64);
-            metrics
-                .batch_wire_bytes_total
-                .increment(stats.wire_bytes as u64);
-            if stats.compressed {
-                metrics.batches_compressed.increment(1);
-            }
+            metrics.batch_encoded(
+                stats.signals,
+                stats.raw_bytes,
+                stats.wire_bytes,
+                stats.compressed,
+            );
             match backplane.publish(&channel, &buf).await {
                 Ok(0) => metrics.remote_dropped(RemoteDrop::NoSubscriber, n),
-                Ok(_) => metrics.batches_published.increment(1),
+                Ok(_) => metrics.batch_published(),
                 Err(_) => metrics.remote_dropped(RemoteDrop::PublishFailed, n),
             }
         });
@@ -226,8 +234,8 @@ async fn sleep_until_opt(when: Option<Instant>) {
 
 async fn deliver_inbound(
     mut inbound: mpsc::Receiver<InboundBatch>,
-    peers: Arc<PeerTable>,
-    metrics: Arc<Metrics>,
+    local: Local,
+    metrics: Arc<Shard>,
     max_bytes: usize,
     cancel: CancellationToken,
 ) {
@@ -236,8 +244,8 @@ async fn deliver_inbound(
             () = cancel.cancelled() => return,
             b = inbound.recv() => match b { Some(b) => b, None => return },
         };
-        metrics.batches_received.increment(1);
-        let signals = match decode_batch(&batch, max_bytes, Instant::now()) {
+        metrics.batch_received();
+        let signals = match decode_batch(Bytes::from(batch), max_bytes, Instant::now()) {
             Ok(s) => s,
             Err(e) => {
                 // Debug, not warn: a rolling upgrade across a format change would flood the
@@ -247,14 +255,14 @@ async fn deliver_inbound(
                 continue;
             }
         };
-        for signal in signals {
-            let kind = signal.kind;
-            match peers.deliver(signal) {
-                Ok(()) => metrics.relayed_remote(kind),
-                Err(DeliverError::UnknownPeer) => metrics.dropped(DropReason::UnknownPeer),
-                Err(DeliverError::NotInSwarm) => metrics.dropped(DropReason::TargetNotInSwarm),
-                Err(DeliverError::Full) => metrics.dropped(DropReason::QueueFull),
-            }
+        for mut signal in signals {
+            let Some(swarm) = local.index.id_of(&signal.swarm_key()) else {
+                metrics.dropped(DropReason::TargetNotInSwarm, 1);
+                continue;
+            };
+            signal.swarm = swarm;
+            // Counted by `deliver`; nobody here to tell.
+            let _ = deliver(&local.connections, signal, RelayPath::Remote, &metrics);
         }
     }
 }

@@ -1,104 +1,71 @@
-//! One WebSocket connection, whatever protocol it speaks.
+//! One WebSocket connection, whatever protocol it speaks: the task that owns its socket.
 //!
-//! The session task is the only writer to its socket. It `select!`s over the next frame from the
-//! client, its bounded outbox in the peer table (signals other sessions or the relay queued for
-//! it), one timer (ping, idle check, drain close) and the drain or stop token. Every write has a
-//! timeout: a client that doesn't read is closed as a slow consumer, so it can never hold up
-//! anyone else (senders only ever `try_send` into the outbox).
+//! The session task is the only writer to its socket. It waits on one thing at a time that
+//! can wake it: the drain or stop flag (read when woken), one timer (ping, idle check, write
+//! timeout, drain close), its outbox in [`Connections`] (signals others queued for it), and the
+//! socket. Queued output goes before more input, so a client that floods can't starve the
+//! signals others sent it. A client that doesn't read is closed as a slow consumer once its
+//! unsent output is over the bound or older than the write timeout, so it can never hold up
+//! anyone else (senders only ever enqueue without waiting).
 //!
-//! The loop is shared; what a frame means, how queued signals are written and how a drain is
-//! announced belong to the [`Protocol`]: [`Native`] (protocol v1 on `/v1/ws`) or
-//! [`crate::webtorrent::WebTorrent`] (on `/announce` and `/`).
+//! What a message means belongs to the [`Protocol`]: [`crate::native`] (protocol v1 on
+//! `/v1/ws`) or [`crate::webtorrent`] (on `/announce` and `/`). A protocol sees the connection
+//! through a [`Conn`]: its id, its swarms, its rate, the instance's handles and a buffer for
+//! what to write; it never touches the socket.
 
-mod native;
+mod conn;
 mod rate;
-mod write;
 
 use std::future::{Future, poll_fn};
-use std::sync::Arc;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite;
 use tokio_util::task::task_tracker::TaskTrackerToken;
-use tracing::{Instrument, debug};
+use tracing::debug;
 
+use crate::connections::TakeLimits;
+use crate::lifecycle::ConnectionGuard;
 use crate::metrics::{CloseReason, DropReason};
-use crate::protocol::{Format, PeerId, close};
-use crate::relay::{Signal, TakeLimits};
-use crate::shutdown::ConnectionGuard;
-use crate::state::AppState;
+use crate::signal::Signal;
+use crate::swarm::ViewerSwarms;
+use crate::worker::Worker;
+use crate::ws::{Event, Message, WsConn, WsError};
+use swarmtrack_protocol::{PeerId, close};
 
-pub use native::Native;
+pub use conn::{Conn, Outgoing};
+use rate::Limiter;
 pub use rate::TokenBucket;
-
-/// How often a client is told it is rate limited, at most; further refusals are only counted.
-const RATE_ERROR_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the closing handshake may take once the session is over.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What a protocol adds to the shared connection loop. Each handler runs boxed from the loop,
-/// so its future is allocated only while it works (see [`Session::run`]).
-pub trait Protocol: Sized + Send + 'static {
+/// What a protocol adds to the connection loop.
+pub trait Protocol: Sized + 'static {
     /// Runs once before the loop: native clients get `welcome`.
-    fn start(s: &mut Session<Self>) -> impl Future<Output = Result<(), Ending>> + Send;
+    fn start(&mut self, cx: &mut Conn<'_>);
 
-    /// Handles one data frame; `format` is the frame's type (text: JSON, binary: MessagePack).
-    fn on_frame(
-        s: &mut Session<Self>,
-        frame: &[u8],
-        format: Format,
-    ) -> impl Future<Output = Result<(), Ending>> + Send;
+    /// Handles one message.
+    fn on_message(
+        &mut self,
+        cx: &mut Conn<'_>,
+        msg: Message,
+    ) -> impl Future<Output = Result<(), Ending>>;
 
-    /// Writes the signals taken from the outbox, and empties `queued`.
-    // Boxed signals move from sender to outbox to here without copying ~100-byte structs.
-    #[allow(clippy::vec_box)]
-    fn flush_outbox(
-        s: &mut Session<Self>,
-        queued: &mut Vec<Box<Signal>>,
-    ) -> impl Future<Output = Result<(), Ending>> + Send;
+    /// Writes the signals taken from the outbox, and empties `signals`.
+    fn on_signals(&mut self, cx: &mut Conn<'_>, signals: &mut Vec<Signal>);
 
     /// The drain reached this session: tell the client if the protocol can, and return how
     /// long it has before it is closed.
-    fn on_drain(s: &mut Session<Self>) -> impl Future<Output = Result<Duration, Ending>> + Send;
+    fn on_drain(&mut self, cx: &mut Conn<'_>) -> Duration;
 
     /// Periodic upkeep, at each server ping.
-    fn on_tick(_s: &mut Session<Self>, _now: Instant) {}
-
-    /// Leaves every swarm: the session is over.
-    fn leave_all(s: &mut Session<Self>);
-}
-
-/// One client's connection state, owned by its task.
-pub struct Session<P> {
-    pub(crate) state: AppState,
-    socket: WebSocket,
-    pub(crate) id: PeerId,
-    pub(crate) bucket: TokenBucket,
-    last_rate_error: Option<Instant>,
-    last_seen: Instant,
-    /// The protocol's own state.
-    pub(crate) proto: P,
-    _guard: ConnectionGuard,
-    /// Keeps the session tracker non-empty until this session is over.
-    _tracked: TaskTrackerToken,
-}
-
-/// What woke the session loop.
-enum Event {
-    /// The token being watched was cancelled: the drain started, or (once draining) the stop.
-    Cancelled,
-    /// The ping, idle or drain-close time came.
-    Timer,
-    /// Signals were taken from the outbox.
-    Outbox,
-    /// The client sent something, or the socket ended.
-    Frame(Option<Result<Message, axum::Error>>),
+    fn on_tick(&mut self, _cx: &mut Conn<'_>) {}
 }
 
 /// Why the loop ended, and how to close the socket.
+#[derive(Debug)]
 pub struct Ending {
     reason: CloseReason,
     close: Option<(u16, &'static str)>,
@@ -106,7 +73,7 @@ pub struct Ending {
 
 impl Ending {
     /// The client ended it (or the socket failed): nothing to send.
-    pub(crate) fn quiet(reason: CloseReason) -> Self {
+    pub fn quiet(reason: CloseReason) -> Self {
         Self {
             reason,
             close: None,
@@ -114,7 +81,7 @@ impl Ending {
     }
 
     /// The server ends it with a close frame.
-    pub(crate) fn with(reason: CloseReason, code: u16, text: &'static str) -> Self {
+    pub fn with(reason: CloseReason, code: u16, text: &'static str) -> Self {
         Self {
             reason,
             close: Some((code, text)),
@@ -122,158 +89,284 @@ impl Ending {
     }
 }
 
+impl From<WsError> for Ending {
+    fn from(e: WsError) -> Self {
+        match e {
+            WsError::TooBig => Ending::with(CloseReason::TooBig, close::TOO_BIG, "frame too large"),
+            WsError::Utf8 => Ending::with(
+                CloseReason::Protocol,
+                close::INVALID_PAYLOAD,
+                "invalid UTF-8 in text frame",
+            ),
+            WsError::Protocol(_) => Ending::with(
+                CloseReason::Protocol,
+                close::PROTOCOL_ERROR,
+                "protocol error",
+            ),
+            WsError::Slow => Ending::with(CloseReason::Slow, close::POLICY, "slow consumer"),
+            WsError::Io(_) => Ending::quiet(CloseReason::Client),
+        }
+    }
+}
+
+/// One client's connection, owned by its task.
+pub struct Session<P> {
+    ws: WsConn,
+    id: PeerId,
+    worker: Rc<Worker>,
+    swarms: ViewerSwarms,
+    limiter: Limiter,
+    last_seen: Instant,
+    proto: P,
+    _guard: ConnectionGuard,
+    /// Keeps the session tracker non-empty until this session is over.
+    _tracked: TaskTrackerToken,
+}
+
+/// A session's times: its next ping, its drain close, and the bounds they are checked against.
+struct Clock {
+    next_ping: Instant,
+    /// Set once the drain reached this session: when it must be gone.
+    close_at: Option<Instant>,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    write_timeout: Duration,
+}
+
+impl Clock {
+    fn new(config: &crate::config::WebSocketConfig) -> Self {
+        let ping_interval = Duration::from_secs(config.ping_interval_secs);
+        Self {
+            next_ping: Instant::now() + ping_interval,
+            close_at: None,
+            ping_interval,
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            write_timeout: Duration::from_secs(config.write_timeout_secs),
+        }
+    }
+
+    /// When the timer must fire next, output having waited since `stalled` and a fragmented
+    /// message having started at `fragments` (if they have).
+    fn deadline(&self, stalled: Option<Instant>, fragments: Option<Instant>) -> Instant {
+        [
+            Some(self.next_ping),
+            self.close_at,
+            stalled.map(|t| t + self.write_timeout),
+            fragments.map(|t| t + self.write_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_ping)
+    }
+}
+
+/// What woke the session.
+enum Wake {
+    /// The drain reached it, or (once draining) the stop.
+    Lifecycle,
+    /// The ping, idle, write-timeout or drain-close time came.
+    Timer,
+    /// Signals were taken from the outbox, or the client sent something (events), or both.
+    Work,
+    /// The socket or the framing failed.
+    Failed(WsError),
+}
+
 impl<P: Protocol> Session<P> {
-    /// Registers the client and prepares its task; `guard` holds its connection slot and
-    /// `tracked` its place in the session tracker.
+    /// Registers the client; `guard` holds its connection slot and `tracked` its place in the
+    /// session tracker.
     pub fn new(
-        state: AppState,
-        socket: WebSocket,
+        worker: Rc<Worker>,
+        ws: WsConn,
         proto: P,
         guard: ConnectionGuard,
         tracked: TaskTrackerToken,
     ) -> Self {
-        let id = state.peers().register();
-        let limits = &state.config().limits;
+        let instance = &worker.instance;
+        let id = instance.connections.register();
+        let limits = &instance.config.limits;
         Self {
-            bucket: TokenBucket::new(limits.messages_per_sec, limits.burst),
-            state,
-            socket,
+            limiter: Limiter::new(TokenBucket::new(limits.messages_per_sec, limits.burst)),
+            ws,
             id,
-            last_rate_error: None,
+            swarms: ViewerSwarms::default(),
             last_seen: Instant::now(),
             proto,
             _guard: guard,
             _tracked: tracked,
+            worker,
         }
     }
 
-    /// Runs the connection to its end, then removes the client from every swarm.
-    pub fn run(self) -> impl Future<Output = ()> + Send {
-        // A debug span: free at the default `info` level, where an info span would keep a
-        // registry entry alive for every idle connection.
-        let span = tracing::debug_span!("session", peer = %self.id);
-        // Boxed because an async fn lays out a by-value argument twice (the argument and its
-        // local copy): 1 KB of a 504-byte struct per connection, as measured.
-        Box::new(self).run_inner().instrument(span)
+    /// Runs the connection to its end, then leaves every swarm and closes the socket.
+    ///
+    /// The future is what every connection's task holds while idle, so its size is memory per
+    /// viewer (`scripts/heap-profile`). Written as a block rather than an `async fn`, which
+    /// would keep a second copy of `self` in it; and the close is boxed: its future (socket,
+    /// timeout, a read buffer for the client's close) would otherwise double every task's size
+    /// for a moment that comes once.
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    pub fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            self.worker.metrics.connection_opened();
+            let ending = match self.call_sync(|p, cx| p.start(cx)) {
+                Ok(()) => self.serve().await,
+                Err(e) => e,
+            };
+            Box::pin(self.finish(ending)).await;
+        }
     }
 
-    // This future lives as long as the connection, so its size is per-client memory (it was
-    // 3 KB when written naively). Only the loop's state is laid out inline; the one-off start
-    // and ending, and every handler the loop calls, run boxed, allocated only while they work.
-    async fn run_inner(mut self: Box<Self>) {
-        self.state.metrics().connections_opened.increment(1);
-        let ending = match Box::pin(P::start(&mut self)).await {
-            Ok(()) => self.serve().await,
-            Err(e) => e,
-        };
-        Box::pin(self.finish(ending)).await;
-    }
-
-    /// Leaves every swarm, then closes the socket.
-    async fn finish(mut self: Box<Self>, ending: Ending) {
-        // Leave first: from here on nobody is paired with this client or signals to it.
-        P::leave_all(&mut self);
-        self.state.peers().unregister(self.id);
-        self.state.metrics().closed(ending.reason);
-        let closing = async {
-            match ending.close {
-                Some((code, text)) => {
-                    let frame = Message::Close(Some(CloseFrame {
-                        code,
-                        reason: text.into(),
-                    }));
-                    let _ = self.socket.send(frame).await;
-                }
-                // The client closed: tungstenite queued the echo of its close frame; send it.
-                None => {
-                    let _ = futures_util::SinkExt::flush(&mut self.socket).await;
+    /// Writes the signals taken from the outbox, then handles the client's events, and sends
+    /// all they produced at once.
+    async fn work(
+        &mut self,
+        queued: &mut Vec<Signal>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Ending> {
+        let worker = Rc::clone(&self.worker);
+        let mut out = Outgoing::new(worker.take_buffer());
+        let result = {
+            let mut cx = Conn::new(
+                self.id,
+                &worker,
+                &mut self.swarms,
+                &mut self.limiter,
+                &mut out,
+            );
+            let proto = &mut self.proto;
+            if !queued.is_empty() {
+                proto.on_signals(&mut cx, queued);
+            }
+            let mut result = Ok(());
+            for event in events.drain(..) {
+                match event {
+                    Event::Message(msg) => {
+                        // Boxed: the handler's future is allocated only while it runs, rather
+                        // than laid out in every idle connection's task.
+                        result = Box::pin(proto.on_message(&mut cx, msg)).await;
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    Event::Ping => worker.metrics.ping_received(),
+                    Event::Pong => {}
+                    Event::Closed => {
+                        result = Err(Ending::quiet(CloseReason::Client));
+                        break;
+                    }
                 }
             }
+            events.clear();
+            result
         };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
-        debug!(reason = ?ending.reason, "session ended");
+        if result.is_ok() {
+            self.last_seen = Instant::now();
+        }
+        let sent = self.send(&out);
+        worker.give_buffer(out.into_buffer());
+        result.and(sent)
+    }
+
+    /// Runs a synchronous protocol step with a [`Conn`], then writes what it produced.
+    fn call_sync(&mut self, f: impl FnOnce(&mut P, &mut Conn<'_>)) -> Result<(), Ending> {
+        let worker = Rc::clone(&self.worker);
+        let mut out = Outgoing::new(worker.take_buffer());
+        {
+            let mut cx = Conn::new(
+                self.id,
+                &worker,
+                &mut self.swarms,
+                &mut self.limiter,
+                &mut out,
+            );
+            f(&mut self.proto, &mut cx);
+        }
+        let sent = self.send(&out);
+        worker.give_buffer(out.into_buffer());
+        sent
+    }
+
+    /// Writes the frames of `out` and counts them.
+    fn send(&mut self, out: &Outgoing) -> Result<(), Ending> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.ws.send(out.bytes())?;
+        let (frames, messages, bytes) = out.counts();
+        self.worker.metrics.sent(frames, messages, bytes);
+        Ok(())
+    }
+
+    /// Leaves every swarm, frees the connection's slot, then closes the socket.
+    async fn finish(self, ending: Ending) {
+        // Leave first: from here on nobody is paired with this client or signals to it.
+        let Self {
+            ws,
+            id,
+            worker,
+            mut swarms,
+            _guard,
+            _tracked,
+            ..
+        } = self;
+        let instance = &worker.instance;
+        let metrics = &worker.metrics;
+        instance.membership.leave_all(&mut swarms, id, metrics);
+        let lost = instance.connections.unregister(id);
+        if lost > 0 {
+            metrics.dropped(DropReason::TargetClosed, lost as u64);
+        }
+        metrics.closed(ending.reason);
+        // The connection is over for the tracker; what is left is the client's to finish.
+        drop(_guard);
+        debug!(peer = %id, reason = ?ending.reason, "session ended");
+        let (code, text) = match ending.close {
+            Some((code, text)) => (Some(code), text),
+            None => (None, ""),
+        };
+        ws.close(code, text, CLOSE_TIMEOUT).await;
+        drop(_tracked);
     }
 
     async fn serve(&mut self) -> Ending {
-        let state = self.state.clone();
-        let config = state.config();
-
-        // The select only decides what happened; handlers run boxed (see `run_inner`). One timer
-        // serves pings, the idle check and the drain's close; one token is watched at a time.
-        let lifecycle = Arc::clone(state.lifecycle());
-        let peers = Arc::clone(state.peers());
-        let ws = &config.websocket;
-        let ping_interval = Duration::from_secs(ws.ping_interval_secs);
-        let idle_timeout = Duration::from_secs(ws.idle_timeout_secs);
+        let worker = Rc::clone(&self.worker);
+        let ws_config = &worker.instance.config.websocket;
         let take = TakeLimits {
-            max_signals: ws.max_coalesce,
-            max_bytes: ws.max_coalesce_bytes,
+            max_signals: ws_config.max_coalesce,
+            max_bytes: ws_config.max_coalesce_bytes,
         };
-        let mut next_ping = Instant::now() + ping_interval;
-        // Set once the drain reached this session: when it must be gone.
-        let mut close_at: Option<Instant> = None;
-        let timer = tokio::time::sleep_until(next_ping);
+        let mut clock = Clock::new(ws_config);
+        let timer = tokio::time::sleep_until(clock.next_ping);
         tokio::pin!(timer);
-        let mut queued: Vec<Box<Signal>> = Vec::new();
-
+        let mut queued: Vec<Signal> = Vec::new();
+        let mut events: Vec<Event> = Vec::new();
         loop {
-            let deadline = close_at.map_or(next_ping, |c| c.min(next_ping));
+            let deadline = clock.deadline(self.ws.stalled_since(), self.ws.fragments_since());
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
-            let cancel = match close_at {
-                None => &lifecycle.draining,
-                Some(_) => &lifecycle.stop,
-            };
-            let event = tokio::select! {
-                biased;
-                () = cancel.cancelled() => Event::Cancelled,
-                () = &mut timer => Event::Timer,
-                // Queued output goes before more input: a client that floods can't starve the
-                // signals others sent it, and what was queued first is written first.
-                () = poll_fn(|cx| peers.poll_outbox(self.id, cx, &mut queued, take)) => Event::Outbox,
-                frame = self.socket.recv() => Event::Frame(frame),
-            };
-            let result = match event {
-                Event::Cancelled if close_at.is_some() => {
+            let wake = poll_fn(|cx| {
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                self.poll_wake(cx, clock.close_at.is_some(), take, &mut queued, &mut events)
+            })
+            .await;
+            let result = match wake {
+                Wake::Failed(e) => return e.into(),
+                Wake::Lifecycle if worker.instance.lifecycle.is_stopping() => {
                     return Ending::with(CloseReason::Drain, close::RESTART, "shutting down");
                 }
-                Event::Cancelled => match Box::pin(P::on_drain(self)).await {
-                    Ok(delay) => {
-                        close_at = Some(Instant::now() + delay);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                },
-                Event::Timer if close_at.is_some_and(|c| c <= Instant::now()) => {
-                    return Ending::with(CloseReason::Drain, close::RESTART, "draining");
+                Wake::Lifecycle => {
+                    let mut delay = Duration::ZERO;
+                    let sent = self.call_sync(|p, cx| delay = p.on_drain(cx));
+                    clock.close_at = Some(Instant::now() + delay);
+                    sent
                 }
-                Event::Timer => {
-                    let now = Instant::now();
-                    next_ping = now + ping_interval;
-                    if self.last_seen.elapsed() >= idle_timeout {
-                        return Ending::with(CloseReason::Idle, close::POLICY, "idle timeout");
-                    }
-                    P::on_tick(self, now);
-                    Box::pin(self.send_frame(Message::Ping(Default::default()), 0)).await
-                }
-                Event::Outbox => Box::pin(P::flush_outbox(self, &mut queued)).await,
-                Event::Frame(frame) => {
-                    self.last_seen = Instant::now();
-                    match frame {
-                        None => return Ending::quiet(CloseReason::Client),
-                        Some(Err(e)) => return read_error(e),
-                        Some(Ok(Message::Text(text))) => {
-                            Box::pin(P::on_frame(self, text.as_bytes(), Format::Json)).await
-                        }
-                        Some(Ok(Message::Binary(bytes))) => {
-                            Box::pin(P::on_frame(self, &bytes, Format::MsgPack)).await
-                        }
-                        Some(Ok(Message::Close(_))) => return Ending::quiet(CloseReason::Client),
-                        // Pings are answered by tungstenite; both only prove liveness.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                    }
-                }
+                Wake::Timer => self.on_timer(&mut clock),
+                Wake::Work => self.work(&mut queued, &mut events).await,
             };
             if let Err(e) = result {
                 return e;
@@ -281,38 +374,186 @@ impl<P: Protocol> Session<P> {
         }
     }
 
-    /// Counts a message refused for the rate, and says whether to tell the client: refusals
-    /// are counted always but answered at most once a second, so a flood can't turn this
-    /// instance into a reflector.
-    pub(crate) fn rate_refused(&mut self, now: Instant) -> bool {
-        self.state.metrics().dropped(DropReason::RateLimited);
-        let tell = self
-            .last_rate_error
-            .is_none_or(|t| now.saturating_duration_since(t) >= RATE_ERROR_INTERVAL);
-        if tell {
-            self.last_rate_error = Some(now);
+    /// What woke the session, besides its timer: the drain or stop (unless `draining` is
+    /// already known), a socket error, or work (`queued` signals, client `events`).
+    fn poll_wake(
+        &mut self,
+        cx: &mut Context<'_>,
+        draining: bool,
+        take: TakeLimits,
+        queued: &mut Vec<Signal>,
+        events: &mut Vec<Event>,
+    ) -> Poll<Wake> {
+        let worker = &*self.worker;
+        let instance = &worker.instance;
+        let lifecycle = &instance.lifecycle;
+        if lifecycle.is_stopping() || (!draining && lifecycle.is_draining()) {
+            return Poll::Ready(Wake::Lifecycle);
         }
-        tell
+        worker.signals.fill(queued);
+        worker.events.fill(events);
+        if self.ws.has_unsent()
+            && let Poll::Ready(Err(e)) = self.ws.poll_flush(cx)
+        {
+            return Poll::Ready(Wake::Failed(e));
+        }
+        // Both the outbox and the socket are polled every time, so neither starves the other:
+        // a viewer sent signals without pause still has its requests read, and a viewer that
+        // floods still gets what others sent it (written first).
+        if self.ws.has_unsent() {
+            // Nothing more is taken from the outbox until the client reads what it was sent:
+            // the outbox fills and senders get `overloaded`, instead of this buffer growing.
+            // Its waker stays registered for the drain. Requests are still read: their replies
+            // are bounded by `max_unsent_bytes`.
+            instance.connections.register_waker(self.id, cx.waker());
+        } else {
+            let _ = instance.connections.poll_outbox(self.id, cx, queued, take);
+        }
+        let ws = &mut self.ws;
+        match self
+            .worker
+            .with_read_buffer(|buf| ws.poll_read(cx, buf, events))
+        {
+            Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
+            Poll::Ready(Ok(())) if events.is_empty() => {
+                // Part of a frame: read again soon.
+                cx.waker().wake_by_ref();
+            }
+            _ => {}
+        }
+        if queued.is_empty() && events.is_empty() {
+            // Waiting: the lists go back to the thread's pool (an idle session holds none).
+            worker.signals.reclaim(queued);
+            worker.events.reclaim(events);
+            Poll::Pending
+        } else {
+            Poll::Ready(Wake::Work)
+        }
+    }
+
+    /// The timer fired: close a draining, stalled or idle connection, else ping it.
+    fn on_timer(&mut self, clock: &mut Clock) -> Result<(), Ending> {
+        let now = Instant::now();
+        if clock.close_at.is_some_and(|c| c <= now) {
+            return Err(Ending::with(CloseReason::Drain, close::RESTART, "draining"));
+        }
+        if self
+            .ws
+            .stalled_since()
+            .is_some_and(|t| now >= t + clock.write_timeout)
+        {
+            return Err(Ending::with(
+                CloseReason::Slow,
+                close::POLICY,
+                "slow consumer",
+            ));
+        }
+        // A message sent in fragments must be whole within the write timeout too: fragments
+        // kept coming (or pings between them) can't hold its buffer forever.
+        if self
+            .ws
+            .fragments_since()
+            .is_some_and(|t| now >= t + clock.write_timeout)
+        {
+            return Err(Ending::with(
+                CloseReason::Protocol,
+                close::POLICY,
+                "message too slow",
+            ));
+        }
+        if now < clock.next_ping {
+            return Ok(());
+        }
+        clock.next_ping = now + clock.ping_interval;
+        if self.last_seen.elapsed() >= clock.idle_timeout {
+            return Err(Ending::with(
+                CloseReason::Idle,
+                close::POLICY,
+                "idle timeout",
+            ));
+        }
+        self.call_sync(|p, cx| {
+            p.on_tick(cx);
+            cx.out().ping();
+        })
     }
 }
 
-/// Maps a read error to how the connection ends.
-fn read_error(e: axum::Error) -> Ending {
-    let inner = e.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => {
-            Ending::with(CloseReason::TooBig, close::TOO_BIG, "frame too large")
+/// A connection without a socket, for unit tests of protocol rules: what they write is kept.
+#[cfg(test)]
+pub struct TestConn {
+    /// The connection's id.
+    pub id: PeerId,
+    /// Its swarms.
+    pub swarms: ViewerSwarms,
+    worker: Rc<Worker>,
+    limiter: Limiter,
+    out: Outgoing,
+}
+
+#[cfg(test)]
+impl TestConn {
+    /// A new connection of the worker's instance.
+    pub fn new(worker: &Rc<Worker>) -> Self {
+        let limits = &worker.instance.config.limits;
+        Self {
+            id: worker.instance.connections.register(),
+            swarms: ViewerSwarms::default(),
+            limiter: Limiter::new(TokenBucket::new(limits.messages_per_sec, limits.burst)),
+            out: Outgoing::new(Vec::new()),
+            worker: Rc::clone(worker),
         }
-        Some(tungstenite::Error::Utf8(_)) => Ending::with(
-            CloseReason::Protocol,
-            close::INVALID_PAYLOAD,
-            "invalid UTF-8 in text frame",
-        ),
-        Some(tungstenite::Error::Protocol(_)) => Ending::with(
-            CloseReason::Protocol,
-            close::PROTOCOL_ERROR,
-            "protocol error",
-        ),
-        _ => Ending::quiet(CloseReason::Client),
+    }
+
+    /// The context a handler gets.
+    pub fn cx(&mut self) -> Conn<'_> {
+        Conn::new(
+            self.id,
+            &self.worker,
+            &mut self.swarms,
+            &mut self.limiter,
+            &mut self.out,
+        )
+    }
+
+    /// What was written, as WebSocket frames' payloads; cleared.
+    pub fn written(&mut self) -> Vec<Vec<u8>> {
+        let bytes = std::mem::replace(&mut self.out, Outgoing::new(Vec::new())).into_buffer();
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at + 2 <= bytes.len() {
+            let (len, header) = match bytes[at + 1] {
+                126 => (
+                    usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])),
+                    4,
+                ),
+                127 => {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(&bytes[at + 2..at + 10]);
+                    (u64::from_be_bytes(n) as usize, 10)
+                }
+                n => (usize::from(n), 2),
+            };
+            frames.push(bytes[at + header..at + header + len].to_vec());
+            at += header + len;
+        }
+        frames
+    }
+
+    /// Takes what is queued in this connection's outbox.
+    pub fn outbox(&self) -> Vec<Signal> {
+        let mut out = Vec::new();
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let all = TakeLimits {
+            max_signals: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        let _ = self
+            .worker
+            .instance
+            .connections
+            .poll_outbox(self.id, &mut cx, &mut out, all);
+        out
     }
 }

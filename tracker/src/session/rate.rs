@@ -49,6 +49,48 @@ impl TokenBucket {
     }
 }
 
+/// How often a client is told it is rate limited, at most; further refusals are only counted.
+const RATE_ERROR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A connection's token bucket, and when it was last told it is over the rate.
+#[derive(Debug)]
+pub struct Limiter {
+    bucket: TokenBucket,
+    last_error: Option<Instant>,
+}
+
+impl Limiter {
+    /// A limiter with a full bucket.
+    pub fn new(bucket: TokenBucket) -> Self {
+        Self {
+            bucket,
+            last_error: None,
+        }
+    }
+
+    /// Takes a token if one is left.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        self.bucket.try_take(now)
+    }
+
+    /// Gives a token back.
+    pub fn refund(&mut self) {
+        self.bucket.refund();
+    }
+
+    /// A message was refused for the rate: whether to tell the client. Refusals are answered
+    /// at most once a second, so a flood can't turn the tracker into a reflector.
+    pub fn tell_refusal(&mut self, now: Instant) -> bool {
+        let tell = self
+            .last_error
+            .is_none_or(|t| now.saturating_duration_since(t) >= RATE_ERROR_INTERVAL);
+        if tell {
+            self.last_error = Some(now);
+        }
+        tell
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,8 +25,8 @@ use tracing::debug;
 use super::SwarmIndex;
 use crate::backplane::{Backplane, instance_key};
 use crate::config::RedisConfig;
-use crate::metrics::Metrics;
-use crate::protocol::{InstanceId, PeerId};
+use crate::metrics::Shard;
+use swarmtrack_protocol::{InstanceId, PeerId};
 
 /// Most queued membership writes.
 const WRITE_QUEUE: usize = 65_536;
@@ -47,7 +47,7 @@ pub struct Directory {
     ttl: Duration,
     instance: InstanceId,
     ops: mpsc::Sender<Op>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Shard>,
 }
 
 fn now_ms() -> u64 {
@@ -71,7 +71,7 @@ impl Directory {
         config: &RedisConfig,
         (instance, token): (InstanceId, String),
         index: Arc<SwarmIndex>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<Shard>,
     ) -> Self {
         let (ops, rx) = mpsc::channel(WRITE_QUEUE);
         let directory = Self {
@@ -100,7 +100,7 @@ impl Directory {
     /// Redis down or slow: no remote peers (counted), never an error.
     pub async fn join(&self, swarm: &str, peer: PeerId, want: usize) -> Vec<PeerId> {
         if !self.backplane.is_up() {
-            self.metrics.redis_errors.increment(1);
+            self.metrics.redis_error();
             return Vec::new();
         }
         let now = now_ms();
@@ -122,7 +122,7 @@ impl Directory {
         if want == 0 {
             if let Err(e) = self.backplane.query::<()>(&pipe).await {
                 debug!(error = %e, "registering a member failed; the refresh will retry");
-                self.metrics.redis_errors.increment(1);
+                self.metrics.redis_error();
             }
             return Vec::new();
         }
@@ -132,7 +132,7 @@ impl Directory {
                 Ok((v,)) => v,
                 Err(e) => {
                     debug!(error = %e, "remote pairing failed; local peers only");
-                    self.metrics.redis_errors.increment(1);
+                    self.metrics.redis_error();
                     return Vec::new();
                 }
             };
@@ -180,10 +180,10 @@ impl Writer {
                 let _ = self.backplane.query::<()>(&extend).await;
             }
             Ok(_) => {
-                self.metrics.instance_id_conflicts.increment(1);
+                self.metrics.instance_id_conflict();
                 tracing::error!(%key, "another tracker holds this instance id: restart this one");
             }
-            Err(_) => self.metrics.redis_errors.increment(1),
+            Err(_) => self.metrics.redis_error(),
         }
     }
 }
@@ -196,7 +196,7 @@ struct Writer {
     ttl: Duration,
     refresh: Duration,
     index: Arc<SwarmIndex>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Shard>,
 }
 
 impl Writer {
@@ -263,7 +263,7 @@ impl Writer {
             }
         }
         if self.backplane.query::<()>(&pipe).await.is_err() {
-            self.metrics.redis_errors.increment(1);
+            self.metrics.redis_error();
         }
     }
 

@@ -1,8 +1,13 @@
-//! This instance's swarms: swarm id -> local members, sharded by a hash of the id so joins in
+//! This instance's swarms: swarm key -> local members, sharded by a hash of the key so joins in
 //! different swarms don't contend, with uniform sampling that never copies a member set.
+//!
+//! A WebTorrent swarm also keeps what only that protocol has: which connection holds which
+//! `peer_id` (a peer id can't be taken over, and an answer finds its offerer by it), who seeds,
+//! and how many completed.
 
 use std::collections::HashMap;
 use std::hash::RandomState;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, MutexGuard};
 
 use indexmap::IndexSet;
@@ -10,23 +15,75 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use super::BySwarm;
-use crate::protocol::PeerId;
+use crate::swarm_key::SwarmId;
+use swarmtrack_protocol::PeerId;
 
 type Members = IndexSet<PeerId, RandomState>;
 
-/// One shard: swarm id -> its local members.
-type Shard = HashMap<Arc<str>, Members>;
+/// Seeders, leechers and completions of a WebTorrent swarm, as replies report them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Seeders (`complete`).
+    pub complete: u32,
+    /// Leechers (`incomplete`).
+    pub incomplete: u32,
+    /// `completed` events seen while the swarm existed here.
+    pub downloaded: u64,
+}
+
+/// A `peer_id` is held by another connection in that swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("peer_id is in use by another connection in this swarm")]
+pub struct Taken;
+
+struct Holder {
+    owner: PeerId,
+    seeder: bool,
+}
+
+/// What a WebTorrent swarm keeps besides its members.
+#[derive(Default)]
+struct WtSwarm {
+    peers: HashMap<[u8; 20], Holder>,
+    complete: u32,
+    downloaded: u64,
+}
+
+impl WtSwarm {
+    fn counts(&self) -> Counts {
+        let total = u32::try_from(self.peers.len()).unwrap_or(u32::MAX);
+        Counts {
+            complete: self.complete,
+            incomplete: total.saturating_sub(self.complete),
+            downloaded: self.downloaded,
+        }
+    }
+}
+
+struct Swarm {
+    id: SwarmId,
+    /// The key this swarm is stored under, shared with its members' records.
+    key: Arc<str>,
+    members: Members,
+    wt: Option<Box<WtSwarm>>,
+}
+
+/// One shard: swarm key -> the swarm.
+type Shard = HashMap<Arc<str>, Swarm>;
 
 /// This instance's swarms and their local members.
 pub struct SwarmIndex {
     shards: BySwarm<Shard>,
+    next_id: AtomicU64,
 }
 
 /// The result of adding a viewer to a swarm.
 #[derive(Debug)]
 pub struct Joined {
-    /// The swarm id, shared with the index (sessions keep this copy).
-    pub swarm: Arc<str>,
+    /// The swarm.
+    pub id: SwarmId,
+    /// The swarm key, shared with the index.
+    pub key: Arc<str>,
     /// Other members to offer to, at most `want`, never the viewer itself.
     pub peers: Vec<PeerId>,
     /// False when the viewer was already a member (a re-join just samples again).
@@ -35,91 +92,205 @@ pub struct Joined {
     pub new_swarm: bool,
 }
 
+/// A WebTorrent announce's part in a join.
+#[derive(Debug, Clone, Copy)]
+pub struct WtAnnounce {
+    /// The `peer_id` the connection announces as.
+    pub peer_id: [u8; 20],
+    /// `left` is 0.
+    pub seeder: bool,
+    /// The `completed` event.
+    pub completed: bool,
+}
+
 impl SwarmIndex {
     /// An empty index with `shards` shards (at least 1).
     pub fn new(shards: usize) -> Self {
         Self {
             shards: BySwarm::new(shards),
+            next_id: AtomicU64::new(1),
         }
     }
 
     // Every mutation below is a single map or set operation.
-    fn shard(&self, swarm: &str) -> MutexGuard<'_, Shard> {
-        self.shards.lock(swarm)
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        self.shards.lock(key)
     }
 
-    /// Adds `peer` to `swarm` and samples up to `want` other members, uniformly at random.
+    /// Adds `peer` to swarm `key` and samples up to `want` other members, uniformly at random.
     ///
-    /// `on_new_member` runs under the shard lock when `peer` wasn't a member yet, so whatever it
-    /// records (the peer table's swarm list) is in place before anyone can sample `peer`.
+    /// `on_new_member` runs under the shard lock when `peer` wasn't a member yet, so whatever
+    /// it records (the connection's side of the membership) is in place before anyone can
+    /// sample `peer`. With `wt`, the `peer_id` is registered too, and the swarm's counts after
+    /// are returned.
+    ///
+    /// # Errors
+    /// [`Taken`] when another connection holds `wt.peer_id` in that swarm; nothing changes.
     pub fn join(
         &self,
-        swarm: &str,
+        key: &str,
         peer: PeerId,
         want: usize,
+        wt: Option<WtAnnounce>,
         rng: &mut impl Rng,
-        on_new_member: impl FnOnce(&Arc<str>),
-    ) -> Joined {
-        let mut shard = self.shard(swarm);
-        let (swarm, members, new_swarm) = match shard.get_key_value(swarm) {
-            Some((k, _)) => {
-                let k = k.clone();
-                let members = shard.get_mut(&*k);
-                (k, members, false)
-            }
-            None => {
-                let k: Arc<str> = swarm.into();
-                shard.insert(k.clone(), Members::default());
-                let members = shard.get_mut(&*k);
-                (k, members, true)
-            }
-        };
-        let Some(members) = members else {
-            // Unreachable: the entry was found or inserted above under the same lock.
-            return Joined {
-                swarm,
-                peers: Vec::new(),
-                new_member: false,
-                new_swarm,
+        on_new_member: impl FnOnce(SwarmId),
+    ) -> Result<(Joined, Counts), Taken> {
+        let mut shard = self.shard(key);
+        let new_swarm = !shard.contains_key(key);
+        if new_swarm {
+            let key: Arc<str> = key.into();
+            let swarm = Swarm {
+                id: SwarmId(self.next_id.fetch_add(1, Ordering::Relaxed)),
+                key: Arc::clone(&key),
+                members: Members::default(),
+                wt: wt.map(|_| Box::default()),
             };
-        };
-        let peers = sample_except(members, peer, want, rng);
-        let new_member = !members.contains(&peer);
-        if new_member {
-            // Lock order is always swarm shard, then peer-table shard; nothing takes them the
-            // other way round.
-            on_new_member(&swarm);
-            members.insert(peer);
+            shard.insert(key, swarm);
         }
-        Joined {
-            swarm,
+        let Some(swarm) = shard.get_mut(key) else {
+            // Unreachable: found or inserted above under the same lock.
+            return Err(Taken);
+        };
+        let key = Arc::clone(&swarm.key);
+        let counts = match (wt, swarm.wt.as_deref_mut()) {
+            (Some(a), Some(w)) => wt_announce(w, a, peer)?,
+            _ => Counts::default(),
+        };
+        let peers = sample_except(&swarm.members, peer, want, rng);
+        let new_member = !swarm.members.contains(&peer);
+        if new_member {
+            // Lock order is always swarm shard, then connection shard; nothing takes them the
+            // other way round.
+            on_new_member(swarm.id);
+            swarm.members.insert(peer);
+        }
+        let joined = Joined {
+            id: swarm.id,
+            key,
             peers,
             new_member,
             new_swarm,
-        }
-    }
-
-    /// Removes `peer` from `swarm`; returns (was a member, swarm now gone).
-    pub fn leave(&self, swarm: &str, peer: PeerId) -> (bool, bool) {
-        let mut shard = self.shard(swarm);
-        let Some(members) = shard.get_mut(swarm) else {
-            return (false, false);
         };
-        let removed = members.swap_remove(&peer);
-        if members.is_empty() {
-            shard.remove(swarm);
-            return (removed, true);
-        }
-        (removed, false)
+        Ok((joined, counts))
     }
 
-    /// Local members of a swarm (for tests and diagnostics).
-    pub fn members(&self, swarm: &str) -> Vec<PeerId> {
-        self.shard(swarm)
-            .get(swarm)
-            .map(|m| m.iter().copied().collect())
+    /// Removes `peer` from swarm `key` (and its `peer_id`, if given and its own); returns
+    /// whether it was a member, whether the swarm is now gone, and the WebTorrent counts after.
+    pub fn leave(&self, key: &str, peer: PeerId, wt_peer_id: Option<[u8; 20]>) -> Left {
+        let mut shard = self.shard(key);
+        let Some(swarm) = shard.get_mut(key) else {
+            return Left::default();
+        };
+        let removed = swarm.members.swap_remove(&peer);
+        let mut counts = Counts::default();
+        if let Some(w) = swarm.wt.as_deref_mut() {
+            if let Some(pid) = wt_peer_id
+                && w.peers.get(&pid).is_some_and(|h| h.owner == peer)
+                && let Some(h) = w.peers.remove(&pid)
+                && h.seeder
+            {
+                w.complete -= 1;
+            }
+            counts = w.counts();
+        }
+        let gone = swarm.members.is_empty();
+        if gone {
+            shard.remove(key);
+        }
+        Left {
+            removed,
+            gone,
+            counts,
+        }
+    }
+
+    /// The id of swarm `key`, if it has local members.
+    pub fn id_of(&self, key: &str) -> Option<SwarmId> {
+        self.shard(key).get(key).map(|s| s.id)
+    }
+
+    /// The connection that holds `peer_id` in WebTorrent swarm `key`, if any.
+    pub fn owner_of(&self, key: &str, peer_id: &[u8; 20]) -> Option<(SwarmId, PeerId)> {
+        let shard = self.shard(key);
+        let swarm = shard.get(key)?;
+        let owner = swarm.wt.as_ref()?.peers.get(peer_id)?.owner;
+        Some((swarm.id, owner))
+    }
+
+    /// A WebTorrent swarm's counts (zeros when nobody is in it here).
+    pub fn counts(&self, key: &str) -> Counts {
+        self.shard(key)
+            .get(key)
+            .and_then(|s| s.wt.as_ref().map(|w| w.counts()))
             .unwrap_or_default()
     }
+
+    /// Local members of a swarm (for tests).
+    #[cfg(test)]
+    pub fn members(&self, key: &str) -> Vec<PeerId> {
+        self.shard(key)
+            .get(key)
+            .map(|s| s.members.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every (swarm, member) pair, for refreshing the global membership; takes each shard lock
+    /// in turn, so not for the message path.
+    pub fn memberships(&self) -> Vec<(Arc<str>, PeerId)> {
+        let mut out = Vec::new();
+        for shard in self.shards.each() {
+            for (key, swarm) in shard.iter() {
+                out.extend(swarm.members.iter().map(|m| (Arc::clone(key), *m)));
+            }
+        }
+        out
+    }
+}
+
+/// The result of [`SwarmIndex::leave`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    /// The viewer was a member.
+    pub removed: bool,
+    /// The swarm has no local member left.
+    pub gone: bool,
+    /// A WebTorrent swarm's counts after.
+    pub counts: Counts,
+}
+
+/// Records an announce by `owner` as `a.peer_id`: adds the peer, or updates whether it seeds;
+/// `completed` counts a download when it turns a leecher into a seeder.
+fn wt_announce(w: &mut WtSwarm, a: WtAnnounce, owner: PeerId) -> Result<Counts, Taken> {
+    let seeds = a.seeder || a.completed;
+    match w.peers.get_mut(&a.peer_id) {
+        Some(h) if h.owner != owner => return Err(Taken),
+        Some(h) => {
+            // A seeder stays one: `left` only shrinks, as in the reference.
+            if seeds && !h.seeder {
+                h.seeder = true;
+                w.complete += 1;
+                if a.completed {
+                    w.downloaded += 1;
+                }
+            }
+        }
+        None => {
+            w.peers.insert(
+                a.peer_id,
+                Holder {
+                    owner,
+                    seeder: seeds,
+                },
+            );
+            if seeds {
+                w.complete += 1;
+            }
+            if a.completed {
+                w.downloaded += 1;
+            }
+        }
+    }
+    Ok(w.counts())
 }
 
 /// Up to `want` distinct members other than `me`, uniformly at random, without building a list
@@ -128,6 +299,9 @@ fn sample_except(members: &Members, me: PeerId, want: usize, rng: &mut impl Rng)
     let me_index = members.get_index_of(&me);
     let others = members.len() - usize::from(me_index.is_some());
     let k = want.min(others);
+    if k == 0 {
+        return Vec::new();
+    }
     let pick = |i: usize| {
         let i = match me_index {
             Some(m) if i >= m => i + 1,
@@ -147,101 +321,5 @@ fn sample_except(members: &Members, me: PeerId, want: usize, rng: &mut impl Rng)
         .collect()
 }
 
-impl SwarmIndex {
-    /// Every (swarm, member) pair, for refreshing the global membership; takes each shard lock
-    /// in turn, so not for the message path.
-    pub fn memberships(&self) -> Vec<(Arc<str>, PeerId)> {
-        let mut out = Vec::new();
-        for shard in self.shards.each() {
-            for (swarm, members) in shard.iter() {
-                out.extend(members.iter().map(|m| (Arc::clone(swarm), *m)));
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::InstanceId;
-    use proptest::prelude::*;
-    use std::collections::HashSet;
-
-    fn ids(n: u32) -> Vec<PeerId> {
-        (0..n)
-            .map(|i| PeerId::new(InstanceId(1), i, u64::from(i)))
-            .collect()
-    }
-
-    #[test]
-    fn join_samples_others_never_self() {
-        let index = SwarmIndex::new(4);
-        let mut rng = rand::rng();
-        let p = ids(5);
-        assert!(index.join("v", p[0], 3, &mut rng, |_| {}).peers.is_empty());
-        let j = index.join("v", p[1], 3, &mut rng, |_| {});
-        assert_eq!(j.peers, vec![p[0]]);
-        for &q in &p[2..] {
-            index.join("v", q, 3, &mut rng, |_| {});
-        }
-        for _ in 0..50 {
-            let again = index.join("v", p[2], 3, &mut rng, |_| {});
-            assert!(!again.new_member);
-            assert_eq!(again.peers.len(), 3);
-            assert!(!again.peers.contains(&p[2]));
-            let distinct: HashSet<_> = again.peers.iter().collect();
-            assert_eq!(distinct.len(), 3);
-        }
-    }
-
-    #[test]
-    fn leave_removes_from_pairing_and_drops_empty_swarms() {
-        let index = SwarmIndex::new(1);
-        let mut rng = rand::rng();
-        let p = ids(2);
-        assert!(index.join("v", p[0], 5, &mut rng, |_| {}).new_swarm);
-        index.join("v", p[1], 5, &mut rng, |_| {});
-        assert_eq!(index.leave("v", p[0]), (true, false));
-        assert_eq!(index.leave("v", p[0]), (false, false));
-        assert!(index.join("w", p[0], 5, &mut rng, |_| {}).peers.is_empty());
-        assert_eq!(index.leave("v", p[1]), (true, true));
-        assert!(index.members("v").is_empty());
-    }
-
-    #[test]
-    fn sampling_is_roughly_uniform() {
-        let index = SwarmIndex::new(1);
-        let mut rng = rand::rng();
-        let p = ids(10);
-        for &q in &p {
-            index.join("v", q, 1, &mut rng, |_| {});
-        }
-        let mut counts = HashMap::new();
-        for _ in 0..9_000 {
-            for q in index.join("v", p[0], 1, &mut rng, |_| {}).peers {
-                *counts.entry(q).or_insert(0u32) += 1;
-            }
-        }
-        assert!(!counts.contains_key(&p[0]));
-        assert_eq!(counts.len(), 9);
-        // Each of 9 peers expects 1,000 picks; 700 is more than 9 standard deviations away.
-        assert!(counts.values().all(|&c| c > 700), "{counts:?}");
-    }
-
-    proptest! {
-        #[test]
-        fn sample_is_distinct_bounded_and_excludes_self(n in 0u32..40, me in 0u32..45, want in 0usize..50) {
-            let mut members = Members::default();
-            for id in ids(n) { members.insert(id); }
-            let me = PeerId::new(InstanceId(1), me, u64::from(me));
-            let got = sample_except(&members, me, want, &mut rand::rng());
-            let others = members.iter().filter(|&&m| m != me).count();
-            prop_assert_eq!(got.len(), want.min(others));
-            prop_assert!(!got.contains(&me));
-            let distinct: HashSet<_> = got.iter().collect();
-            prop_assert_eq!(distinct.len(), got.len());
-            prop_assert!(got.iter().all(|g| members.contains(g)));
-        }
-    }
-}
+mod tests;

@@ -1,23 +1,37 @@
-//! Swarm membership and pairing.
+//! Swarm membership and pairing: the one owner of who is in which swarm.
 //!
-//! [`SwarmIndex`] holds this instance's swarms. [`Directory`] holds the fleet's, in Redis.
-//! [`Membership`] is what sessions call: it keeps the index, the peer table's per-viewer swarm
-//! lists and the directory in step, and pairs local peers first (their signaling never leaves
-//! the instance), then remote ones, with at most one Redis round trip per join.
+//! A membership is recorded in four places, each for a reason, and only [`Membership`] changes
+//! any of them, in one call:
+//! - the swarm index ([`SwarmIndex`]): swarm -> local members, for sampling peers;
+//! - the viewer's own list ([`ViewerSwarms`], held by its session): its swarms by key, for the
+//!   check that a sender is in the swarm it signals in, for its per-connection limit, and to
+//!   leave everything when it goes;
+//! - its entry in [`Connections`]: the swarm ids, for the check that a target is in the swarm
+//!   of a signal delivered to it;
+//! - with Redis, the fleet's directory ([`Directory`]), so other instances pair with it.
+//!
+//! Pairing is local first (that signaling never leaves the instance), then remote, with at
+//! most one Redis round trip per join.
 
 mod directory;
+
 mod index;
 mod sharded;
+mod viewer;
 
 use std::sync::Arc;
 
-pub use directory::Directory;
-pub use index::{Joined, SwarmIndex};
-pub use sharded::BySwarm;
+use tokio::time::Instant;
 
-use crate::metrics::Metrics;
-use crate::protocol::PeerId;
-use crate::relay::PeerTable;
+pub use directory::Directory;
+pub use index::{Counts, SwarmIndex, Taken, WtAnnounce};
+pub use sharded::BySwarm;
+pub use viewer::{Member, ViewerSwarms, WtMember};
+
+use crate::connections::Connections;
+use crate::metrics::Shard;
+use crate::swarm_key::SwarmId;
+use swarmtrack_protocol::PeerId;
 
 /// Why a join was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -25,92 +39,192 @@ pub enum JoinError {
     /// The viewer is in as many swarms as allowed.
     #[error("in too many swarms")]
     SwarmLimit,
+    /// Another connection holds that WebTorrent `peer_id` in the swarm.
+    #[error("peer_id is in use by another connection in this swarm")]
+    PeerIdTaken,
+}
+
+/// What a join asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinRequest<'a> {
+    /// The swarm key.
+    pub key: &'a str,
+    /// Peers wanted.
+    pub want: u32,
+    /// Swarms this viewer may be in at most.
+    pub max_swarms: usize,
+    /// A WebTorrent announce: its `peer_id`, seeding and completion.
+    pub wt: Option<WtJoin>,
+    /// Register a new member in Redis before returning (see [`Membership::join`]).
+    pub register_now: bool,
+}
+
+/// A WebTorrent announce's part of a join.
+#[derive(Debug, Clone, Copy)]
+pub struct WtJoin {
+    /// The announced `peer_id`, seeding and completion.
+    pub announce: WtAnnounce,
+    /// When it was announced.
+    pub now: Instant,
+}
+
+/// The result of a join.
+#[derive(Debug)]
+pub struct Joined {
+    /// The swarm.
+    pub id: SwarmId,
+    /// The swarm key, shared with the index.
+    pub key: Arc<str>,
+    /// Peers to offer to: local ones first, then members of other instances.
+    pub peers: Vec<PeerId>,
+    /// A WebTorrent swarm's counts after the announce.
+    pub counts: Counts,
 }
 
 /// Swarm membership as sessions see it.
 pub struct Membership {
     index: Arc<SwarmIndex>,
-    peers: Arc<PeerTable>,
+    connections: Arc<Connections>,
     directory: Option<Directory>,
-    metrics: Arc<Metrics>,
 }
 
 impl Membership {
-    /// Membership over this instance's peer table and swarm index; `directory` is the fleet's
+    /// Membership over this instance's connections and swarm index; `directory` is the fleet's
     /// membership in Redis, if configured.
     pub fn new(
         index: Arc<SwarmIndex>,
-        peers: Arc<PeerTable>,
+        connections: Arc<Connections>,
         directory: Option<Directory>,
-        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             index,
-            peers,
+            connections,
             directory,
-            metrics,
         }
     }
 
     /// Adds the viewer to a swarm and returns peers to offer to: local ones first, then, if
-    /// fewer than `want`, members on other instances. When local peers suffice, a new member
-    /// reaches Redis a moment later, through the writer.
-    pub async fn join(&self, peer: PeerId, swarm: &str, want: u32) -> Joined {
-        self.join_inner(peer, swarm, want, false).await
-    }
-
-    /// Like [`Membership::join`], but a new member is in Redis when this returns, so the next
-    /// pairing anywhere in the fleet finds it. A WebTorrent client takes its announce reply to
-    /// mean "I am in the swarm" and may announce without offers, waiting for others' offers;
-    /// the one extra round trip is paid once per swarm joined, not per announce.
-    pub async fn join_registered(&self, peer: PeerId, swarm: &str, want: u32) -> Joined {
-        self.join_inner(peer, swarm, want, true).await
-    }
-
-    async fn join_inner(&self, peer: PeerId, swarm: &str, want: u32, register_now: bool) -> Joined {
-        let want = want as usize;
-        let mut joined = self
+    /// fewer than `want`, members on other instances. A new member reaches Redis a moment later,
+    /// through the directory's writer, unless `register_now`: then it is in Redis when this
+    /// returns, so the next pairing anywhere in the fleet finds it (a WebTorrent client takes
+    /// its announce reply to mean "I am in the swarm"; the extra round trip is paid once per
+    /// swarm joined, not per announce).
+    ///
+    /// # Errors
+    /// [`JoinError`]; nothing changed.
+    pub async fn join(
+        &self,
+        viewer: &mut ViewerSwarms,
+        peer: PeerId,
+        req: JoinRequest<'_>,
+        metrics: &Shard,
+    ) -> Result<Joined, JoinError> {
+        let known = viewer.position(req.key);
+        if known.is_none() && viewer.len() >= req.max_swarms {
+            return Err(JoinError::SwarmLimit);
+        }
+        let want = req.want as usize;
+        let connections = &self.connections;
+        let (local, counts) = self
             .index
-            .join(swarm, peer, want, &mut rand::rng(), |swarm| {
-                self.peers.add_swarm(peer, Arc::clone(swarm));
-            });
-        if joined.new_member {
-            self.metrics.memberships.increment(1.0);
+            .join(
+                req.key,
+                peer,
+                want,
+                req.wt.map(|w| w.announce),
+                &mut rand::rng(),
+                |id| connections.add_swarm(peer, id),
+            )
+            .map_err(|Taken| JoinError::PeerIdTaken)?;
+        if local.new_member {
+            metrics.memberships(1);
         }
-        if joined.new_swarm {
-            self.metrics.swarms.increment(1.0);
+        if local.new_swarm {
+            metrics.swarms(1);
         }
+        match known {
+            Some(i) => viewer.touch(i, req.wt.map(|w| w.now)),
+            None => viewer.push(Member {
+                id: local.id,
+                key: Arc::clone(&local.key),
+                wt: req.wt.map(|w| WtMember {
+                    peer_id: w.announce.peer_id,
+                    last_announce: w.now,
+                }),
+            }),
+        }
+        let mut peers = local.peers;
         if let Some(directory) = &self.directory {
-            let missing = want.saturating_sub(joined.peers.len());
-            if missing > 0 || (register_now && joined.new_member) {
+            let missing = want.saturating_sub(peers.len());
+            if missing > 0 || (req.register_now && local.new_member) {
                 // Registers the viewer and samples, in one round trip.
-                let remote = directory.join(&joined.swarm, peer, missing).await;
-                joined.peers.extend(remote);
-            } else if joined.new_member {
-                directory.add(Arc::clone(&joined.swarm), peer);
+                peers.extend(directory.join(&local.key, peer, missing).await);
+            } else if local.new_member {
+                directory.add(Arc::clone(&local.key), peer);
             }
         }
-        joined
+        Ok(Joined {
+            id: local.id,
+            key: local.key,
+            peers,
+            counts,
+        })
     }
 
-    /// Removes the viewer from a swarm; false if it wasn't a member.
-    pub fn leave(&self, peer: PeerId, swarm: &str) -> bool {
-        let (removed, gone) = self.index.leave(swarm, peer);
-        if removed {
-            self.peers.remove_swarm(peer, swarm);
-            self.metrics.memberships.decrement(1.0);
+    /// Removes the viewer from swarm `key`; `None` if it wasn't a member, else the WebTorrent
+    /// counts after.
+    pub fn leave(
+        &self,
+        viewer: &mut ViewerSwarms,
+        peer: PeerId,
+        key: &str,
+        metrics: &Shard,
+    ) -> Option<Counts> {
+        let i = viewer.position(key)?;
+        Some(self.leave_at(viewer, peer, i, metrics))
+    }
+
+    /// Removes the viewer from its `i`th swarm; returns the WebTorrent counts after.
+    pub fn leave_at(
+        &self,
+        viewer: &mut ViewerSwarms,
+        peer: PeerId,
+        i: usize,
+        metrics: &Shard,
+    ) -> Counts {
+        let Some(member) = viewer.swap_remove(i) else {
+            return Counts::default();
+        };
+        let left = self
+            .index
+            .leave(&member.key, peer, member.wt.map(|w| w.peer_id));
+        if left.removed {
+            self.connections.remove_swarm(peer, member.id);
+            metrics.memberships(-1);
             if let Some(directory) = &self.directory {
-                directory.remove(Arc::from(swarm), peer);
+                directory.remove(Arc::clone(&member.key), peer);
             }
         }
-        if gone {
-            self.metrics.swarms.decrement(1.0);
+        if left.gone {
+            metrics.swarms(-1);
         }
-        removed
+        left.counts
     }
 
-    /// Local members of a swarm (for tests and diagnostics).
-    pub fn local_members(&self, swarm: &str) -> Vec<PeerId> {
-        self.index.members(swarm)
+    /// Leaves every swarm: the viewer is gone.
+    pub fn leave_all(&self, viewer: &mut ViewerSwarms, peer: PeerId, metrics: &Shard) {
+        while !viewer.is_empty() {
+            self.leave_at(viewer, peer, viewer.len() - 1, metrics);
+        }
+    }
+
+    /// The connection that holds WebTorrent `peer_id` in swarm `key` on this instance.
+    pub fn owner_of(&self, key: &str, peer_id: &[u8; 20]) -> Option<(SwarmId, PeerId)> {
+        self.index.owner_of(key, peer_id)
+    }
+
+    /// A WebTorrent swarm's counts on this instance.
+    pub fn counts(&self, key: &str) -> Counts {
+        self.index.counts(key)
     }
 }

@@ -6,11 +6,39 @@
 //! must never map to the same bytes.
 
 use std::fmt;
-use std::sync::Arc;
+
+use crate::swarm_key::{WEBTORRENT_KEY_LEN, webtorrent_key};
 
 /// A 20-byte id, as sent: 20 characters of at most U+00FF.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Id20(pub [u8; 20]);
+
+/// The code point of the escape after a backslash (`rest` starts after it) and the bytes it
+/// took, the backslash included.
+fn escape(rest: &[u8]) -> Option<(u32, usize)> {
+    let simple = |c: u8| (u32::from(c), 2);
+    match rest.first()? {
+        b'u' => {
+            let mut code = 0;
+            for &h in rest.get(1..5)? {
+                let digit = match h {
+                    b'0'..=b'9' => h - b'0',
+                    b'a'..=b'f' => h - b'a' + 10,
+                    b'A'..=b'F' => h - b'A' + 10,
+                    _ => return None,
+                };
+                code = code << 4 | u32::from(digit);
+            }
+            Some((code, 6))
+        }
+        b'b' => Some(simple(0x08)),
+        b'f' => Some(simple(0x0c)),
+        b'n' => Some(simple(b'\n')),
+        b'r' => Some(simple(b'\r')),
+        b't' => Some(simple(b'\t')),
+        &other => Some(simple(other)),
+    }
+}
 
 /// Why a string is not an [`Id20`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +72,49 @@ impl Id20 {
         Ok(Self(out))
     }
 
+    /// Parses a JSON string token (quotes included, already checked as JSON) without building
+    /// the string: ids are mostly escapes and two-byte characters.
+    ///
+    /// # Errors
+    /// [`IdError`] when it isn't exactly 20 characters of at most U+00FF.
+    pub fn from_json(token: &str) -> Result<Self, IdError> {
+        let inner = token
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(token)
+            .as_bytes();
+        let mut out = [0u8; 20];
+        let mut n = 0;
+        let mut i = 0;
+        while let Some(&b) = inner.get(i) {
+            let (code, used) = match b {
+                b'\\' => escape(&inner[i + 1..]).ok_or(IdError::NotLatin1)?,
+                0..0x80 => (u32::from(b), 1),
+                // U+0080..=U+00FF take two bytes: 0xC2 or 0xC3, then a continuation byte.
+                0xc2 | 0xc3 => {
+                    let next = inner.get(i + 1).ok_or(IdError::NotLatin1)?;
+                    ((u32::from(b & 0x1f) << 6) | u32::from(next & 0x3f), 2)
+                }
+                _ => return Err(IdError::NotLatin1),
+            };
+            let byte = u8::try_from(code).map_err(|_| IdError::NotLatin1)?;
+            if let Some(slot) = out.get_mut(n) {
+                *slot = byte;
+            }
+            n += 1;
+            i += used;
+        }
+        if n != 20 {
+            return Err(IdError::Length(n));
+        }
+        Ok(Self(out))
+    }
+
+    /// The key of the swarm this info hash names, written into `buf`.
+    pub fn swarm_key<'b>(&self, buf: &'b mut [u8; WEBTORRENT_KEY_LEN]) -> &'b str {
+        webtorrent_key(&self.0, buf)
+    }
+
     /// Appends the string form (one character per byte) to `out`.
     pub fn push_to(&self, out: &mut String) {
         out.extend(self.0.iter().map(|&b| char::from(b)));
@@ -65,43 +136,6 @@ impl fmt::Debug for Id20 {
         }
         Ok(())
     }
-}
-
-/// Marks WebTorrent swarm keys. Native swarm ids may not hold control characters, so no
-/// native id can name a WebTorrent swarm, and the two protocols' viewers of the same
-/// video id never mix.
-const KEY_PREFIX: &str = "wt\u{1f}";
-
-/// The swarm key of an info hash: the prefix and the hash in hex. It names the swarm in the
-/// local index, in Redis and on the relay hop.
-pub fn swarm_key(info_hash: &Id20) -> Arc<str> {
-    let mut s = String::with_capacity(KEY_PREFIX.len() + 40);
-    s.push_str(KEY_PREFIX);
-    for b in info_hash.0 {
-        s.push(hex_digit(b >> 4));
-        s.push(hex_digit(b & 0xf));
-    }
-    s.into()
-}
-
-fn hex_digit(n: u8) -> char {
-    char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 })
-}
-
-/// Packs an offer's id and its offerer's peer id into a signal's `sid`, so the target's
-/// session can check the answer without asking anyone: 40 characters of at most U+00FF.
-pub fn offer_sid(offer_id: &Id20, offerer: &Id20) -> Box<str> {
-    let mut s = String::with_capacity(80);
-    offer_id.push_to(&mut s);
-    offerer.push_to(&mut s);
-    s.into()
-}
-
-/// Unpacks [`offer_sid`]; `None` for anything else.
-pub fn parse_offer_sid(sid: &str) -> Option<(Id20, Id20)> {
-    let split = sid.char_indices().nth(20).map(|(i, _)| i)?;
-    let (a, b) = sid.split_at(split);
-    Some((Id20::parse(a).ok()?, Id20::parse(b).ok()?))
 }
 
 #[cfg(test)]
@@ -126,22 +160,26 @@ mod tests {
     }
 
     #[test]
-    fn swarm_keys_are_hex_and_reserved() {
-        let key = swarm_key(&Id20([0xab; 20]));
-        assert_eq!(key.len(), 43);
-        assert!(key.starts_with("wt\u{1f}abab"));
-        assert!(key.chars().any(char::is_control));
-    }
-
-    #[test]
-    fn offer_sids_round_trip() {
-        let offer = Id20::parse("\u{ff}ffer_id_is_20_chars").expect("valid");
-        let peer = Id20::parse(
-            "-WW0001-\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
-        )
-        .expect("valid");
-        let sid = offer_sid(&offer, &peer);
-        assert_eq!(parse_offer_sid(&sid), Some((offer, peer)));
-        assert_eq!(parse_offer_sid("short"), None);
+    fn json_tokens_parse_like_their_strings() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        for chunk in bytes.chunks(20).filter(|c| c.len() == 20) {
+            let text: String = chunk.iter().map(|&b| char::from(b)).collect();
+            let token = serde_json::to_string(&text).expect("json");
+            assert_eq!(Id20::from_json(&token), Id20::parse(&text), "{token}");
+            let mut spelled = String::from("\"");
+            for &b in chunk {
+                spelled.push_str(&format!("\\u{b:04x}"));
+            }
+            spelled.push('"');
+            assert_eq!(
+                Id20::from_json(&spelled).map(|i| i.0.to_vec()),
+                Ok(chunk.to_vec())
+            );
+        }
+        assert_eq!(
+            Id20::from_json(r#""\ud83d\ude00aaaaaaaaaaaaaaaaaa""#),
+            Err(IdError::NotLatin1)
+        );
+        assert_eq!(Id20::from_json(r#""short""#), Err(IdError::Length(5)));
     }
 }

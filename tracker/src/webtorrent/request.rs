@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::id::{Id20, IdError};
+use crate::metrics::FailureKind;
 
 /// The two actions; also what a failure reply names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,59 +92,6 @@ pub enum Request<'a> {
     Scrape(Vec<Id20>),
 }
 
-/// Why a failure happened; a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Not JSON, not an object, a missing or mistyped field, an unknown action or event.
-    Invalid,
-    /// An id that isn't 20 characters of at most U+00FF.
-    BadId,
-    /// More offers (or scraped hashes) than allowed.
-    TooMany,
-    /// The peer id is someone else's in that swarm, or this connection uses another one there.
-    PeerIdConflict,
-    /// An answer to an offer this connection wasn't sent, or that expired.
-    UnknownOffer,
-    /// The offerer is gone.
-    PeerGone,
-    /// The connection is in as many swarms as allowed.
-    SwarmLimit,
-    /// A frame over `webtorrent.max_message_bytes`.
-    TooLarge,
-    /// Over the connection's message rate.
-    RateLimited,
-}
-
-impl FailureKind {
-    /// Every kind, in discriminant order.
-    pub const ALL: [FailureKind; 9] = [
-        FailureKind::Invalid,
-        FailureKind::BadId,
-        FailureKind::TooMany,
-        FailureKind::PeerIdConflict,
-        FailureKind::UnknownOffer,
-        FailureKind::PeerGone,
-        FailureKind::SwarmLimit,
-        FailureKind::TooLarge,
-        FailureKind::RateLimited,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Invalid => "invalid",
-            FailureKind::BadId => "bad_id",
-            FailureKind::TooMany => "too_many",
-            FailureKind::PeerIdConflict => "peer_id_conflict",
-            FailureKind::UnknownOffer => "unknown_offer",
-            FailureKind::PeerGone => "peer_gone",
-            FailureKind::SwarmLimit => "swarm_limit",
-            FailureKind::TooLarge => "too_large",
-            FailureKind::RateLimited => "rate_limited",
-        }
-    }
-}
-
 /// A refused request: the reply's `failure reason`, and what to name in it.
 #[derive(Debug)]
 pub struct Failure {
@@ -197,8 +145,9 @@ struct RawRequest<'a> {
     to_peer_id: Option<&'a RawValue>,
     #[serde(borrow)]
     offer_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    offers: Option<&'a RawValue>,
+    // Read in the same pass as the rest: an announce is mostly its offers.
+    #[serde(borrow, default)]
+    offers: Option<RawOffers<'a>>,
     #[serde(borrow)]
     answer: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -217,12 +166,131 @@ struct RawOffer<'a> {
     offer: Option<&'a RawValue>,
 }
 
+/// `offers` as sent: a list of objects, or anything else (refused with a reason naming it,
+/// rather than failing the whole frame).
+enum RawOffers<'a> {
+    List(Vec<Option<RawOffer<'a>>>),
+    NotAList,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawOffers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let offers: RawOffers<'de> = d.deserialize_any(AnyOr::<OffersVisitor>::default())?;
+        Ok(offers)
+    }
+}
+
+/// One element of `offers`: an object, or `None` for anything else.
+struct Item<'a>(Option<RawOffer<'a>>);
+
+impl<'de> Deserialize<'de> for Item<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AnyOr::<ItemVisitor>::default())
+    }
+}
+
+/// What a list or a map becomes; any other value becomes `Self::other()`.
+trait Shape<'de>: Sized {
+    type Value;
+    fn other() -> Self::Value;
+    fn seq<A: serde::de::SeqAccess<'de>>(seq: A) -> Result<Self::Value, A::Error>;
+    fn map<A: serde::de::MapAccess<'de>>(map: A) -> Result<Self::Value, A::Error>;
+}
+
+struct OffersVisitor;
+
+impl<'de> Shape<'de> for OffersVisitor {
+    type Value = RawOffers<'de>;
+    fn other() -> RawOffers<'de> {
+        RawOffers::NotAList
+    }
+    fn seq<A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<RawOffers<'de>, A::Error> {
+        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        while let Some(Item(o)) = seq.next_element()? {
+            list.push(o);
+        }
+        Ok(RawOffers::List(list))
+    }
+    fn map<A: serde::de::MapAccess<'de>>(map: A) -> Result<RawOffers<'de>, A::Error> {
+        drain_map(map)?;
+        Ok(RawOffers::NotAList)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> Shape<'de> for ItemVisitor {
+    type Value = Item<'de>;
+    fn other() -> Item<'de> {
+        Item(None)
+    }
+    fn seq<A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<Item<'de>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Item(None))
+    }
+    fn map<A: serde::de::MapAccess<'de>>(map: A) -> Result<Item<'de>, A::Error> {
+        let offer = RawOffer::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(Item(Some(offer)))
+    }
+}
+
+fn drain_map<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map
+        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+        .is_some()
+    {}
+    Ok(())
+}
+
+/// A visitor that takes any JSON value, handing lists and maps to `S`.
+struct AnyOr<S>(std::marker::PhantomData<S>);
+
+impl<S> Default for AnyOr<S> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<'de, S: Shape<'de>> serde::de::Visitor<'de> for AnyOr<S> {
+    type Value = S::Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_unit<E>(self) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_none<E>(self) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<S::Value, A::Error> {
+        S::seq(seq)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<S::Value, A::Error> {
+        S::map(map)
+    }
+}
+
 /// Parses and checks one frame.
 ///
 /// # Errors
 /// A [`Failure`] for anything malformed, naming the action and info hash when they were read.
-pub fn parse<'a>(frame: &'a [u8], limits: &RequestLimits) -> Result<Request<'a>, Failure> {
-    let raw: RawRequest<'a> = serde_json::from_slice(frame).map_err(|e| {
+pub fn parse<'a>(frame: &'a str, limits: &RequestLimits) -> Result<Request<'a>, Failure> {
+    let raw: RawRequest<'a> = serde_json::from_str(frame).map_err(|e| {
         let reason = if e.is_data() {
             "request must be a JSON object".to_string()
         } else {
@@ -298,7 +366,7 @@ fn announce<'a>(raw: &RawRequest<'a>, limits: &RequestLimits) -> Result<Announce
             })
         }
     };
-    let offers = match raw.offers {
+    let offers = match &raw.offers {
         None => Vec::new(),
         Some(v) => offers(v, limits).map_err(named)?,
     };
@@ -313,9 +381,10 @@ fn announce<'a>(raw: &RawRequest<'a>, limits: &RequestLimits) -> Result<Announce
     })
 }
 
-fn offers<'a>(v: &'a RawValue, limits: &RequestLimits) -> Result<Vec<Offer<'a>>, Failure> {
-    let list: Vec<RawOffer<'a>> =
-        serde_json::from_str(v.get()).map_err(|_| invalid("invalid offers: must be a list"))?;
+fn offers<'a>(v: &RawOffers<'a>, limits: &RequestLimits) -> Result<Vec<Offer<'a>>, Failure> {
+    let RawOffers::List(list) = v else {
+        return Err(invalid("invalid offers: must be a list"));
+    };
     if list.len() > limits.max_offers {
         return Err(Failure::new(
             FailureKind::TooMany,
@@ -326,9 +395,12 @@ fn offers<'a>(v: &'a RawValue, limits: &RequestLimits) -> Result<Vec<Offer<'a>>,
             ),
         ));
     }
-    list.into_iter()
+    list.iter()
         .enumerate()
         .map(|(i, o)| {
+            let Some(o) = o else {
+                return Err(invalid(format!("offers[{i}]: must be an object")));
+            };
             let offer_id = id(o.offer_id, "offer_id").map_err(|mut f| {
                 f.reason = format!("offers[{i}]: {}", f.reason).into();
                 f
@@ -369,22 +441,26 @@ fn scrape(raw: &RawRequest<'_>, limits: &RequestLimits) -> Result<Vec<Id20>, Fai
 }
 
 /// A JSON string's value; `None` when the value isn't a string.
+/// A JSON string's value; `None` when the value isn't a string.
 fn string(v: &RawValue) -> Option<Cow<'_, str>> {
-    // Most strings hold no escapes and borrow; ids with control characters come escaped.
-    match serde_json::from_str::<&str>(v.get()) {
-        Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(v.get()).ok().map(Cow::Owned),
+    let token = v.get();
+    let inner = token.strip_prefix('"')?.strip_suffix('"')?;
+    // Most strings hold no escapes and are borrowed as they are; the rest are unescaped (the
+    // token was checked as JSON when the frame was parsed).
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
     }
+    serde_json::from_str::<String>(token).ok().map(Cow::Owned)
 }
 
 fn id(v: Option<&RawValue>, name: &'static str) -> Result<Id20, Failure> {
-    let Some(s) = v.and_then(string) else {
+    let Some(token) = v.map(RawValue::get).filter(|t| t.starts_with('"')) else {
         return Err(Failure::new(
             FailureKind::BadId,
             format!("invalid {name}: missing or not a string"),
         ));
     };
-    Id20::parse(&s).map_err(|e| bad_id(name, e))
+    Id20::from_json(token).map_err(|e| bad_id(name, e))
 }
 
 fn bad_id(name: &'static str, e: IdError) -> Failure {
@@ -422,7 +498,7 @@ mod tests {
     }
 
     fn fail(frame: &str) -> Failure {
-        match parse(frame.as_bytes(), &LIMITS) {
+        match parse(frame, &LIMITS) {
             Err(f) => f,
             Ok(r) => panic!("accepted {frame}: {r:?}"),
         }
@@ -436,7 +512,7 @@ mod tests {
             p = "p".repeat(20),
             o = "o".repeat(20)
         );
-        let Ok(Request::Announce(a)) = parse(frame.as_bytes(), &LIMITS) else {
+        let Ok(Request::Announce(a)) = parse(&frame, &LIMITS) else {
             panic!("not an announce");
         };
         assert_eq!(a.event, Event::Started);
@@ -469,7 +545,7 @@ mod tests {
             "o".repeat(20)
         );
         assert!(matches!(
-            parse(ok.as_bytes(), &LIMITS),
+            parse(&ok, &LIMITS),
             Ok(Request::Announce(Announce {
                 answer: Some(_),
                 ..
@@ -578,13 +654,13 @@ mod tests {
     #[test]
     fn scrape_of_one_or_many() {
         let one = format!(r#"{{"action":"scrape","info_hash":"{}"}}"#, ih());
-        assert!(matches!(parse(one.as_bytes(), &LIMITS), Ok(Request::Scrape(v)) if v.len() == 1));
+        assert!(matches!(parse(&one, &LIMITS), Ok(Request::Scrape(v)) if v.len() == 1));
         let two = format!(
             r#"{{"action":"scrape","info_hash":["{}","{}"]}}"#,
             ih(),
             "j".repeat(20)
         );
-        assert!(matches!(parse(two.as_bytes(), &LIMITS), Ok(Request::Scrape(v)) if v.len() == 2));
+        assert!(matches!(parse(&two, &LIMITS), Ok(Request::Scrape(v)) if v.len() == 2));
     }
 
     #[test]
@@ -594,7 +670,7 @@ mod tests {
             "i".repeat(18),
             "p".repeat(20)
         );
-        let Ok(Request::Announce(a)) = parse(frame.as_bytes(), &LIMITS) else {
+        let Ok(Request::Announce(a)) = parse(&frame, &LIMITS) else {
             panic!("refused");
         };
         assert_eq!(&a.info_hash.0[..2], &[0, 1]);

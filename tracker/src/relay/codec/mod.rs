@@ -61,12 +61,12 @@
 mod deflate;
 mod wire;
 
-use serde::Deserializer;
+use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::Signal;
+use crate::signal::Signal;
 use deflate::{deflate_into, inflate};
-use wire::{BatchVisitor, WireBatch};
+pub use wire::WireError;
 
 /// The batch format version, in the flag byte's high nibble.
 pub const FORMAT_VERSION: u8 = 1;
@@ -88,8 +88,6 @@ const DEFLATE_LEVEL: u32 = 6;
 
 /// Signals preallocated for a decoded batch before the elements prove the header's count.
 const PREALLOC_SIGNALS: usize = 64;
-/// Candidates preallocated per signal, likewise.
-const PREALLOC_CANDS: usize = 16;
 
 /// What [`encode_batch`] produced, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,9 +105,6 @@ pub struct EncodeStats {
 /// Why a batch could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    /// MessagePack serialization failed (a string or list over 4 GiB).
-    #[error("could not encode the batch")]
-    Encode(#[source] rmp_serde::encode::Error),
     /// The deflater refused its input or dictionary.
     #[error("could not deflate the batch")]
     Deflate(#[source] flate2::CompressError),
@@ -139,7 +134,7 @@ pub enum CodecError {
     TrailingBytes,
     /// The payload is not a batch of signals (bad MessagePack, shape, kind, peer id, UTF-8).
     #[error("malformed batch")]
-    Malformed(#[source] rmp_serde::decode::Error),
+    Malformed(#[source] WireError),
 }
 
 /// Appends one batch holding `signals` to `out`.
@@ -148,8 +143,7 @@ pub enum CodecError {
 /// (0: always try; `usize::MAX`: never) and deflating makes it smaller.
 ///
 /// # Errors
-/// [`CodecError::Encode`] or [`CodecError::Deflate`], neither of which real signals cause;
-/// `out` is then left as it was.
+/// [`CodecError::Deflate`], which real signals don't cause; `out` is then left as it was.
 pub fn encode_batch<'a>(
     signals: impl IntoIterator<Item = &'a Signal>,
     compress_threshold: usize,
@@ -168,16 +162,10 @@ fn encode_with_level<'a>(
     let signals: Vec<&Signal> = signals.into_iter().collect();
     let start = out.len();
     // Framing per signal is under 50 bytes besides swarm, sid and payload.
-    let hint: usize = signals
-        .iter()
-        .map(|s| s.payload_len() + s.swarm.len() + s.sid.len() + 48)
-        .sum();
+    let hint: usize = signals.iter().map(|s| s.payload_len() + 96).sum();
     out.reserve(hint + 6);
     out.push(flag(PLAIN));
-    if let Err(e) = rmp_serde::encode::write(out, &WireBatch(&signals)) {
-        out.truncate(start);
-        return Err(CodecError::Encode(e));
-    }
+    wire::encode(&signals, out);
     let raw_bytes = out.len() - start - 1;
     let mut compressed = false;
     if raw_bytes >= compress_threshold {
@@ -205,7 +193,8 @@ fn encode_with_level<'a>(
     })
 }
 
-/// Decodes one batch; every signal gets `received_at`.
+/// Decodes one batch; every signal gets `received_at`, and its swarm is left for the receiver to
+/// find by key ([`Signal::swarm_key`]). The signals share the payload's buffer.
 ///
 /// `max_decompressed` bounds the MessagePack payload, deflated or not: inflating stops as soon
 /// as it is exceeded, so a deflate bomb costs at most that much memory.
@@ -213,16 +202,16 @@ fn encode_with_level<'a>(
 /// # Errors
 /// A [`CodecError`] for anything that is not a well-formed batch of this format version.
 pub fn decode_batch(
-    bytes: &[u8],
+    bytes: Bytes,
     max_decompressed: usize,
     received_at: Instant,
-) -> Result<Vec<Box<Signal>>, CodecError> {
-    let (&flag, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+) -> Result<Vec<Signal>, CodecError> {
+    let (&flag, _) = bytes.split_first().ok_or(CodecError::Empty)?;
+    let body = bytes.slice(1..);
     let version = flag >> 4;
     if version != FORMAT_VERSION {
         return Err(CodecError::UnsupportedVersion(version));
     }
-    let inflated;
     let payload = match flag & 0x0f {
         PLAIN if body.len() > max_decompressed => {
             return Err(CodecError::TooLarge {
@@ -230,33 +219,21 @@ pub fn decode_batch(
             });
         }
         PLAIN => body,
-        DEFLATE_SDP => {
-            inflated = inflate(body, max_decompressed)?;
-            &inflated[..]
-        }
+        DEFLATE_SDP => Bytes::from(inflate(&body, max_decompressed)?),
         other => return Err(CodecError::UnknownCompression(other)),
     };
-    // A `&[u8]` reader, not `from_slice`, so that what is left over can be checked.
-    let mut rest = payload;
-    let signals = {
-        let mut de = rmp_serde::Deserializer::new(&mut rest);
-        // The layout nests 4 deep; nothing legitimate goes further.
-        de.set_max_depth(8);
-        de.deserialize_seq(BatchVisitor { received_at })
-            .map_err(CodecError::Malformed)?
-    };
-    if !rest.is_empty() {
-        return Err(CodecError::TrailingBytes);
-    }
-    Ok(signals)
-}
-
-fn flag(compression: u8) -> u8 {
-    (FORMAT_VERSION << 4) | compression
+    wire::decode(&payload, received_at).map_err(|e| match e {
+        WireError::Malformed("trailing bytes") => CodecError::TrailingBytes,
+        e => CodecError::Malformed(e),
+    })
 }
 
 fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+fn flag(compression: u8) -> u8 {
+    (FORMAT_VERSION << 4) | compression
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 use super::*;
-use crate::protocol::{self, ClientMsg, Format};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use swarmtrack_protocol::{self as protocol, ClientMsg, Format};
 
-use crate::protocol::{InstanceId, PeerId};
-use crate::relay::{Body, SignalKind};
+use crate::signal::{CandList, NativeBody, NativePayload, Payload, PlainBody, SignalKind};
+use crate::swarm_key::SwarmId;
 use flate2::{Compress, Compression, FlushCompress, Status};
+use swarmtrack_protocol::{InstanceId, PeerId};
 
 const CHROME_OFFER: &str =
     include_str!("../../../../fixtures/chrome-datachannel-offer-complete.sdp");
@@ -37,6 +38,13 @@ fn peer(instance: u32, slot: u32, nonce: u64) -> PeerId {
     PeerId::new(InstanceId(instance), slot, nonce)
 }
 
+/// A native signal's relayed fields, as plain values.
+#[derive(Debug, Clone, PartialEq)]
+enum Body {
+    Sdp(String),
+    Cands { c: Vec<String>, end: Option<bool> },
+}
+
 fn signal(
     kind: SignalKind,
     swarm: &str,
@@ -45,14 +53,20 @@ fn signal(
     sid: &str,
     body: Body,
 ) -> Signal {
+    let payload = match &body {
+        Body::Sdp(m) => NativePayload::from_plain(swarm, sid, PlainBody::Sdp(m)),
+        Body::Cands { c, end } => {
+            let c: Vec<&str> = c.iter().map(String::as_str).collect();
+            NativePayload::from_plain(swarm, sid, PlainBody::Cands(&c, *end))
+        }
+    };
     Signal {
         kind,
-        swarm: swarm.into(),
+        swarm: SwarmId(0),
         from,
         to,
-        sid: sid.into(),
-        body,
         received_at: Instant::now(),
+        payload: Payload::Native(payload),
     }
 }
 
@@ -60,10 +74,38 @@ fn sdp(m: &str) -> Body {
     Body::Sdp(m.into())
 }
 
-type Fields<'a> = (SignalKind, &'a str, PeerId, PeerId, &'a str, &'a Body);
+fn body(s: &Signal) -> Body {
+    let Payload::Native(n) = &s.payload else {
+        panic!("not a native signal")
+    };
+    match &n.body {
+        NativeBody::Sdp(m) => Body::Sdp(n.text(*m).into_owned()),
+        NativeBody::Cands { list, end, .. } => Body::Cands {
+            c: match list {
+                CandList::Plain(spans) => spans.iter().map(|s| n.plain(*s).to_string()).collect(),
+                CandList::Json(span) => {
+                    serde_json::from_slice(span.get(&n.frame)).expect("a JSON list")
+                }
+            },
+            end: *end,
+        },
+    }
+}
 
-fn fields(s: &Signal) -> Fields<'_> {
-    (s.kind, &s.swarm, s.from, s.to, &s.sid, &s.body)
+type Fields = (SignalKind, String, PeerId, PeerId, String, Body);
+
+fn fields(s: &Signal) -> Fields {
+    let Payload::Native(n) = &s.payload else {
+        panic!("not a native signal")
+    };
+    (
+        s.kind,
+        s.swarm_key().into_owned(),
+        s.from,
+        s.to,
+        n.text(n.sid).into_owned(),
+        body(s),
+    )
 }
 
 fn encode(signals: &[Signal], threshold: usize) -> (EncodeStats, Vec<u8>) {
@@ -72,10 +114,8 @@ fn encode(signals: &[Signal], threshold: usize) -> (EncodeStats, Vec<u8>) {
     (stats, out)
 }
 
-// The API's type: signals travel boxed, from the decoder into the target's outbox.
-#[allow(clippy::vec_box)]
-fn decode(bytes: &[u8]) -> Result<Vec<Box<Signal>>, CodecError> {
-    decode_batch(bytes, MAX, Instant::now())
+fn decode(bytes: &[u8]) -> Result<Vec<Signal>, CodecError> {
+    decode_batch(Bytes::copy_from_slice(bytes), MAX, Instant::now())
 }
 
 // ---- Round trips.
@@ -146,9 +186,9 @@ proptest! {
 
         let at = Instant::now();
         // The limit is inclusive: exactly the payload's size is enough, one byte less isn't.
-        let back = decode_batch(wire, stats.raw_bytes, at)
+        let back = decode_batch(Bytes::copy_from_slice(wire), stats.raw_bytes, at)
             .map_err(|e| TestCaseError::fail(format!("{e:#?}")))?;
-        let over = decode_batch(wire, stats.raw_bytes - 1, at);
+        let over = decode_batch(Bytes::copy_from_slice(wire), stats.raw_bytes - 1, at);
         prop_assert!(matches!(over, Err(CodecError::TooLarge { .. })), "{:?}", over);
         prop_assert_eq!(back.len(), signals.len());
         for (b, s) in back.iter().zip(&signals) {
@@ -164,8 +204,8 @@ proptest! {
     ) {
         let mut input = vec![flag];
         input.extend_from_slice(&bytes);
-        let _ = decode_batch(&input, 4096, Instant::now());
-        let _ = decode_batch(&bytes, 4096, Instant::now());
+        let _ = decode_batch(Bytes::from(input), 4096, Instant::now());
+        let _ = decode_batch(Bytes::from(bytes), 4096, Instant::now());
     }
 }
 
@@ -284,7 +324,7 @@ fn malformed_payloads_are_refused() {
     let good = batch(&[0x02], &id, &[0x92, 0x91, 0xa1, b'c', 0xc3]);
     let decoded = decode(&good).expect("hand-built batch decodes");
     assert_eq!(
-        decoded[0].body,
+        body(&decoded[0]),
         Body::Cands {
             c: vec!["c".into()],
             end: Some(true)
@@ -351,9 +391,20 @@ fn malformed_payloads_are_refused() {
 #[test]
 fn plain_payload_over_the_limit_is_refused() {
     let (stats, wire) = encode(&fixture_batch(), usize::MAX);
-    assert!(decode_batch(&wire, stats.raw_bytes, Instant::now()).is_ok());
+    assert!(
+        decode_batch(
+            Bytes::copy_from_slice(&wire),
+            stats.raw_bytes,
+            Instant::now()
+        )
+        .is_ok()
+    );
     assert!(matches!(
-        decode_batch(&wire, stats.raw_bytes - 1, Instant::now()),
+        decode_batch(
+            Bytes::copy_from_slice(&wire),
+            stats.raw_bytes - 1,
+            Instant::now()
+        ),
         Err(CodecError::TooLarge { .. })
     ));
 }
@@ -373,12 +424,12 @@ fn deflate_bombs_are_refused() {
     let (stats, wire) = encode(std::slice::from_ref(&s), 0);
     assert!(stats.compressed && wire.len() < 16 << 10, "{stats:?}");
     assert!(matches!(
-        decode_batch(&wire, 64 << 10, Instant::now()),
+        decode_batch(Bytes::copy_from_slice(&wire), 64 << 10, Instant::now()),
         Err(CodecError::TooLarge { max }) if max == 64 << 10
     ));
     assert_eq!(
-        decode(&wire).expect("decodes under a large limit")[0].body,
-        s.body
+        body(&decode(&wire).expect("decodes under a large limit")[0]),
+        body(&s)
     );
 
     // A bare stream of zeros, 32 MiB inflated, behind a deflate flag.
@@ -392,7 +443,7 @@ fn deflate_bombs_are_refused() {
         .expect("deflates");
     assert_eq!(status, Status::StreamEnd);
     assert!(matches!(
-        decode_batch(&bomb, 1 << 20, Instant::now()),
+        decode_batch(Bytes::copy_from_slice(&bomb), 1 << 20, Instant::now()),
         Err(CodecError::TooLarge { .. })
     ));
 }
@@ -433,13 +484,14 @@ fn candidates(jsonl: &str, side: &str) -> Vec<String> {
 
 /// The JSON message the sending viewer sent for this signal.
 fn json_len(s: &Signal) -> usize {
-    let msg = match &s.body {
+    let (_, swarm, _, to, sid, body) = fields(s);
+    let msg = match &body {
         Body::Sdp(m) => {
             let sig = protocol::Signal {
-                swarm: (&*s.swarm).into(),
-                to: s.to,
-                sid: (&*s.sid).into(),
-                m: (&**m).into(),
+                swarm: swarm.as_str().into(),
+                to,
+                sid: sid.as_str().into(),
+                m: m.as_str().into(),
             };
             match s.kind {
                 SignalKind::Answer => ClientMsg::Answer(sig),
@@ -447,9 +499,9 @@ fn json_len(s: &Signal) -> usize {
             }
         }
         Body::Cands { c, end } => ClientMsg::Cands(protocol::Cands {
-            swarm: (&*s.swarm).into(),
-            to: s.to,
-            sid: (&*s.sid).into(),
+            swarm: swarm.as_str().into(),
+            to,
+            sid: sid.as_str().into(),
             c: c.iter().map(|c| c.as_str().into()).collect(),
             end: *end,
         }),

@@ -1,19 +1,30 @@
 //! The MessagePack shape of a batch payload: this module owns the layout documented in the
-//! [parent module](super) (`[kind, swarm, from, to, sid, body]` per signal). The `Wire*` views
-//! serialize borrowed signals as those arrays; the visitors accept exactly that layout and build
-//! the signals directly. Changing it needs a new [`FORMAT_VERSION`](super::FORMAT_VERSION).
+//! [parent module](super) (`[kind, swarm, from, to, sid, body]` per signal). Encoding writes
+//! each signal's fields as plain strings (unescaping JSON tokens where the sender wrote JSON);
+//! decoding checks exactly that layout and builds signals whose spans point into the payload,
+//! so nothing is copied. Changing it needs a new [`FORMAT_VERSION`](super::FORMAT_VERSION).
 
-use std::fmt;
-use std::sync::Arc;
-
-use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
-use serde::ser::{SerializeTuple, Serializer};
-use serde::{Deserializer, Serialize};
+use bytes::Bytes;
+use rmp::Marker;
 use tokio::time::Instant;
 
-use super::{PREALLOC_CANDS, PREALLOC_SIGNALS};
-use crate::protocol::PeerId;
-use crate::relay::{Body, Signal, SignalKind};
+use super::PREALLOC_SIGNALS;
+use crate::signal::{
+    CandList, NativeBody, NativePayload, Payload, Signal, SignalKind, Span, Text, WtPayload,
+};
+use crate::swarm_key::{SwarmId, WEBTORRENT_KEY_PREFIX};
+use swarmtrack_protocol::{PeerId, RawList};
+
+/// Why a payload is not a batch of signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The bytes end inside a value.
+    #[error("truncated")]
+    Truncated,
+    /// A value of the wrong type or shape.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+}
 
 // The wire code of each kind, spelled out so that reordering the enum can't change the format.
 fn kind_code(kind: SignalKind) -> u8 {
@@ -33,272 +44,263 @@ fn kind_from_code(code: u64) -> Option<SignalKind> {
     }
 }
 
-// ---- Encoding: borrowing views that serialize as the arrays described in the module doc.
-
-pub(super) struct WireBatch<'s, 'a>(pub(super) &'s [&'a Signal]);
-
-impl Serialize for WireBatch<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|signal| WireSignal(signal)))
+/// Appends the payload (an array of signals) to `out`.
+pub(super) fn encode(signals: &[&Signal], out: &mut Vec<u8>) {
+    // Writing to a Vec can't fail: the results below are all Ok.
+    let _ = rmp::encode::write_array_len(out, u32::try_from(signals.len()).unwrap_or(u32::MAX));
+    for s in signals {
+        let _ = rmp::encode::write_array_len(out, 6);
+        let _ = rmp::encode::write_uint(out, u64::from(kind_code(s.kind)));
+        let _ = rmp::encode::write_str(out, &s.swarm_key());
+        let _ = rmp::encode::write_bin(out, s.from.as_bytes());
+        let _ = rmp::encode::write_bin(out, s.to.as_bytes());
+        match &s.payload {
+            Payload::Native(n) => encode_native(n, out),
+            Payload::WebTorrent(w) => encode_webtorrent(w, out),
+        }
     }
 }
 
-struct WireSignal<'a>(&'a Signal);
-
-impl Serialize for WireSignal<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let signal = self.0;
-        let mut t = s.serialize_tuple(6)?;
-        t.serialize_element(&kind_code(signal.kind))?;
-        t.serialize_element(&*signal.swarm)?;
-        t.serialize_element(&RawBytes(signal.from.as_bytes()))?;
-        t.serialize_element(&RawBytes(signal.to.as_bytes()))?;
-        t.serialize_element(&*signal.sid)?;
-        t.serialize_element(&WireBody(&signal.body))?;
-        t.end()
-    }
-}
-
-struct RawBytes<'a>(&'a [u8]);
-
-impl Serialize for RawBytes<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
-struct WireBody<'a>(&'a Body);
-
-impl Serialize for WireBody<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Body::Sdp(m) => s.serialize_str(m),
-            Body::Cands { c, end } => {
-                let mut t = s.serialize_tuple(2)?;
-                t.serialize_element(c)?;
-                t.serialize_element(end)?;
-                t.end()
+fn encode_native(n: &NativePayload, out: &mut Vec<u8>) {
+    let _ = rmp::encode::write_str(out, &n.text(n.sid));
+    match &n.body {
+        NativeBody::Sdp(m) => {
+            let _ = rmp::encode::write_str(out, &n.text(*m));
+        }
+        NativeBody::Cands { list, count, end } => {
+            let _ = rmp::encode::write_array_len(out, 2);
+            let _ = rmp::encode::write_array_len(out, *count);
+            match list {
+                CandList::Json(span) => {
+                    let token = std::str::from_utf8(span.get(&n.frame)).unwrap_or_default();
+                    for c in RawList::Json(token).values() {
+                        let _ = rmp::encode::write_str(out, &c);
+                    }
+                }
+                CandList::Plain(spans) => {
+                    for &span in spans {
+                        let _ = rmp::encode::write_str(out, n.plain(span));
+                    }
+                }
+            }
+            match end {
+                Some(b) => {
+                    let _ = rmp::encode::write_bool(out, *b);
+                }
+                None => {
+                    let _ = rmp::encode::write_nil(out);
+                }
             }
         }
     }
 }
 
-// ---- Decoding: visitors that accept exactly that layout and build the signals directly.
-// Array lengths come from the input, so preallocation is capped and the elements themselves
-// prove the count; rmp-serde refuses arrays with more elements than a visitor reads.
-
-pub(super) struct BatchVisitor {
-    pub(super) received_at: Instant,
+/// The `sid` of a WebTorrent signal: the offer id and the sender's peer id, 40 characters of at
+/// most U+00FF.
+fn push_offer_sid(out: &mut Vec<u8>, offer_id: &[u8; 20], peer_id: &[u8; 20]) {
+    let mut text = String::with_capacity(80);
+    text.extend(offer_id.iter().chain(peer_id).map(|&b| char::from(b)));
+    let _ = rmp::encode::write_str(out, &text);
 }
 
-impl<'de> Visitor<'de> for BatchVisitor {
-    type Value = Vec<Box<Signal>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of signals")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut signals = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(PREALLOC_SIGNALS));
-        // Signals of a batch mostly share a swarm: one allocation for a run of them.
-        let mut last_swarm = None;
-        while let Some(signal) = seq.next_element_seed(SignalSeed {
-            received_at: self.received_at,
-            last_swarm: &mut last_swarm,
-        })? {
-            signals.push(Box::new(signal));
+fn encode_webtorrent(w: &WtPayload, out: &mut Vec<u8>) {
+    match w {
+        WtPayload::Parts {
+            offer_id, peer_id, ..
         }
-        Ok(signals)
+        | WtPayload::Frame {
+            offer_id, peer_id, ..
+        } => push_offer_sid(out, offer_id, peer_id),
     }
+    let mut frame = Vec::new();
+    w.write_frame(&mut frame);
+    let _ = rmp::encode::write_str_len(out, u32::try_from(frame.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(&frame);
 }
 
-struct SignalSeed<'a> {
-    received_at: Instant,
-    last_swarm: &'a mut Option<Arc<str>>,
+/// A reader over the payload that knows where it is, so strings become spans.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for SignalSeed<'_> {
-    type Value = Signal;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Signal, D::Error> {
-        d.deserialize_tuple(6, self)
-    }
-}
-
-impl<'de> Visitor<'de> for SignalSeed<'_> {
-    type Value = Signal;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a signal [kind, swarm, from, to, sid, body]")
+impl<'a> Reader<'a> {
+    fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Signal, A::Error> {
-        let kind = element(&mut seq, 0, KindVisitor)?;
-        let swarm = element(&mut seq, 1, SwarmVisitor(self.last_swarm))?;
-        let from = element(&mut seq, 2, PeerIdVisitor)?;
-        let to = element(&mut seq, 3, PeerIdVisitor)?;
-        let sid = element(&mut seq, 4, TextVisitor)?;
-        let body = element(&mut seq, 5, BodyVisitor)?;
-        Ok(Signal {
-            kind,
-            swarm,
-            from,
-            to,
-            sid,
-            body,
-            received_at: self.received_at,
-        })
-    }
-}
-
-/// The next element of a fixed-size array, or an error naming the missing index.
-fn element<'de, A: SeqAccess<'de>, T: DeserializeSeed<'de>>(
-    seq: &mut A,
-    index: usize,
-    seed: T,
-) -> Result<T::Value, A::Error> {
-    seq.next_element_seed(seed)?
-        .ok_or_else(|| de::Error::invalid_length(index, &"a complete signal"))
-}
-
-/// Lets a visitor serve as its own seed through `deserialize_any` (the format is
-/// self-describing; each visitor accepts only its own types).
-macro_rules! seed_via_any {
-    ($($t:ty),*) => {$(
-        impl<'de> DeserializeSeed<'de> for $t {
-            type Value = <Self as Visitor<'de>>::Value;
-
-            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_any(self)
-            }
-        }
-    )*};
-}
-
-seed_via_any!(
-    KindVisitor,
-    SwarmVisitor<'_>,
-    PeerIdVisitor,
-    TextVisitor,
-    BodyVisitor,
-    CandsVisitor,
-    EndVisitor
-);
-
-struct KindVisitor;
-
-impl Visitor<'_> for KindVisitor {
-    type Value = SignalKind;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a signal kind 0..=2")
+    fn advance(&mut self, rest: &[u8]) {
+        self.pos = self.buf.len() - rest.len();
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<SignalKind, E> {
-        kind_from_code(v).ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(v), &self))
-    }
-}
-
-struct SwarmVisitor<'a>(&'a mut Option<Arc<str>>);
-
-impl Visitor<'_> for SwarmVisitor<'_> {
-    type Value = Arc<str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a swarm id string")
+    fn array_len(&mut self, what: &'static str) -> Result<usize, WireError> {
+        let mut rest = self.rest();
+        let n = rmp::decode::read_array_len(&mut rest).map_err(|_| WireError::Malformed(what))?;
+        self.advance(rest);
+        Ok(n as usize)
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Arc<str>, E> {
-        match self.0 {
-            Some(last) if **last == *v => Ok(Arc::clone(last)),
-            _ => Ok(Arc::clone(self.0.insert(Arc::from(v)))),
-        }
-    }
-}
-
-struct PeerIdVisitor;
-
-impl Visitor<'_> for PeerIdVisitor {
-    type Value = PeerId;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a 16-byte peer id")
+    fn uint(&mut self, what: &'static str) -> Result<u64, WireError> {
+        let mut rest = self.rest();
+        let n: u64 = rmp::decode::read_int(&mut rest).map_err(|_| WireError::Malformed(what))?;
+        self.advance(rest);
+        Ok(n)
     }
 
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<PeerId, E> {
-        let b: [u8; 16] = v
+    fn take(&mut self, len: usize) -> Result<Span, WireError> {
+        let rest = self.rest();
+        let part = rest.get(..len).ok_or(WireError::Truncated)?;
+        let span = Span::of(self.buf, part);
+        self.pos += len;
+        Ok(span)
+    }
+
+    /// A string, checked to be UTF-8.
+    fn str(&mut self, what: &'static str) -> Result<Span, WireError> {
+        let mut rest = self.rest();
+        let len = rmp::decode::read_str_len(&mut rest).map_err(|_| WireError::Malformed(what))?;
+        self.advance(rest);
+        let span = self.take(len as usize)?;
+        std::str::from_utf8(span.get(self.buf)).map_err(|_| WireError::Malformed(what))?;
+        Ok(span)
+    }
+
+    fn peer_id(&mut self, what: &'static str) -> Result<PeerId, WireError> {
+        let mut rest = self.rest();
+        let len = rmp::decode::read_bin_len(&mut rest).map_err(|_| WireError::Malformed(what))?;
+        self.advance(rest);
+        let span = self.take(len as usize)?;
+        let bytes: [u8; 16] = span
+            .get(self.buf)
             .try_into()
-            .map_err(|_| E::invalid_length(v.len(), &self))?;
-        Ok(PeerId::from_bytes(b))
+            .map_err(|_| WireError::Malformed(what))?;
+        Ok(PeerId::from_bytes(bytes))
+    }
+
+    fn peek(&self) -> Result<Marker, WireError> {
+        self.rest()
+            .first()
+            .map(|&b| Marker::from_u8(b))
+            .ok_or(WireError::Truncated)
+    }
+
+    fn end(&mut self) -> Result<Option<bool>, WireError> {
+        let v = match self.peek()? {
+            Marker::Null => None,
+            Marker::True => Some(true),
+            Marker::False => Some(false),
+            _ => return Err(WireError::Malformed("end of candidates")),
+        };
+        self.pos += 1;
+        Ok(v)
     }
 }
 
-struct TextVisitor;
-
-impl Visitor<'_> for TextVisitor {
-    type Value = Box<str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
+/// Decodes a payload; signals get `received_at` and a swarm id to be resolved by the receiver
+/// ([`SwarmId`] 0 names no swarm).
+///
+/// # Errors
+/// [`WireError`] for anything but exactly the layout, including bytes after the last signal.
+pub(super) fn decode(payload: &Bytes, received_at: Instant) -> Result<Vec<Signal>, WireError> {
+    let mut r = Reader {
+        buf: payload,
+        pos: 0,
+    };
+    let n = r.array_len("batch")?;
+    // Preallocate only what the bytes can hold: a signal takes at least 40 of them.
+    let mut out = Vec::with_capacity(n.min(PREALLOC_SIGNALS).min(payload.len() / 40));
+    for _ in 0..n {
+        out.push(decode_signal(&mut r, payload, received_at)?);
     }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Box<str>, E> {
-        Ok(v.into())
+    if r.pos != payload.len() {
+        return Err(WireError::Malformed("trailing bytes"));
     }
+    Ok(out)
 }
 
-struct BodyVisitor;
-
-impl<'de> Visitor<'de> for BodyVisitor {
-    type Value = Body;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an SDP string or [candidates, end]")
+fn decode_signal(
+    r: &mut Reader<'_>,
+    payload: &Bytes,
+    received_at: Instant,
+) -> Result<Signal, WireError> {
+    if r.array_len("signal")? != 6 {
+        return Err(WireError::Malformed("signal"));
     }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Body, E> {
-        Ok(Body::Sdp(v.into()))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
-        let c = element(&mut seq, 0, CandsVisitor)?;
-        let end = element(&mut seq, 1, EndVisitor)?;
-        Ok(Body::Cands { c, end })
-    }
+    let kind = kind_from_code(r.uint("kind")?).ok_or(WireError::Malformed("kind"))?;
+    let swarm = r.str("swarm")?;
+    let from = r.peer_id("from")?;
+    let to = r.peer_id("to")?;
+    let sid = r.str("sid")?;
+    let key = swarm.get(payload);
+    let body = if key.starts_with(WEBTORRENT_KEY_PREFIX.as_bytes()) {
+        let text = r.str("webtorrent frame")?;
+        let (offer_id, peer_id) =
+            parse_offer_sid(sid.get(payload)).ok_or(WireError::Malformed("webtorrent sid"))?;
+        Payload::WebTorrent(WtPayload::Frame {
+            text: payload.slice_ref(text.get(payload)),
+            offer_id,
+            peer_id,
+            key: payload.slice_ref(key),
+        })
+    } else {
+        let body = match r.peek()? {
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => decode_cands(r)?,
+            _ => NativeBody::Sdp(plain(r.str("sdp")?)),
+        };
+        Payload::Native(NativePayload {
+            frame: payload.clone(),
+            swarm: plain(swarm),
+            sid: plain(sid),
+            body,
+        })
+    };
+    Ok(Signal {
+        kind,
+        swarm: SwarmId(0),
+        from,
+        to,
+        received_at,
+        payload: body,
+    })
 }
 
-struct CandsVisitor;
-
-impl<'de> Visitor<'de> for CandsVisitor {
-    type Value = Vec<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of candidate strings")
+fn decode_cands(r: &mut Reader<'_>) -> Result<NativeBody, WireError> {
+    if r.array_len("candidates")? != 2 {
+        return Err(WireError::Malformed("candidates"));
     }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
-        let mut c = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(PREALLOC_CANDS));
-        while let Some(s) = seq.next_element_seed(TextVisitor)? {
-            c.push(s.into_string());
-        }
-        Ok(c)
+    let n = r.array_len("candidate list")?;
+    // Each candidate takes at least one byte: the count can't outgrow the payload.
+    let mut list = Vec::with_capacity(n.min(r.rest().len()));
+    for _ in 0..n {
+        list.push(r.str("candidate")?);
     }
+    let end = r.end()?;
+    Ok(NativeBody::Cands {
+        count: u32::try_from(list.len()).unwrap_or(u32::MAX),
+        list: CandList::Plain(list),
+        end,
+    })
 }
 
-struct EndVisitor;
+fn plain(span: Span) -> Text {
+    Text { span, json: false }
+}
 
-impl Visitor<'_> for EndVisitor {
-    type Value = Option<bool>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("nil or a bool")
+/// Unpacks a WebTorrent `sid`: 40 characters of at most U+00FF.
+fn parse_offer_sid(sid: &[u8]) -> Option<([u8; 20], [u8; 20])> {
+    let text = std::str::from_utf8(sid).ok()?;
+    let mut bytes = [0u8; 40];
+    let mut n = 0;
+    for c in text.chars() {
+        *bytes.get_mut(n)? = u8::try_from(u32::from(c)).ok()?;
+        n += 1;
     }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Option<bool>, E> {
-        Ok(None)
+    if n != 40 {
+        return None;
     }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Option<bool>, E> {
-        Ok(Some(v))
-    }
+    let mut a = [0; 20];
+    let mut b = [0; 20];
+    a.copy_from_slice(&bytes[..20]);
+    b.copy_from_slice(&bytes[20..]);
+    Some((a, b))
 }

@@ -1,0 +1,171 @@
+//! The label values of the tracker's metrics. Each enum is also the type its module uses for
+//! the cause (why a connection closed, why a signal was dropped, ...), so a new cause can't
+//! be added without its label.
+
+/// Declares a label enum: variants, their label text, and `ALL` in discriminant order.
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in discriminant order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            /// How many values there are.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The label text.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// Why a connection ended.
+    CloseReason {
+        /// The viewer closed it or the socket failed.
+        Client => "client",
+        /// No frame within the idle timeout.
+        Idle => "idle",
+        /// Writes stalled: a slow consumer.
+        Slow => "slow",
+        /// A frame too big to read.
+        TooBig => "too_big",
+        /// A WebSocket protocol violation (bad frame, invalid UTF-8 in text).
+        Protocol => "protocol",
+        /// Closed by drain or shutdown.
+        Drain => "drain",
+    }
+}
+
+label_enum! {
+    /// Why an upgrade was refused.
+    RefuseReason {
+        /// At `max_connections`.
+        Full => "full",
+        /// The instance is draining.
+        Draining => "draining",
+        /// `Origin` not allowed.
+        Origin => "origin",
+    }
+}
+
+label_enum! {
+    /// Why a signal was not delivered, or a message not processed.
+    DropReason {
+        /// The target's outbox was full.
+        QueueFull => "queue_full",
+        /// The target is gone.
+        UnknownPeer => "unknown_peer",
+        /// The target is not in that swarm (the sender gets `unknown_peer`).
+        TargetNotInSwarm => "target_not_in_swarm",
+        /// The sender is not in that swarm (the sender gets `not_in_swarm`).
+        SenderNotInSwarm => "sender_not_in_swarm",
+        /// The sender was over its message rate.
+        RateLimited => "rate_limited",
+        /// A WebTorrent answer to an offer its target never sent to the answerer, or one that
+        /// expired.
+        UnexpectedAnswer => "unexpected_answer",
+        /// A WebTorrent offer not sent because its offerer already awaits answers from as many
+        /// peers as allowed (`webtorrent.max_awaited_peers`).
+        TooManyPendingOffers => "too_many_pending_offers",
+        /// Queued for a viewer that disconnected before it was written.
+        TargetClosed => "target_closed",
+    }
+}
+
+label_enum! {
+    /// Why a signal for or from another instance was dropped.
+    RemoteDrop {
+        /// Redis was down when the signal was to be sent.
+        RedisDown => "redis_down",
+        /// The outbound queue to the batcher was full.
+        OutboundFull => "outbound_full",
+        /// The publish failed.
+        PublishFailed => "publish_failed",
+        /// A received batch didn't decode.
+        BadBatch => "bad_batch",
+        /// Published, but no instance was subscribed to that channel (the target instance is
+        /// gone or resubscribing).
+        NoSubscriber => "no_subscriber",
+    }
+}
+
+label_enum! {
+    /// What a received message was.
+    ReceivedKind {
+        /// `join`
+        Join => "join",
+        /// `leave`
+        Leave => "leave",
+        /// `offer`
+        Offer => "offer",
+        /// `answer`
+        Answer => "answer",
+        /// `cands`
+        Cands => "cands",
+        /// `ping`
+        Ping => "ping",
+        /// Refused before its type was known: undecodable, too large, or over the rate.
+        Invalid => "invalid",
+        /// WebTorrent `announce` (without an answer; one carrying an answer counts as `answer`).
+        Announce => "announce",
+        /// WebTorrent `scrape`.
+        Scrape => "scrape",
+    }
+}
+
+label_enum! {
+    /// Why a WebTorrent request got a `failure reason`.
+    FailureKind {
+        /// Not JSON, not an object, a missing or mistyped field, an unknown action or event.
+        Invalid => "invalid",
+        /// An id that isn't 20 characters of at most U+00FF.
+        BadId => "bad_id",
+        /// More offers (or scraped hashes) than allowed.
+        TooMany => "too_many",
+        /// The peer id is someone else's in that swarm, or this connection uses another one
+        /// there.
+        PeerIdConflict => "peer_id_conflict",
+        /// An answer to an offer this connection wasn't sent, or that expired.
+        UnknownOffer => "unknown_offer",
+        /// The offerer is gone.
+        PeerGone => "peer_gone",
+        /// The connection is in as many swarms as allowed.
+        SwarmLimit => "swarm_limit",
+        /// A frame over `webtorrent.max_message_bytes`.
+        TooLarge => "too_large",
+        /// Over the connection's message rate.
+        RateLimited => "rate_limited",
+    }
+}
+
+label_enum! {
+    /// The three kinds of signal (defined with the labels so the metrics need nothing of the
+    /// relay; [`crate::signal`] uses it).
+    SignalKind {
+        /// SDP offer.
+        Offer => "offer",
+        /// SDP answer.
+        Answer => "answer",
+        /// Trickled ICE candidates.
+        Cands => "cands",
+    }
+}
+
+label_enum! {
+    /// Where a relayed signal came from.
+    RelayPath {
+        /// From a viewer of this instance.
+        Local => "local",
+        /// From another instance, through Redis.
+        Remote => "remote",
+    }
+}

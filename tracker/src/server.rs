@@ -1,0 +1,383 @@
+//! [`run`]: one tracker instance, from its listeners to the end of its drain.
+//!
+//! Viewers are served by worker threads, one per CPU by default, each with a single-threaded
+//! runtime and its own accept queue (`SO_REUSEPORT` listeners, or one listener they share).
+//! A connection stays on the worker that accepted it for its whole life: its session, its
+//! metrics shard and its buffers are that thread's. Workers share only the instance's sharded
+//! tables ([`Instance`]). The Redis side, the admin listener and the drain run on the caller's
+//! runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::LocalSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::backplane::Backplane;
+use crate::config::Config;
+use crate::connections::{AwaitLimits, Connections, OutboxLimits};
+use crate::http;
+use crate::instance::Instance;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::relay::{Relay, remote};
+use crate::swarm::{Directory, Membership, SwarmIndex};
+use crate::worker::Worker;
+use swarmtrack_protocol::InstanceId;
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sockets a tracker serves on, bound by the caller.
+pub struct Listeners {
+    /// Viewers and health checks.
+    pub main: TcpListener,
+    /// `/metrics` and `/admin/*`, if separate.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config.server`; the main one with `SO_REUSEPORT`, so each
+    /// worker can have a listener of its own on the same address.
+    ///
+    /// # Errors
+    /// When an address can't be bound.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let server = &config.server;
+        let main = bind_reuseport(server.listen, server.listen_backlog)
+            .with_context(|| format!("binding {}", server.listen))?;
+        let admin = match server.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding admin listener {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { main, admin })
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// One listener per worker: new `SO_REUSEPORT` sockets on `main`'s address when `main` was
+/// bound with it (the kernel then spreads connections), else copies of `main` that the workers
+/// share.
+fn worker_listeners(
+    main: TcpListener,
+    workers: usize,
+    backlog: u32,
+) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let addr = main.local_addr().context("main listener address")?;
+    let main = main.into_std().context("main listener")?;
+    let mut out = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        let own = bind_reuseport(addr, backlog)
+            .ok()
+            .and_then(|l| l.into_std().ok());
+        match own {
+            Some(l) => out.push(l),
+            None => out.push(main.try_clone().context("sharing the main listener")?),
+        }
+    }
+    out.insert(0, main);
+    Ok(out)
+}
+
+/// Runs one tracker until `shutdown` is cancelled (or a drain is requested over the admin
+/// API), then drains: viewers are told to reconnect, and the function returns once they are
+/// gone or at the drain deadline.
+///
+/// # Errors
+/// When a listener fails or a worker thread can't start.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let backplane = match config.redis.enabled() {
+        true => Some(
+            Backplane::new(
+                &config.redis,
+                config.redis_password.as_ref(),
+                Arc::clone(&metrics),
+            )
+            .context("redis configuration")?,
+        ),
+        false => None,
+    };
+    // Peer ids route by instance id, so instances sharing a Redis must not share an id.
+    let instance_token = format!("{:016x}", rand::random::<u64>());
+    let id = match &backplane {
+        Some(b) => {
+            let ttl = Duration::from_secs(config.redis.membership_ttl_secs);
+            b.claim_instance_id(&instance_token, ttl).await
+        }
+        None => InstanceId::random(),
+    };
+    let connections = Arc::new(Connections::new(
+        id,
+        config.swarm.shards,
+        OutboxLimits {
+            signals: config.websocket.outbox_capacity,
+            bytes: config.websocket.outbox_bytes,
+        },
+        AwaitLimits {
+            ttl_secs: u32::try_from(config.webtorrent.offer_ttl_secs).unwrap_or(u32::MAX),
+            max: config.webtorrent.max_awaited_peers,
+        },
+    ));
+    let index = Arc::new(SwarmIndex::new(config.swarm.shards));
+    let lifecycle = Arc::new(Lifecycle::new(
+        config.limits.max_connections,
+        Arc::clone(&metrics),
+        Arc::clone(&connections),
+    ));
+
+    // The Redis side: started before viewers arrive, stopped after they are gone.
+    let background = TaskTracker::new();
+    let stop_background = CancellationToken::new();
+    let (remote, directory) = match backplane {
+        Some(backplane) => {
+            let (inbound_tx, inbound_rx) = mpsc::channel(config.redis.inbound_queue);
+            let channel = remote::channel_name(&config.redis.key_prefix, id);
+            info!(%channel, cluster = backplane.is_cluster(), "scale-out through redis");
+            backplane.start(&background, stop_background.clone(), channel, inbound_tx);
+            let remote = remote::start(
+                &background,
+                stop_background.clone(),
+                backplane.clone(),
+                &config.redis,
+                remote::Local {
+                    index: Arc::clone(&index),
+                    connections: Arc::clone(&connections),
+                },
+                Arc::clone(metrics.shared()),
+                inbound_rx,
+            );
+            let directory = Directory::start(
+                &background,
+                stop_background.clone(),
+                backplane,
+                &config.redis,
+                (id, instance_token),
+                Arc::clone(&index),
+                Arc::clone(metrics.shared()),
+            );
+            (Some(remote), Some(directory))
+        }
+        None => (None, None),
+    };
+    let instance = Arc::new(Instance {
+        membership: Membership::new(index, Arc::clone(&connections), directory),
+        relay: Relay::new(Arc::clone(&connections), remote),
+        connections,
+        lifecycle: Arc::clone(&lifecycle),
+        metrics,
+        id,
+        config,
+    });
+
+    let stop_http = CancellationToken::new();
+    let main_addr = listeners
+        .main
+        .local_addr()
+        .context("main listener address")?;
+    let worker_count = instance.config.server.worker_count();
+    let router = http::router(Arc::clone(&instance), listeners.admin.is_none());
+    let mut workers = Vec::with_capacity(worker_count);
+    let per_worker = worker_listeners(
+        listeners.main,
+        worker_count,
+        instance.config.server.listen_backlog,
+    )?;
+    for (i, listener) in per_worker.into_iter().enumerate() {
+        workers.push(spawn_worker(
+            i,
+            Arc::clone(&instance),
+            listener,
+            router.clone(),
+            stop_http.clone(),
+        )?);
+    }
+    let tasks = TaskTracker::new();
+    let admin_server = match listeners.admin {
+        Some(admin) => {
+            let addr = admin.local_addr().context("admin listener address")?;
+            info!(%addr, "admin listener");
+            Some(
+                tasks.spawn(
+                    axum::serve(admin, http::admin_router(Arc::clone(&instance)))
+                        .with_graceful_shutdown(stop_http.clone().cancelled_owned())
+                        .into_future(),
+                ),
+            )
+        }
+        None => None,
+    };
+    info!(instance = %id, addr = %main_addr, workers = worker_count, "tracker started");
+
+    drain(&instance, &shutdown).await;
+    stop_http.cancel();
+    for worker in workers {
+        // Each worker ends once its accept loop stops and its connections are gone.
+        let _ = worker.await;
+    }
+    tasks.close();
+    tasks.wait().await;
+    // Every Redis call has a timeout, so this wait is bounded.
+    stop_background.cancel();
+    background.close();
+    background.wait().await;
+    if let Some(admin) = admin_server {
+        admin
+            .await
+            .context("admin server task")?
+            .context("admin server")?;
+    }
+    info!("tracker stopped");
+    Ok(())
+}
+
+/// Waits for the shutdown or a drain request, then drains the sessions.
+async fn drain(instance: &Instance, shutdown: &CancellationToken) {
+    let lifecycle = &instance.lifecycle;
+    tokio::select! {
+        () = shutdown.cancelled() => info!("shutdown requested: draining"),
+        () = lifecycle.draining.cancelled() => {}
+    }
+    lifecycle.start_drain();
+    lifecycle.sessions.close();
+    let deadline = Duration::from_secs(instance.config.drain.deadline_secs);
+    info!(
+        connections = lifecycle.connections(),
+        deadline_secs = deadline.as_secs(),
+        "draining"
+    );
+    if tokio::time::timeout(deadline, lifecycle.sessions.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            connections = lifecycle.connections(),
+            "drain deadline reached: closing the rest"
+        );
+    }
+    lifecycle.stop_sessions();
+    // Bounded: a session sees the stop when woken, at worst after a write times out
+    // (websocket.write_timeout_secs), then its close handshake has a 1 s timeout.
+    lifecycle.sessions.wait().await;
+}
+
+/// Starts worker thread `i`; the receiver resolves when it has finished.
+fn spawn_worker(
+    i: usize,
+    instance: Arc<Instance>,
+    listener: std::net::TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+) -> anyhow::Result<oneshot::Receiver<()>> {
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("tracker-worker-{i}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    warn!(error = %e, "a worker's runtime failed to start");
+                    return;
+                }
+            };
+            let local = LocalSet::new();
+            local.block_on(&runtime, async {
+                let _worker = Worker::enter(instance);
+                accept_loop(listener, router, stop).await;
+            });
+            // Connections still open (draining ones) run to their end.
+            runtime.block_on(local);
+            let _ = done_tx.send(());
+        })
+        .context("starting a worker thread")?;
+    Ok(done_rx)
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "a worker's listener failed");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                tokio::task::spawn_local(serve_http(stream, router.clone(), stop.clone()));
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off a little rather than spin, and go on.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP on one accepted connection until it ends, is upgraded, or the server stops.
+async fn serve_http(stream: TcpStream, router: axum::Router, stop: CancellationToken) {
+    // Signals are small frames that must leave at once: without TCP_NODELAY, Nagle's
+    // algorithm holds a frame written while the previous one is unacknowledged until the
+    // viewer's delayed ACK (40 ms on Linux). The simulator found this: answers took 40 ms.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "TCP_NODELAY on an accepted connection");
+    }
+    let service = TowerToHyperService::new(router);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "http connection ended with an error");
+    }
+}
