@@ -189,9 +189,13 @@ export async function startFleet(opts = {}) {
         if (p.exited()) throw new Error(`${t.name} exited:\n${p.log()}`);
         return (await httpStatus(`http://127.0.0.1:${t.port}/readyz`)) === 200;
       }, `${t.name} /readyz`);
-      // eslint-disable-next-line no-control-regex
-      const m = /tracker started.*?instance[=:]\s*"?([0-9a-f]{8})/.exec(p.log().replace(/\x1b\[[0-9;]*m/g, ''));
-      if (!m) throw new Error(`${t.name}: no instance id in its log:\n${p.log()}`);
+      // The listener answers /readyz a moment before the "tracker started" line reaches
+      // our pipe: wait for the line rather than read the log once.
+      const m = await until(() => {
+        if (p.exited()) throw new Error(`${t.name} exited:\n${p.log()}`);
+        // eslint-disable-next-line no-control-regex
+        return /tracker started.*?instance[=:]\s*"?([0-9a-f]{8})/.exec(p.log().replace(/\x1b\[[0-9;]*m/g, ''));
+      }, `${t.name}: instance id in its log`);
       t.instance = m[1];
     }
 

@@ -7,26 +7,27 @@
 //! across instances through Redis ([`backplane`]). The binary parses the command line, binds the
 //! listeners and calls `run`; tests call `run` with listeners on `127.0.0.1:0`.
 
-pub mod backplane;
+pub(crate) mod backplane;
 pub mod config;
-pub mod connections;
-pub mod http;
-pub mod instance;
-pub mod json;
-pub mod lifecycle;
-pub mod metrics;
-pub mod native;
-pub mod relay;
-pub mod server;
-pub mod session;
-pub mod signal;
-pub mod swarm;
-pub mod swarm_key;
-pub mod webtorrent;
-pub mod worker;
-pub mod ws;
+pub(crate) mod connections;
+pub(crate) mod http;
+pub(crate) mod instance;
+pub(crate) mod json;
+pub(crate) mod lifecycle;
+pub(crate) mod metrics;
+pub(crate) mod native;
+pub(crate) mod relay;
+pub(crate) mod server;
+pub(crate) mod session;
+pub(crate) mod signal;
+pub(crate) mod swarm;
+pub(crate) mod swarm_key;
+pub(crate) mod webtorrent;
+pub(crate) mod worker;
+pub(crate) mod ws;
 
 /// The native wire protocol, from its own crate so the simulator shares it.
 pub use swarmtrack_protocol as protocol;
 
+pub use relay::remote::channel_name as relay_channel_name;
 pub use server::{Listeners, run};

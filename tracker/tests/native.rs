@@ -173,7 +173,10 @@ async fn from_is_set_by_the_server_and_cannot_be_forged() {
 
 #[tokio::test]
 async fn batches_both_ways() {
-    let server = TestServer::start().await;
+    let mut config = test_config();
+    // One worker thread: all twenty are queued before B's session runs.
+    config.server.workers = 1;
+    let server = TestServer::with_config(config).await;
     let mut a = Client::connect(&server, Format::Json).await;
     let mut b = Client::connect(&server, Format::Json).await;
     b.join("v", 5).await;
@@ -192,8 +195,7 @@ async fn batches_both_ways() {
             peers: vec![b.peer]
         }
     );
-    // The tests run on one thread, so all twenty are queued before B's session runs: they
-    // arrive coalesced into a single batch frame, in order.
+    // They arrive coalesced into a single batch frame, in order.
     match b.recv_frame().await {
         ServerMsg::Batch { msgs } => {
             let got: Vec<String> = msgs

@@ -243,7 +243,7 @@ async fn the_same_exchange_on_a_redis_cluster_with_sharded_pubsub() {
 
     // Move A's relay channel to another node: the subscriber is told (sunsubscribe) and
     // resubscribes, and relay to A works again.
-    let channel = tracker::relay::remote::channel_name("st", a.instance);
+    let channel = tracker::relay_channel_name("st", a.instance);
     let slot = cluster.slot_of(&channel);
     let owner = cluster.owner_of(slot);
     cluster.migrate_slot(slot, (owner + 1) % cluster.node_count());

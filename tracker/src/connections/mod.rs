@@ -34,8 +34,6 @@ use swarm_set::SwarmSet;
 use swarmtrack_protocol::{InstanceId, PeerId};
 pub use tally::Tally;
 
-/// Outbox capacity kept after a burst drains; larger buffers are given back.
-const IDLE_OUTBOX_CAPACITY: usize = 4;
 
 /// Why a local delivery failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,8 +356,9 @@ impl Connections {
                 bytes += s.payload_len();
                 out.push(s);
             }
-            if e.outbox.is_empty() && e.outbox.capacity() > IDLE_OUTBOX_CAPACITY {
-                e.outbox.shrink_to(IDLE_OUTBOX_CAPACITY);
+            if e.outbox.is_empty() {
+                // Signals are ~200 bytes inline: an idle connection keeps no buffer of them.
+                e.outbox = VecDeque::new();
             }
             Poll::Ready(())
         })
@@ -390,15 +389,11 @@ impl Connections {
     }
 
     /// Registered connections; takes every shard lock in turn, so not for the message path.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         (0..self.shards.len())
             .map(|i| self.lock(i).slots.iter().filter(|s| s.is_some()).count())
             .sum()
-    }
-
-    /// True when no connection is registered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -360,6 +360,7 @@ impl Metrics {
     }
 
     /// Open connections, summed over the shards.
+    #[cfg(test)]
     pub fn open_connections(&self) -> i64 {
         self.lock().iter().map(|s| s.connections.get()).sum()
     }

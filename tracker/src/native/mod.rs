@@ -120,10 +120,11 @@ async fn on_frame(cx: &mut Conn<'_>, msg: &Message, replies: &mut Vec<ServerMsg<
         ));
         return;
     }
-    let decoded = match msg {
-        // Checked as UTF-8 when read: no string in it is checked again.
-        Message::Text(text) => decode_json(text, &limits.decode_limits()),
-        Message::Binary(bytes) => decode_msgpack(bytes, &limits.decode_limits()),
+    let decoded = match msg.text() {
+        // No string in it is checked again.
+        Some(text) => decode_json(text, &limits.decode_limits()),
+        None if format == Format::Json => return,
+        None => decode_msgpack(frame, &limits.decode_limits()),
     };
     match decoded {
         Err(e) => {

@@ -18,7 +18,7 @@ mod rate;
 
 use std::future::{Future, poll_fn};
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -121,6 +121,44 @@ pub struct Session<P> {
     _guard: ConnectionGuard,
     /// Keeps the session tracker non-empty until this session is over.
     _tracked: TaskTrackerToken,
+}
+
+/// A session's times: its next ping, its drain close, and the bounds they are checked against.
+struct Clock {
+    next_ping: Instant,
+    /// Set once the drain reached this session: when it must be gone.
+    close_at: Option<Instant>,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    write_timeout: Duration,
+}
+
+impl Clock {
+    fn new(config: &crate::config::WebSocketConfig) -> Self {
+        let ping_interval = Duration::from_secs(config.ping_interval_secs);
+        Self {
+            next_ping: Instant::now() + ping_interval,
+            close_at: None,
+            ping_interval,
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            write_timeout: Duration::from_secs(config.write_timeout_secs),
+        }
+    }
+
+    /// When the timer must fire next, output having waited since `stalled` and a fragmented
+    /// message having started at `fragments` (if they have).
+    fn deadline(&self, stalled: Option<Instant>, fragments: Option<Instant>) -> Instant {
+        [
+            Some(self.next_ping),
+            self.close_at,
+            stalled.map(|t| t + self.write_timeout),
+            fragments.map(|t| t + self.write_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_ping)
+    }
 }
 
 /// What woke the session.
@@ -285,120 +323,144 @@ impl<P: Protocol> Session<P> {
 
     async fn serve(&mut self) -> Ending {
         let worker = Rc::clone(&self.worker);
-        let instance = &worker.instance;
-        let ws_config = &instance.config.websocket;
-        let ping_interval = Duration::from_secs(ws_config.ping_interval_secs);
-        let idle_timeout = Duration::from_secs(ws_config.idle_timeout_secs);
-        let write_timeout = Duration::from_secs(ws_config.write_timeout_secs);
+        let ws_config = &worker.instance.config.websocket;
         let take = TakeLimits {
             max_signals: ws_config.max_coalesce,
             max_bytes: ws_config.max_coalesce_bytes,
         };
-        let mut next_ping = Instant::now() + ping_interval;
-        // Set once the drain reached this session: when it must be gone.
-        let mut close_at: Option<Instant> = None;
-        let timer = tokio::time::sleep_until(next_ping);
+        let mut clock = Clock::new(ws_config);
+        let timer = tokio::time::sleep_until(clock.next_ping);
         tokio::pin!(timer);
         let mut queued: Vec<Signal> = Vec::new();
         let mut events: Vec<Event> = Vec::new();
-
         loop {
-            let deadline = [
-                Some(next_ping),
-                close_at,
-                self.ws.stalled_since().map(|t| t + write_timeout),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(next_ping);
+            let deadline = clock.deadline(self.ws.stalled_since(), self.ws.fragments_since());
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
             let wake = poll_fn(|cx| {
-                let lifecycle = &instance.lifecycle;
-                if lifecycle.is_stopping() || (close_at.is_none() && lifecycle.is_draining()) {
-                    return Poll::Ready(Wake::Lifecycle);
-                }
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Timer);
                 }
-                if self.ws.has_unsent()
-                    && let Poll::Ready(Err(e)) = self.ws.poll_flush(cx)
-                {
-                    return Poll::Ready(Wake::Failed(e));
-                }
-                // Both the outbox and the socket are polled every time, so neither starves the
-                // other: a viewer sent signals without pause still has its requests read, and a
-                // viewer that floods still gets what others sent it (written first).
-                if self.ws.has_unsent() {
-                    // Nothing more is taken from the outbox until the client reads what it was
-                    // sent: the outbox fills and senders get `overloaded`, instead of this
-                    // buffer growing. Its waker stays registered for the drain. Requests are
-                    // still read: their replies are bounded by `max_unsent_bytes`.
-                    instance.connections.register_waker(self.id, cx.waker());
-                } else {
-                    let _ = instance
-                        .connections
-                        .poll_outbox(self.id, cx, &mut queued, take);
-                }
-                let read = worker.with_read_buffer(|buf| self.ws.poll_read(cx, buf, &mut events));
-                match read {
-                    Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
-                    Poll::Ready(Ok(())) if events.is_empty() => {
-                        // Part of a frame: read again soon.
-                        cx.waker().wake_by_ref();
-                    }
-                    _ => {}
-                }
-                if queued.is_empty() && events.is_empty() {
-                    Poll::Pending
-                } else {
-                    Poll::Ready(Wake::Work)
-                }
+                self.poll_wake(cx, clock.close_at.is_some(), take, &mut queued, &mut events)
             })
             .await;
             let result = match wake {
                 Wake::Failed(e) => return e.into(),
-                Wake::Lifecycle if instance.lifecycle.is_stopping() => {
+                Wake::Lifecycle if worker.instance.lifecycle.is_stopping() => {
                     return Ending::with(CloseReason::Drain, close::RESTART, "shutting down");
                 }
                 Wake::Lifecycle => {
                     let mut delay = Duration::ZERO;
                     let sent = self.call_sync(|p, cx| delay = p.on_drain(cx));
-                    close_at = Some(Instant::now() + delay);
+                    clock.close_at = Some(Instant::now() + delay);
                     sent
                 }
-                Wake::Timer => {
-                    let now = Instant::now();
-                    if close_at.is_some_and(|c| c <= now) {
-                        return Ending::with(CloseReason::Drain, close::RESTART, "draining");
-                    }
-                    if self
-                        .ws
-                        .stalled_since()
-                        .is_some_and(|t| now >= t + write_timeout)
-                    {
-                        return Ending::with(CloseReason::Slow, close::POLICY, "slow consumer");
-                    }
-                    if now < next_ping {
-                        continue;
-                    }
-                    next_ping = now + ping_interval;
-                    if self.last_seen.elapsed() >= idle_timeout {
-                        return Ending::with(CloseReason::Idle, close::POLICY, "idle timeout");
-                    }
-                    self.call_sync(|p, cx| {
-                        p.on_tick(cx);
-                        cx.out().ping();
-                    })
-                }
+                Wake::Timer => self.on_timer(&mut clock),
                 Wake::Work => self.work(&mut queued, &mut events).await,
             };
             if let Err(e) = result {
                 return e;
             }
         }
+    }
+
+    /// What woke the session, besides its timer: the drain or stop (unless `draining` is
+    /// already known), a socket error, or work (`queued` signals, client `events`).
+    fn poll_wake(
+        &mut self,
+        cx: &mut Context<'_>,
+        draining: bool,
+        take: TakeLimits,
+        queued: &mut Vec<Signal>,
+        events: &mut Vec<Event>,
+    ) -> Poll<Wake> {
+        let instance = &self.worker.instance;
+        let lifecycle = &instance.lifecycle;
+        if lifecycle.is_stopping() || (!draining && lifecycle.is_draining()) {
+            return Poll::Ready(Wake::Lifecycle);
+        }
+        if self.ws.has_unsent()
+            && let Poll::Ready(Err(e)) = self.ws.poll_flush(cx)
+        {
+            return Poll::Ready(Wake::Failed(e));
+        }
+        // Both the outbox and the socket are polled every time, so neither starves the other:
+        // a viewer sent signals without pause still has its requests read, and a viewer that
+        // floods still gets what others sent it (written first).
+        if self.ws.has_unsent() {
+            // Nothing more is taken from the outbox until the client reads what it was sent:
+            // the outbox fills and senders get `overloaded`, instead of this buffer growing.
+            // Its waker stays registered for the drain. Requests are still read: their replies
+            // are bounded by `max_unsent_bytes`.
+            instance.connections.register_waker(self.id, cx.waker());
+        } else {
+            let _ = instance.connections.poll_outbox(self.id, cx, queued, take);
+        }
+        let ws = &mut self.ws;
+        match self
+            .worker
+            .with_read_buffer(|buf| ws.poll_read(cx, buf, events))
+        {
+            Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
+            Poll::Ready(Ok(())) if events.is_empty() => {
+                // Part of a frame: read again soon.
+                cx.waker().wake_by_ref();
+            }
+            _ => {}
+        }
+        if queued.is_empty() && events.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Wake::Work)
+        }
+    }
+
+    /// The timer fired: close a draining, stalled or idle connection, else ping it.
+    fn on_timer(&mut self, clock: &mut Clock) -> Result<(), Ending> {
+        let now = Instant::now();
+        if clock.close_at.is_some_and(|c| c <= now) {
+            return Err(Ending::with(CloseReason::Drain, close::RESTART, "draining"));
+        }
+        if self
+            .ws
+            .stalled_since()
+            .is_some_and(|t| now >= t + clock.write_timeout)
+        {
+            return Err(Ending::with(
+                CloseReason::Slow,
+                close::POLICY,
+                "slow consumer",
+            ));
+        }
+        // A message sent in fragments must be whole within the write timeout too: fragments
+        // kept coming (or pings between them) can't hold its buffer forever.
+        if self
+            .ws
+            .fragments_since()
+            .is_some_and(|t| now >= t + clock.write_timeout)
+        {
+            return Err(Ending::with(
+                CloseReason::Protocol,
+                close::POLICY,
+                "message too slow",
+            ));
+        }
+        if now < clock.next_ping {
+            return Ok(());
+        }
+        clock.next_ping = now + clock.ping_interval;
+        if self.last_seen.elapsed() >= clock.idle_timeout {
+            return Err(Ending::with(
+                CloseReason::Idle,
+                close::POLICY,
+                "idle timeout",
+            ));
+        }
+        self.call_sync(|p, cx| {
+            p.on_tick(cx);
+            cx.out().ping();
+        })
     }
 }
 

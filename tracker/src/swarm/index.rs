@@ -225,7 +225,8 @@ impl SwarmIndex {
             .unwrap_or_default()
     }
 
-    /// Local members of a swarm (for tests and diagnostics).
+    /// Local members of a swarm (for tests).
+    #[cfg(test)]
     pub fn members(&self, key: &str) -> Vec<PeerId> {
         self.shard(key)
             .get(key)

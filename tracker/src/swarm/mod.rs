@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 pub use directory::Directory;
-pub use index::{Counts, Left, SwarmIndex, Taken, WtAnnounce};
+pub use index::{Counts, SwarmIndex, Taken, WtAnnounce};
 pub use sharded::BySwarm;
 pub use viewer::{Member, ViewerSwarms, WtMember};
 
@@ -62,8 +62,6 @@ pub struct JoinRequest<'a> {
 /// A WebTorrent announce's part of a join.
 #[derive(Debug, Clone, Copy)]
 pub struct WtJoin {
-    /// The swarm's info hash.
-    pub info_hash: [u8; 20],
     /// The announced `peer_id`, seeding and completion.
     pub announce: WtAnnounce,
     /// When it was announced.
@@ -150,7 +148,6 @@ impl Membership {
                 id: local.id,
                 key: Arc::clone(&local.key),
                 wt: req.wt.map(|w| WtMember {
-                    info_hash: w.info_hash,
                     peer_id: w.announce.peer_id,
                     last_announce: w.now,
                 }),
@@ -226,18 +223,8 @@ impl Membership {
         self.index.owner_of(key, peer_id)
     }
 
-    /// The id of swarm `key` on this instance, if it has members here.
-    pub fn id_of(&self, key: &str) -> Option<SwarmId> {
-        self.index.id_of(key)
-    }
-
     /// A WebTorrent swarm's counts on this instance.
     pub fn counts(&self, key: &str) -> Counts {
         self.index.counts(key)
-    }
-
-    /// Local members of a swarm (for tests and diagnostics).
-    pub fn local_members(&self, key: &str) -> Vec<PeerId> {
-        self.index.members(key)
     }
 }

@@ -24,8 +24,6 @@ pub struct Member {
 /// A WebTorrent peer's record in one swarm.
 #[derive(Debug, Clone, Copy)]
 pub struct WtMember {
-    /// The swarm's info hash.
-    pub info_hash: [u8; 20],
     /// The `peer_id` announced.
     pub peer_id: [u8; 20],
     /// The last announce.

@@ -74,27 +74,7 @@ pub async fn announce(
             None => Reply::Announce(a.info_hash, counts),
         };
     }
-    let want = match &a.answer {
-        Some(_) => 0,
-        None => a.offers.len().min(a.numwant.unwrap_or(usize::MAX)),
-    };
-    let request = JoinRequest {
-        key,
-        want: u32::try_from(want).unwrap_or(u32::MAX),
-        max_swarms: config.max_swarms_per_connection,
-        wt: Some(WtJoin {
-            info_hash: a.info_hash.0,
-            announce: WtAnnounce {
-                peer_id: a.peer_id.0,
-                seeder: a.seeder,
-                completed: a.event == Event::Completed,
-            },
-            now: cx.now,
-        }),
-        // A peer that announced reads its reply as "I am in the swarm": others must find it
-        // fleet-wide from then on.
-        register_now: true,
-    };
+    let request = join_request(key, &a, config.max_swarms_per_connection, cx.now);
     let joined = match instance
         .membership
         .join(cx.swarms, cx.id, request, metrics)
@@ -122,6 +102,36 @@ pub async fn announce(
     }
     send_offers(cx, frame, &a, joined.id, &joined.peers);
     Reply::Announce(a.info_hash, joined.counts)
+}
+
+/// The join an announce makes: offers want as many peers (at most `numwant`); an answer wants
+/// none, it only refreshes the membership.
+fn join_request<'k>(
+    key: &'k str,
+    a: &Announce<'_>,
+    max_swarms: usize,
+    now: tokio::time::Instant,
+) -> JoinRequest<'k> {
+    let want = match &a.answer {
+        Some(_) => 0,
+        None => a.offers.len().min(a.numwant.unwrap_or(usize::MAX)),
+    };
+    JoinRequest {
+        key,
+        want: u32::try_from(want).unwrap_or(u32::MAX),
+        max_swarms,
+        wt: Some(WtJoin {
+            announce: WtAnnounce {
+                peer_id: a.peer_id.0,
+                seeder: a.seeder,
+                completed: a.event == Event::Completed,
+            },
+            now,
+        }),
+        // A peer that announced reads its reply as "I am in the swarm": others must find it
+        // fleet-wide from then on.
+        register_now: true,
+    }
 }
 
 fn failure_text(kind: FailureKind) -> &'static str {

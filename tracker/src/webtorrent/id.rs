@@ -19,8 +19,17 @@ fn escape(rest: &[u8]) -> Option<(u32, usize)> {
     let simple = |c: u8| (u32::from(c), 2);
     match rest.first()? {
         b'u' => {
-            let hex = std::str::from_utf8(rest.get(1..5)?).ok()?;
-            Some((u32::from_str_radix(hex, 16).ok()?, 6))
+            let mut code = 0;
+            for &h in rest.get(1..5)? {
+                let digit = match h {
+                    b'0'..=b'9' => h - b'0',
+                    b'a'..=b'f' => h - b'a' + 10,
+                    b'A'..=b'F' => h - b'A' + 10,
+                    _ => return None,
+                };
+                code = code << 4 | u32::from(digit);
+            }
+            Some((code, 6))
         }
         b'b' => Some(simple(0x08)),
         b'f' => Some(simple(0x0c)),

@@ -128,13 +128,9 @@ async fn on_frame(cx: &mut Conn<'_>, wt: &mut WebTorrent, msg: &Message) {
         max_offers: config.max_offers,
         max_scrape_hashes: config.max_scrape_hashes,
     };
-    // Binary frames are read as JSON too, as the reference does; text was checked as UTF-8
-    // when read.
-    let text = match msg {
-        Message::Text(text) => Ok(&**text),
-        Message::Binary(bytes) => std::str::from_utf8(bytes)
-            .map_err(|_| Failure::new(FailureKind::Invalid, "invalid JSON: not UTF-8")),
-    };
+    // Binary frames are read as JSON too, as the reference does.
+    let text = simdutf8::basic::from_utf8(frame)
+        .map_err(|_| Failure::new(FailureKind::Invalid, "invalid JSON: not UTF-8"));
     match text.and_then(|t| request::parse(t, &limits)) {
         Err(f) => {
             metrics.received(ReceivedKind::Invalid, Format::Json);
@@ -143,18 +139,7 @@ async fn on_frame(cx: &mut Conn<'_>, wt: &mut WebTorrent, msg: &Message) {
         }
         Ok(Request::Scrape(hashes)) => {
             metrics.received(ReceivedKind::Scrape, Format::Json);
-            let membership = &cx.instance().membership;
-            let files: Vec<(Id20, crate::swarm::Counts)> = hashes
-                .into_iter()
-                .map(|h| {
-                    let mut buf = [0; WEBTORRENT_KEY_LEN];
-                    (h, membership.counts(h.swarm_key(&mut buf)))
-                })
-                .collect();
-            let interval = config.interval_secs;
-            cx.out().frame(Opcode::Text, 1, |buf| {
-                response::scrape(buf, &files, interval)
-            });
+            scrape(cx, &hashes);
         }
         Ok(Request::Announce(a)) => {
             let kind = if a.answer.is_some() {
@@ -178,6 +163,22 @@ async fn on_frame(cx: &mut Conn<'_>, wt: &mut WebTorrent, msg: &Message) {
             metrics.announce_seconds(started.elapsed().as_secs_f64());
         }
     }
+}
+
+/// A scrape: this instance's counts of each swarm.
+fn scrape(cx: &mut Conn<'_>, hashes: &[Id20]) {
+    let membership = &cx.instance().membership;
+    let files: Vec<(Id20, crate::swarm::Counts)> = hashes
+        .iter()
+        .map(|h| {
+            let mut buf = [0; WEBTORRENT_KEY_LEN];
+            (*h, membership.counts(h.swarm_key(&mut buf)))
+        })
+        .collect();
+    let interval = cx.config().webtorrent.interval_secs;
+    cx.out().frame(Opcode::Text, 1, |buf| {
+        response::scrape(buf, &files, interval)
+    });
 }
 
 fn send_failure(cx: &mut Conn<'_>, f: &Failure) {

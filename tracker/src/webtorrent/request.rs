@@ -145,8 +145,9 @@ struct RawRequest<'a> {
     to_peer_id: Option<&'a RawValue>,
     #[serde(borrow)]
     offer_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    offers: Option<&'a RawValue>,
+    // Read in the same pass as the rest: an announce is mostly its offers.
+    #[serde(borrow, default)]
+    offers: Option<RawOffers<'a>>,
     #[serde(borrow)]
     answer: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -163,6 +164,125 @@ struct RawOffer<'a> {
     offer_id: Option<&'a RawValue>,
     #[serde(borrow)]
     offer: Option<&'a RawValue>,
+}
+
+/// `offers` as sent: a list of objects, or anything else (refused with a reason naming it,
+/// rather than failing the whole frame).
+enum RawOffers<'a> {
+    List(Vec<Option<RawOffer<'a>>>),
+    NotAList,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawOffers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let offers: RawOffers<'de> = d.deserialize_any(AnyOr::<OffersVisitor>::default())?;
+        Ok(offers)
+    }
+}
+
+/// One element of `offers`: an object, or `None` for anything else.
+struct Item<'a>(Option<RawOffer<'a>>);
+
+impl<'de> Deserialize<'de> for Item<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AnyOr::<ItemVisitor>::default())
+    }
+}
+
+/// What a list or a map becomes; any other value becomes `Self::other()`.
+trait Shape<'de>: Sized {
+    type Value;
+    fn other() -> Self::Value;
+    fn seq<A: serde::de::SeqAccess<'de>>(seq: A) -> Result<Self::Value, A::Error>;
+    fn map<A: serde::de::MapAccess<'de>>(map: A) -> Result<Self::Value, A::Error>;
+}
+
+struct OffersVisitor;
+
+impl<'de> Shape<'de> for OffersVisitor {
+    type Value = RawOffers<'de>;
+    fn other() -> RawOffers<'de> {
+        RawOffers::NotAList
+    }
+    fn seq<A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<RawOffers<'de>, A::Error> {
+        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        while let Some(Item(o)) = seq.next_element()? {
+            list.push(o);
+        }
+        Ok(RawOffers::List(list))
+    }
+    fn map<A: serde::de::MapAccess<'de>>(map: A) -> Result<RawOffers<'de>, A::Error> {
+        drain_map(map)?;
+        Ok(RawOffers::NotAList)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> Shape<'de> for ItemVisitor {
+    type Value = Item<'de>;
+    fn other() -> Item<'de> {
+        Item(None)
+    }
+    fn seq<A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<Item<'de>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Item(None))
+    }
+    fn map<A: serde::de::MapAccess<'de>>(map: A) -> Result<Item<'de>, A::Error> {
+        let offer = RawOffer::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(Item(Some(offer)))
+    }
+}
+
+fn drain_map<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map
+        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+        .is_some()
+    {}
+    Ok(())
+}
+
+/// A visitor that takes any JSON value, handing lists and maps to `S`.
+struct AnyOr<S>(std::marker::PhantomData<S>);
+
+impl<S> Default for AnyOr<S> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<'de, S: Shape<'de>> serde::de::Visitor<'de> for AnyOr<S> {
+    type Value = S::Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_unit<E>(self) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_none<E>(self) -> Result<S::Value, E> {
+        Ok(S::other())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<S::Value, A::Error> {
+        S::seq(seq)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<S::Value, A::Error> {
+        S::map(map)
+    }
 }
 
 /// Parses and checks one frame.
@@ -246,7 +366,7 @@ fn announce<'a>(raw: &RawRequest<'a>, limits: &RequestLimits) -> Result<Announce
             })
         }
     };
-    let offers = match raw.offers {
+    let offers = match &raw.offers {
         None => Vec::new(),
         Some(v) => offers(v, limits).map_err(named)?,
     };
@@ -261,9 +381,10 @@ fn announce<'a>(raw: &RawRequest<'a>, limits: &RequestLimits) -> Result<Announce
     })
 }
 
-fn offers<'a>(v: &'a RawValue, limits: &RequestLimits) -> Result<Vec<Offer<'a>>, Failure> {
-    let list: Vec<RawOffer<'a>> =
-        serde_json::from_str(v.get()).map_err(|_| invalid("invalid offers: must be a list"))?;
+fn offers<'a>(v: &RawOffers<'a>, limits: &RequestLimits) -> Result<Vec<Offer<'a>>, Failure> {
+    let RawOffers::List(list) = v else {
+        return Err(invalid("invalid offers: must be a list"));
+    };
     if list.len() > limits.max_offers {
         return Err(Failure::new(
             FailureKind::TooMany,
@@ -274,9 +395,12 @@ fn offers<'a>(v: &'a RawValue, limits: &RequestLimits) -> Result<Vec<Offer<'a>>,
             ),
         ));
     }
-    list.into_iter()
+    list.iter()
         .enumerate()
         .map(|(i, o)| {
+            let Some(o) = o else {
+                return Err(invalid(format!("offers[{i}]: must be an object")));
+            };
             let offer_id = id(o.offer_id, "offer_id").map_err(|mut f| {
                 f.reason = format!("offers[{i}]: {}", f.reason).into();
                 f

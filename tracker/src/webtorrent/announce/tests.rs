@@ -41,9 +41,9 @@ impl Peer {
     }
 
     async fn send(&mut self, json: String) -> Reply {
-        let text = bytestring::ByteString::from(json);
-        let frame = text.as_bytes().clone();
-        let Ok(Request::Announce(a)) = request::parse(&text, &LIMITS) else {
+        let frame = Bytes::from(json);
+        let text = std::str::from_utf8(&frame).expect("UTF-8");
+        let Ok(Request::Announce(a)) = request::parse(text, &LIMITS) else {
             panic!("not an announce")
         };
         let mut cx = self.conn.cx();
