@@ -88,15 +88,21 @@ impl Default for Config {
     }
 }
 
-/// What one instance should carry. A target of 0 disables that signal.
+/// What one instance should carry. A target of 0 disables that signal. Only real viewers
+/// count: a connection that never joins, a frame refused as invalid or over the rate, a viewer
+/// moved by a drain moves no signal.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TargetsConfig {
-    /// New connections per second per instance (from `tracker_connections_opened_total`).
+    /// New viewers per second per instance: connections whose first join (or announce)
+    /// succeeded, not moved by a drain (`tracker_viewers_joined_total{origin="new"}`). Also the
+    /// rate at which one instance takes viewers moved by a drain, which sizes the drain's
+    /// reconnect window.
     pub conn_rate: f64,
-    /// Client messages per second per instance (from `tracker_messages_received_total`).
+    /// Relayed signals per second per instance: delivered, or refused for a real reason (not
+    /// rate-limited) (`tracker_messages_relayed_total` + `tracker_messages_dropped_total`).
     pub msg_rate: f64,
-    /// Open connections per instance (`tracker_connections`).
+    /// Open viewers per instance: connections that have joined (`tracker_viewers`).
     pub connections: f64,
 }
 
@@ -127,19 +133,30 @@ pub struct ScalingConfig {
     pub scale_in_window_secs: u64,
     /// Most instances launched by one tick (>= 1).
     pub max_surge: usize,
-    /// Seconds after an instance becomes ready before its figures count.
+    /// Seconds after an instance becomes ready during which no scale-in starts.
     pub warmup_secs: u64,
+    /// Seconds from a launch to a tracker in HAProxy, until the autoscaler has measured it
+    /// (the longest of the last launches then counts). The look-ahead spans this, a poll and
+    /// HAProxy's rise checks (0..=3600).
+    pub boot_estimate_secs: u64,
+    /// Seconds of fleet history the growth rates are fitted over (0 turns the look-ahead off;
+    /// else 5..=600).
+    pub trend_window_secs: u64,
+    /// Consecutive polls a serving tracker's `/metrics` may fail before its instance no longer
+    /// counts as capacity and is replaced: a new one is launched first, then this one
+    /// terminated (>= 1).
+    pub unhealthy_polls: u32,
+    /// Longest window, in seconds, over which a drained instance's viewers reconnect. The
+    /// window is sized so each remaining instance takes them at `targets.conn_rate` (less its
+    /// own arrivals); keep this below the trackers' `drain.deadline_secs` less their
+    /// `drain.close_grace_ms` (1..drain_deadline_secs).
+    pub max_reconnect_window_secs: u64,
     /// Longest wait, in seconds, for a draining instance to lose its viewers before it is
     /// removed anyway. Keep it above the tracker's `drain.deadline_secs`.
     pub drain_deadline_secs: u64,
     /// Longest wait, in seconds, for a launched instance to answer `/readyz`; then it is
     /// terminated and the next tick launches another.
     pub launch_timeout_secs: u64,
-    /// Seconds after a drain ends during which its viewers are still reconnecting to the
-    /// other instances: connections/sec doesn't count (those are moves, not new viewers) and
-    /// no other scale-in starts. Keep it above the trackers' `drain.reconnect_window_ms` plus
-    /// a poll interval.
-    pub drain_settle_secs: u64,
 }
 
 impl Default for ScalingConfig {
@@ -149,11 +166,14 @@ impl Default for ScalingConfig {
             max_instances: 10,
             tolerance: 0.1,
             scale_in_window_secs: 300,
-            max_surge: 2,
+            max_surge: 4,
             warmup_secs: 30,
+            boot_estimate_secs: 90,
+            trend_window_secs: 30,
+            unhealthy_polls: 3,
+            max_reconnect_window_secs: 20,
             drain_deadline_secs: 60,
             launch_timeout_secs: 300,
-            drain_settle_secs: 20,
         }
     }
 }
@@ -250,6 +270,9 @@ pub struct LocalConfig {
     pub args: Vec<String>,
     /// Extra environment for each tracker (e.g. `TRACKER__DRAIN__DEADLINE_SECS`).
     pub env: BTreeMap<String, String>,
+    /// Seconds a launched instance "boots" before its tracker starts (0..=3600): with 60, the
+    /// policy meets an EC2-like lag on one machine.
+    pub boot_delay_secs: u64,
 }
 
 impl Default for LocalConfig {
@@ -259,12 +282,13 @@ impl Default for LocalConfig {
             state_dir: PathBuf::from("target/autoscaler"),
             args: Vec::new(),
             env: BTreeMap::new(),
+            boot_delay_secs: 0,
         }
     }
 }
 
 /// The `ec2` provider.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Ec2Config {
     /// AWS region; empty: from the standard chain (`AWS_REGION`, profile, IMDS).
@@ -284,6 +308,26 @@ pub struct Ec2Config {
     /// User data template (a file); `@FLEET@`, `@PORT@`, `@ADMIN_PORT@` are replaced. It must
     /// start the tracker; the admin token reaches it from there (e.g. SSM), never from here.
     pub user_data_template: PathBuf,
+    /// File where each launch is remembered with its client token until `DescribeInstances`
+    /// lists it (EC2's listings lag): a restart in between counts it instead of launching
+    /// again. On the control host's disk, one per autoscaler.
+    pub launch_journal: PathBuf,
+}
+
+impl Default for Ec2Config {
+    fn default() -> Self {
+        Self {
+            region: String::new(),
+            endpoint_url: String::new(),
+            ami: String::new(),
+            instance_type: String::new(),
+            subnet_id: String::new(),
+            security_group_ids: Vec::new(),
+            instance_profile: String::new(),
+            user_data_template: PathBuf::new(),
+            launch_journal: PathBuf::from("/var/lib/swarmtrack-autoscaler/ec2-launches.json"),
+        }
+    }
 }
 
 impl Config {
@@ -366,6 +410,21 @@ impl Config {
         if s.launch_timeout_secs < 1 {
             return bad("scaling.launch_timeout_secs", "must be >= 1");
         }
+        if s.boot_estimate_secs > 3600 {
+            return bad("scaling.boot_estimate_secs", "must be 0..=3600");
+        }
+        if s.trend_window_secs != 0 && !(5..=600).contains(&s.trend_window_secs) {
+            return bad("scaling.trend_window_secs", "must be 0 (off) or 5..=600");
+        }
+        if s.unhealthy_polls < 1 {
+            return bad("scaling.unhealthy_polls", "must be >= 1");
+        }
+        if s.max_reconnect_window_secs < 1 || s.max_reconnect_window_secs >= s.drain_deadline_secs {
+            return bad(
+                "scaling.max_reconnect_window_secs",
+                "must be 1..drain_deadline_secs",
+            );
+        }
         let h = &self.haproxy;
         // sun_path holds 108 bytes with the terminating NUL.
         if h.socket.as_os_str().is_empty() || h.socket.as_os_str().len() > 107 {
@@ -401,6 +460,9 @@ impl Config {
                 if self.local.state_dir.as_os_str().is_empty() {
                     return bad("local.state_dir", "must name a folder");
                 }
+                if self.local.boot_delay_secs > 3600 {
+                    return bad("local.boot_delay_secs", "must be 0..=3600");
+                }
             }
             ProviderKind::Ec2 => {
                 if !cfg!(feature = "ec2") {
@@ -418,6 +480,9 @@ impl Config {
                 }
                 if e.user_data_template.as_os_str().is_empty() {
                     return bad("ec2.user_data_template", "required with provider = \"ec2\"");
+                }
+                if e.launch_journal.as_os_str().is_empty() {
+                    return bad("ec2.launch_journal", "required with provider = \"ec2\"");
                 }
             }
         }
@@ -439,7 +504,11 @@ mod tests {
     #[test]
     fn example_configs_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-        for name in ["autoscaler.example.toml", "autoscaler.ec2.example.toml"] {
+        for name in [
+            "autoscaler.example.toml",
+            "autoscaler.ec2.example.toml",
+            "autoscaler.surge.toml",
+        ] {
             let path = dir.join(name);
             let text = std::fs::read_to_string(&path).unwrap();
             let config: Config = Figment::from(Serialized::defaults(Config::default()))
@@ -468,6 +537,22 @@ mod tests {
             ("scaling.max_surge", Box::new(|c| c.scaling.max_surge = 0)),
             ("targets.msg_rate", Box::new(|c| c.targets.msg_rate = -1.0)),
             ("poll_interval_ms", Box::new(|c| c.poll_interval_ms = 1)),
+            (
+                "scaling.trend_window_secs",
+                Box::new(|c| c.scaling.trend_window_secs = 2),
+            ),
+            (
+                "scaling.unhealthy_polls",
+                Box::new(|c| c.scaling.unhealthy_polls = 0),
+            ),
+            (
+                "scaling.max_reconnect_window_secs",
+                Box::new(|c| c.scaling.max_reconnect_window_secs = c.scaling.drain_deadline_secs),
+            ),
+            (
+                "local.boot_delay_secs",
+                Box::new(|c| c.local.boot_delay_secs = 7200),
+            ),
             ("fleet", Box::new(|c| c.fleet = "bad name".into())),
         ];
         for (field, change) in cases {

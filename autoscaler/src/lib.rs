@@ -34,13 +34,22 @@ use crate::tracker::TrackerClient;
 /// `status_listener`. The trackers' admin token is `admin_token` (from the environment).
 ///
 /// # Errors
-/// The provider can't be set up or the status listener fails.
+/// No admin token outside a dry run, the provider can't be set up or the status listener
+/// fails.
 pub async fn run(
     config: Config,
     status_listener: TcpListener,
     admin_token: Option<String>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Without the token every drain request is refused, and each drained instance would lose
+    // its viewers at the drain deadline instead of telling them to reconnect.
+    if admin_token.is_none() && !config.dry_run {
+        anyhow::bail!(
+            "TRACKER_ADMIN_TOKEN is not set: the trackers would refuse every drain and scale-in \
+             would cut viewers off; set it (the trackers' admin token) or run with --dry-run"
+        );
+    }
     match config.provider {
         ProviderKind::Local => {
             let provider = provider::local::LocalProvider::new(config.local.clone())
@@ -70,7 +79,7 @@ async fn run_with<P: Provider>(
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     let metrics = metrics::with_local_recorder(&recorder, LoopMetrics::register);
-    let board = Board::new(&config.fleet, config.dry_run);
+    let board = Board::new(&config);
     let client = TrackerClient::new(
         Duration::from_millis(config.tracker.http_timeout_ms),
         admin_token,

@@ -19,6 +19,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
+use crate::config::{Config, TargetsConfig};
 use crate::policy::{Decision, Signals};
 use crate::provider::Phase;
 
@@ -42,6 +43,10 @@ pub struct InstanceStatus {
     pub phase: Phase,
     /// Whether the process or machine runs.
     pub alive: bool,
+    /// `false`: its tracker failed `unhealthy_polls` polls in a row (being replaced).
+    pub healthy: bool,
+    /// Polls in a row its tracker's `/metrics` failed.
+    pub failed_polls: u32,
     /// HAProxy's `status` column, if the server exists.
     pub haproxy: Option<String>,
     /// HAProxy sessions now.
@@ -74,15 +79,25 @@ pub struct Point {
     pub conn_rate: f64,
     /// Fleet messages per second.
     pub msg_rate: f64,
+    /// Open viewers.
+    pub connections: f64,
+    /// Open viewers predicted one horizon ahead.
+    pub predicted_connections: f64,
 }
 
 /// Everything `/status` answers.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Snapshot {
     /// Fleet name.
     pub fleet: String,
     /// Whether actions are only logged.
     pub dry_run: bool,
+    /// `scaling.min_instances`.
+    pub min_instances: usize,
+    /// `scaling.max_instances`.
+    pub max_instances: usize,
+    /// The per-instance targets.
+    pub targets: TargetsConfig,
     /// Ticks done (successful or not).
     pub ticks: u64,
     /// Ticks that failed to observe.
@@ -107,18 +122,26 @@ pub fn unix_now() -> f64 {
 }
 
 /// The shared status, written by the loop and read by the handlers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Board(Arc<Mutex<Snapshot>>);
 
 impl Board {
-    /// An empty board for `fleet`.
-    pub fn new(fleet: &str, dry_run: bool) -> Self {
-        let board = Self::default();
-        board.update(|s| {
-            s.fleet = fleet.to_string();
-            s.dry_run = dry_run;
-        });
-        board
+    /// An empty board for the fleet of `config`.
+    pub fn new(config: &Config) -> Self {
+        Self(Arc::new(Mutex::new(Snapshot {
+            fleet: config.fleet.clone(),
+            dry_run: config.dry_run,
+            min_instances: config.scaling.min_instances,
+            max_instances: config.scaling.max_instances,
+            targets: config.targets.clone(),
+            ticks: 0,
+            failed_ticks: 0,
+            last_error: None,
+            instances: Vec::new(),
+            decisions: VecDeque::new(),
+            events: VecDeque::new(),
+            points: VecDeque::new(),
+        })))
     }
 
     /// Changes the snapshot under the lock (never across an `.await`).
@@ -160,6 +183,8 @@ impl Board {
                 instances: decision.capacity,
                 conn_rate: decision.load.conn_rate,
                 msg_rate: decision.load.msg_rate,
+                connections: decision.load.connections,
+                predicted_connections: decision.predicted.connections,
             });
             while s.points.len() > MAX_POINTS
                 || s.points
@@ -251,8 +276,8 @@ pub fn render_page(s: &Snapshot) -> String {
     html.push_str(&chart(s));
     html.push_str(
         "<h2>Instances</h2><table><tr><th>id</th><th>server</th><th>address</th><th>phase</th>\
-         <th>alive</th><th>haproxy</th><th>sessions</th><th>conn/s</th><th>msg/s</th>\
-         <th>connections</th></tr>",
+         <th>alive</th><th>healthy</th><th>haproxy</th><th>sessions</th><th>new viewers/s</th>\
+         <th>moved/s</th><th>signals/s</th><th>viewers</th></tr>",
     );
     for i in &s.instances {
         let sig = |f: fn(&Signals) -> f64| {
@@ -263,15 +288,21 @@ pub fn render_page(s: &Snapshot) -> String {
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&i.id),
             escape(&i.server),
             escape(&i.addr),
             i.phase.as_str(),
             i.alive,
+            if i.healthy {
+                "yes".to_string()
+            } else {
+                format!("no ({} failed polls)", i.failed_polls)
+            },
             escape(i.haproxy.as_deref().unwrap_or("-")),
             i.sessions,
             sig(|x| x.conn_rate),
+            sig(|x| x.moved_rate),
             sig(|x| x.msg_rate),
             sig(|x| x.connections),
         );
@@ -386,16 +417,27 @@ mod tests {
 
     #[test]
     fn page_has_chart_and_escapes() {
-        let board = Board::new("f<1>", false);
+        let config = Config {
+            fleet: "f<1>".into(),
+            ..Config::default()
+        };
+        let board = Board::new(&config);
+        let load = Signals {
+            conn_rate: 10.0,
+            msg_rate: 100.0,
+            connections: 5.0,
+            moved_rate: 0.0,
+        };
         let decision = Decision {
             capacity: 2,
             recommendation: 2,
             stabilized: 2,
-            load: Signals {
-                conn_rate: 10.0,
-                msg_rate: 100.0,
-                connections: 5.0,
-            },
+            load,
+            predicted: load,
+            growth: crate::policy::Growth::default(),
+            horizon_secs: 95.0,
+            headroom: 0.5,
+            unhealthy: 0,
             missing_metrics: false,
             action: Action::Hold,
             reason: "within target",

@@ -44,14 +44,23 @@ pub enum TrackerError {
     },
 }
 
-/// The counters and gauges the policy's signals come from, summed over labels.
+/// The counters and gauges the policy's signals come from, summed over labels. Only what real
+/// viewers do counts: not connections that never join, nor frames refused as invalid or over
+/// the rate, nor viewers a drain moved here.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TrackerFigures {
-    /// `tracker_connections_opened_total`.
-    pub connections_opened: f64,
-    /// `tracker_messages_received_total`, every kind and format.
-    pub messages_received: f64,
-    /// `tracker_connections`.
+    /// `tracker_viewers_joined_total{origin="new"}`: arrivals.
+    pub joined_new: f64,
+    /// `tracker_viewers_joined_total{origin="reconnect"}`: viewers moved here by a drain.
+    pub joined_moved: f64,
+    /// `tracker_messages_relayed_total` (every kind and path) plus
+    /// `tracker_messages_dropped_total` for a viewer's reasons (target gone, not in the swarm,
+    /// not keeping up), not `rate_limited` nor `sender_not_in_swarm` (a connection that never
+    /// joined: junk): signals handled.
+    pub signals: f64,
+    /// `tracker_viewers`: open connections that have joined.
+    pub viewers: f64,
+    /// `tracker_connections`: every connection slot held, viewers or not.
     pub connections: f64,
     /// `tracker_draining`.
     pub draining: bool,
@@ -152,13 +161,15 @@ impl TrackerClient {
         Ok(parse_figures(&String::from_utf8_lossy(&body)))
     }
 
-    /// `POST /admin/drain`: the tracker tells its viewers to `reconnect` and exits when empty
-    /// or at its deadline. Idempotent.
+    /// `POST /admin/drain?reconnect_window_ms=N`: the tracker tells its viewers to
+    /// `reconnect` spread over `window` and exits when empty or at its deadline. Idempotent
+    /// (a drain already started keeps its window).
     ///
     /// # Errors
     /// The tracker can't be reached or refuses (401/403: token).
-    pub async fn drain(&self, admin: SocketAddr) -> Result<(), TrackerError> {
-        let (status, _) = self.request(Method::POST, admin, "/admin/drain").await?;
+    pub async fn drain(&self, admin: SocketAddr, window: Duration) -> Result<(), TrackerError> {
+        let path = format!("/admin/drain?reconnect_window_ms={}", window.as_millis());
+        let (status, _) = self.request(Method::POST, admin, &path).await?;
         if status.is_success() {
             Ok(())
         } else {
@@ -180,10 +191,22 @@ pub fn parse_figures(text: &str) -> TrackerFigures {
         let Ok(value) = value.trim().parse::<f64>() else {
             continue;
         };
-        let name = series.split('{').next().unwrap_or("").trim();
-        match name {
-            "tracker_connections_opened_total" => f.connections_opened += value,
-            "tracker_messages_received_total" => f.messages_received += value,
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        match name.trim() {
+            "tracker_viewers_joined_total" if labels.contains(r#"origin="reconnect""#) => {
+                f.joined_moved += value;
+            }
+            "tracker_viewers_joined_total" => f.joined_new += value,
+            "tracker_messages_relayed_total" => f.signals += value,
+            // Refused by the rate limit, or from a connection in no swarm: a flood, not work
+            // done for viewers.
+            "tracker_messages_dropped_total"
+                if !labels.contains(r#"reason="rate_limited""#)
+                    && !labels.contains(r#"reason="sender_not_in_swarm""#) =>
+            {
+                f.signals += value;
+            }
+            "tracker_viewers" => f.viewers += value,
             "tracker_connections" => f.connections += value,
             "tracker_draining" => f.draining = value > 0.0,
             _ => {}
@@ -199,19 +222,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sums_over_labels() {
-        let text = "# TYPE tracker_connections gauge\n\
-                    tracker_connections 7\n\
-                    tracker_connections_opened_total 40\n\
-                    tracker_messages_received_total{kind=\"join\",format=\"json\"} 10\n\
-                    tracker_messages_received_total{kind=\"offer\",format=\"json\"} 5\n\
-                    tracker_messages_relayed_total{kind=\"offer\",path=\"local\"} 99\n\
-                    tracker_draining 0\n\
-                    garbage\n";
+    fn counts_real_viewers_only() {
+        let text = r#"# TYPE tracker_connections gauge
+tracker_connections 70
+tracker_viewers 7
+tracker_connections_opened_total 4000
+tracker_viewers_joined_total{origin="new"} 40
+tracker_viewers_joined_total{origin="reconnect"} 12
+tracker_messages_received_total{kind="invalid",format="json"} 100000
+tracker_messages_relayed_total{kind="offer",path="local"} 90
+tracker_messages_relayed_total{kind="cands",path="remote"} 9
+tracker_messages_dropped_total{reason="unknown_peer"} 1
+tracker_messages_dropped_total{reason="rate_limited"} 50000
+tracker_messages_dropped_total{reason="sender_not_in_swarm"} 7000
+tracker_draining 1
+garbage
+"#;
         let f = parse_figures(text);
-        assert_eq!(f.connections, 7.0);
-        assert_eq!(f.connections_opened, 40.0);
-        assert_eq!(f.messages_received, 15.0);
-        assert!(!f.draining);
+        assert_eq!(f.connections, 70.0);
+        assert_eq!(f.viewers, 7.0);
+        assert_eq!((f.joined_new, f.joined_moved), (40.0, 12.0));
+        assert_eq!(f.signals, 100.0);
+        assert!(f.draining);
     }
 }

@@ -70,7 +70,7 @@ warmup_secs = 1
 scale_in_window_secs = 6
 drain_deadline_secs = 20
 launch_timeout_secs = 20
-drain_settle_secs = 3
+max_reconnect_window_secs = 3
 "#,
         )
     });

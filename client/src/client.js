@@ -129,6 +129,8 @@ export class SwarmClient extends Emitter {
     /** @type {Map<string, number>} same key -> time until which we don't offer to it */
     this.failed = new Map();
     this.attempt = 0;
+    /** Reconnecting because a draining tracker said `reconnect` (until the next `welcome`). */
+    this.moved = false;
     /** @type {unknown} */
     this.reconnectTimer = null;
     /** @type {unknown} */
@@ -221,6 +223,9 @@ export class SwarmClient extends Emitter {
       // Lets a swarm-affine front end route on the swarm (the tracker ignores it).
       const first = this.swarms.keys().next();
       if (!first.done) url.searchParams.set('swarm', first.value);
+      // Tells the tracker this viewer was moved by a drain, not a new arrival (its autoscaler
+      // must not scale out for it).
+      if (this.moved) url.searchParams.set('reconnect', '1');
     } catch {
       this.emit('error', { code: 'bad_url', msg: String(this.url), ref: null, sid: null });
       return;
@@ -362,6 +367,7 @@ export class SwarmClient extends Emitter {
         this.trackerWant = Math.max(1, m.limits.want);
         this.maxMessage = Math.max(1024, m.limits.max_message);
         this.attempt = 0;
+        this.moved = false;
         this.clearHandshake();
         this.stats.connects++;
         this.emit('connected', { peer: m.peer, instance: m.instance });
@@ -384,6 +390,7 @@ export class SwarmClient extends Emitter {
       case 'reconnect':
         this.emit('reconnect', { afterMs: m.after_ms });
         this.attempt = 0;
+        this.moved = true;
         this.reconnectAfter(m.after_ms);
         return;
       case 'error':

@@ -45,6 +45,8 @@ test('joins after welcome, clamps want, rejoins after reconnect', async () => {
   // A draining tracker: reconnect after 30 ms, to a new instance, then join again.
   c1.send(JSON.stringify({ t: 'reconnect', after_ms: 30 }));
   const c2 = await until(() => server.conns[1], 'second connection');
+  // Marked as moved by a drain, so the tracker doesn't count it as a new viewer.
+  assert.match(c2.url, /^\/v1\/ws\?format=json&swarm=video-42&reconnect=1$/);
   assert.ok(c1.closed || (await until(() => c1.closed, 'old socket closed')));
   c2.send(JSON.stringify(welcome('Gis8TQAAAAEEwdLj9KW2xw')));
   await until(() => c2.received.length === 1, 'rejoin');
@@ -61,6 +63,7 @@ test('reconnects with backoff after a dropped connection and after no welcome', 
   const c1 = await until(() => server.conns[0], 'first connection');
   c1.drop(); // no close frame: a crashed tracker
   const c2 = await until(() => server.conns[1], 'reconnect after drop');
+  assert.doesNotMatch(c2.url, /reconnect=/, 'a crash is no drain: back as a new viewer');
   // c2 never says welcome: the client gives up on it and tries again.
   const c3 = await until(() => server.conns[2], 'reconnect after handshake timeout');
   assert.ok(await until(() => c2.closed, 'silent socket closed'));

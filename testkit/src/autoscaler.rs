@@ -1,7 +1,7 @@
 //! The `autoscaler` binary under test, with the local provider: its config and state in a
 //! temporary folder, its status listener on a free port. The trackers it launches outlive it by
 //! design (restart safety), so dropping an [`Autoscaler`] kills them too, by the pids its state
-//! records.
+//! records (each a process group: the local "machine" and the tracker it boots).
 
 use std::fs;
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ use crate::wait::LONG_DEADLINE;
 pub struct Autoscaler {
     /// Status listener.
     pub status: SocketAddr,
+    /// Extra environment for the binary (e.g. AWS credentials for moto).
+    env: Vec<(String, String)>,
     /// Declared before `dir`: the process is killed before its folder goes.
     process: Option<Process>,
     starts: usize,
@@ -38,11 +40,23 @@ impl Autoscaler {
     /// # Panics
     /// When it can't be started.
     pub fn start(make_config: impl FnOnce(&Path) -> String) -> Self {
+        Self::start_with_env(Vec::new(), make_config)
+    }
+
+    /// As [`start`](Self::start), with extra environment variables for the binary.
+    ///
+    /// # Panics
+    /// When it can't be started.
+    pub fn start_with_env(
+        env: Vec<(String, String)>,
+        make_config: impl FnOnce(&Path) -> String,
+    ) -> Self {
         let dir = temp_dir("autoscaler");
         let config = make_config(&state_dir_of(dir.path()));
         fs::write(dir.path().join("autoscaler.toml"), config).expect("write config");
         let mut a = Self {
             status: free_addr(),
+            env,
             process: None,
             starts: 0,
             dir,
@@ -54,6 +68,17 @@ impl Autoscaler {
     /// Its folder: the config, one log per start, and the local provider's state.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Its config file: rewrite it, then [`kill`](Self::kill) and [`launch`](Self::launch)
+    /// again, to restart with another config.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("autoscaler.toml")
+    }
+
+    /// The local provider's state folder (one JSON record per instance).
+    pub fn state_dir(&self) -> PathBuf {
+        state_dir_of(self.dir.path())
     }
 
     /// (Re)starts the binary and waits until `/healthz` answers; on a new status port if the
@@ -78,6 +103,7 @@ impl Autoscaler {
                 .arg(self.status.to_string())
                 .env("TRACKER_ADMIN_TOKEN", ADMIN_TOKEN)
                 .env("RUST_LOG", "info,autoscaler=debug")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .env_remove("AUTOSCALER_CONFIG")
                 .stdin(Stdio::null())
                 .stdout(out)
@@ -150,11 +176,12 @@ impl Autoscaler {
 impl Drop for Autoscaler {
     fn drop(&mut self) {
         self.kill();
-        // The trackers it started outlive it by design: stop them here.
+        // The instances it started outlive it by design: stop them here, each a process
+        // group (the machine and its tracker).
         for (_, pid, _) in self.records() {
             if let Some(pid) = pid.filter(|&p| pid_alive(p)) {
                 let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
+                    .args(["-KILL", "--", &format!("-{pid}")])
                     .status();
             }
         }

@@ -19,7 +19,8 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::instance::Instance;
-use crate::metrics::RefuseReason;
+use crate::lifecycle::Viewer;
+use crate::metrics::{Origin, RefuseReason};
 use crate::native::Native;
 use crate::session::{Protocol, Session};
 use crate::webtorrent::WebTorrent;
@@ -65,6 +66,9 @@ fn add_admin(r: Router<Arc<Instance>>) -> Router<Arc<Instance>> {
 struct WsParams {
     /// `json` (default) or `msgpack`: the format of `welcome`, until the client sends a frame.
     format: Option<String>,
+    /// `1`: the client is back because a draining instance told it to `reconnect` (counted
+    /// apart, so an autoscaler doesn't take moved viewers for new ones); `0` or absent: not.
+    reconnect: Option<String>,
 }
 
 async fn ws_upgrade(
@@ -79,17 +83,28 @@ async fn ws_upgrade(
             return (StatusCode::BAD_REQUEST, "format must be json or msgpack\n").into_response();
         }
     };
-    upgrade(&instance, req, Native::new(format))
+    let origin = match params.reconnect.as_deref() {
+        None | Some("0") => Origin::New,
+        Some("1") => Origin::Reconnect,
+        Some(_) => return (StatusCode::BAD_REQUEST, "reconnect must be 0 or 1\n").into_response(),
+    };
+    upgrade(&instance, req, origin, |viewer| Native::new(format, viewer))
 }
 
 /// `GET /announce` and `GET /`: the WebTorrent tracker protocol.
 async fn webtorrent_upgrade(State(instance): State<Arc<Instance>>, req: Request) -> Response {
-    upgrade(&instance, req, WebTorrent::default())
+    // The protocol has no `reconnect`: every WebTorrent viewer counts as new.
+    upgrade(&instance, req, Origin::New, WebTorrent::new)
 }
 
 /// Checks the handshake and admits the client, answers 101, and starts its session once the
-/// connection is upgraded.
-fn upgrade<P: Protocol>(instance: &Arc<Instance>, mut req: Request, proto: P) -> Response {
+/// connection is upgraded; `proto` makes the protocol's state for the admitted viewer.
+fn upgrade<P: Protocol>(
+    instance: &Arc<Instance>,
+    mut req: Request,
+    origin: Origin,
+    proto: impl FnOnce(Viewer) -> P,
+) -> Response {
     let accept = match handshake::accept(req.method(), req.headers()) {
         Ok(accept) => accept,
         Err(e) => return (e.status(), format!("{e}\n")).into_response(),
@@ -116,6 +131,7 @@ fn upgrade<P: Protocol>(instance: &Arc<Instance>, mut req: Request, proto: P) ->
         metrics.refused(RefuseReason::Full);
         return (StatusCode::SERVICE_UNAVAILABLE, "at max connections\n").into_response();
     };
+    let proto = proto(guard.viewer(origin));
     // Held from now on so the tracker knows a session is coming even before the upgrade ends.
     let tracked = lifecycle.sessions.token();
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -183,7 +199,20 @@ async fn metrics(State(instance): State<Arc<Instance>>) -> Response {
         .into_response()
 }
 
-async fn drain(State(instance): State<Arc<Instance>>, headers: HeaderMap) -> Response {
+/// Query parameters of `POST /admin/drain`.
+#[derive(Deserialize)]
+struct DrainParams {
+    /// Spread this drain's reconnects over this many ms instead of `drain.reconnect_window_ms`
+    /// (an autoscaler sizes it to what the other instances can take); at most the drain
+    /// deadline less `close_grace_ms`, so every viewer is told in time.
+    reconnect_window_ms: Option<u64>,
+}
+
+async fn drain(
+    State(instance): State<Arc<Instance>>,
+    Query(params): Query<DrainParams>,
+    headers: HeaderMap,
+) -> Response {
     let Some(token) = &instance.config.admin_token else {
         return (
             StatusCode::FORBIDDEN,
@@ -209,11 +238,20 @@ async fn drain(State(instance): State<Arc<Instance>>, headers: HeaderMap) -> Res
         )
             .into_response();
     }
+    let drain = &instance.config.drain;
+    let longest = drain
+        .deadline_secs
+        .saturating_mul(1000)
+        .saturating_sub(drain.close_grace_ms);
+    let window_ms = params
+        .reconnect_window_ms
+        .map_or(drain.reconnect_window_ms, |w| w.min(longest));
     info!(
         connections = instance.lifecycle.connections(),
+        reconnect_window_ms = window_ms,
         "drain requested over the admin API"
     );
-    instance.lifecycle.start_drain();
+    instance.lifecycle.start_drain_within(window_ms);
     (StatusCode::ACCEPTED, "draining\n").into_response()
 }
 

@@ -7,15 +7,25 @@
 //! learn of either by a flag they read when woken, and every session is woken when a phase
 //! starts: no session polls a shared token or lock on each wake-up. Sessions run on a
 //! [`TaskTracker`] because the HTTP server does not wait for upgraded connections.
+//!
+//! An autoscaler that drains this instance may choose how long its viewers' reconnects are
+//! spread over (`POST /admin/drain?reconnect_window_ms=`), sized to what the instances that
+//! receive them can take; the window is set once, before the drain starts.
+//!
+//! Admission also says what a connection becomes: a [`Viewer`] once it joins (or announces),
+//! counted by why it came ([`Origin`]: a viewer moved here by a drain is not a new one).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connections::Connections;
-use crate::metrics::{Metrics, Shard};
+use crate::metrics::{Metrics, Origin, Shard};
+
+/// `reconnect_window_ms` while no drain chose its own: the configured one applies.
+const CONFIGURED_WINDOW: u64 = u64::MAX;
 
 /// Shared shutdown state of one tracker.
 pub struct Lifecycle {
@@ -29,6 +39,9 @@ pub struct Lifecycle {
     stop_flag: AtomicBool,
     connections: AtomicUsize,
     max_connections: usize,
+    /// The window this drain spreads reconnects over, in ms, when the admin API chose one;
+    /// [`CONFIGURED_WINDOW`]: `drain.reconnect_window_ms`.
+    reconnect_window_ms: AtomicU64,
     metrics: Arc<Metrics>,
     registry: Arc<Connections>,
 }
@@ -45,8 +58,29 @@ impl Lifecycle {
             stop_flag: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             max_connections,
+            reconnect_window_ms: AtomicU64::new(CONFIGURED_WINDOW),
             metrics,
             registry,
+        }
+    }
+
+    /// Starts the drain with its viewers' reconnects spread over `window_ms`; a drain already
+    /// started keeps its window.
+    pub fn start_drain_within(&self, window_ms: u64) {
+        if !self.is_draining() {
+            // Stored before the flag: a session that sees the drain sees its window.
+            self.reconnect_window_ms
+                .store(window_ms.min(CONFIGURED_WINDOW - 1), Ordering::Release);
+            self.start_drain();
+        }
+    }
+
+    /// The window this drain spreads reconnects over, in ms: the one
+    /// [`start_drain_within`](Self::start_drain_within) set, else `configured`.
+    pub fn reconnect_window_ms(&self, configured: u64) -> u64 {
+        match self.reconnect_window_ms.load(Ordering::Acquire) {
+            CONFIGURED_WINDOW => configured,
+            chosen => chosen,
         }
     }
 
@@ -110,6 +144,51 @@ pub struct ConnectionGuard {
     metrics: Arc<Shard>,
 }
 
+impl ConnectionGuard {
+    /// The connection's place among the viewers, for its protocol to mark at its first join;
+    /// `origin` says why it came.
+    pub fn viewer(&self, origin: Origin) -> Viewer {
+        Viewer::new(Arc::clone(&self.metrics), origin)
+    }
+}
+
+/// A connection as a viewer: not one until its first successful join or announce, then
+/// counted once in `tracker_viewers_joined_total{origin}` and held in `tracker_viewers` until
+/// it is dropped. Owned by the protocol state of the session, so it is dropped on the worker
+/// thread whose shard counted it.
+pub struct Viewer {
+    metrics: Arc<Shard>,
+    origin: Origin,
+    joined: bool,
+}
+
+impl Viewer {
+    /// A connection of `origin` whose shard (its worker's) is `metrics`; not yet a viewer.
+    pub fn new(metrics: Arc<Shard>, origin: Origin) -> Self {
+        Self {
+            metrics,
+            origin,
+            joined: false,
+        }
+    }
+
+    /// Its join or announce succeeded: from now on it is a viewer. Later calls change nothing.
+    pub fn joined(&mut self) {
+        if !self.joined {
+            self.joined = true;
+            self.metrics.viewer_joined(self.origin);
+        }
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        if self.joined {
+            self.metrics.viewer_left();
+        }
+    }
+}
+
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.lifecycle.connections.fetch_sub(1, Ordering::AcqRel);
@@ -123,10 +202,8 @@ mod tests {
     use crate::connections::{AwaitLimits, OutboxLimits};
     use swarmtrack_protocol::InstanceId;
 
-    #[test]
-    fn admits_up_to_the_limit_and_frees_on_drop() {
-        let metrics = Arc::new(Metrics::new());
-        let registry = Arc::new(Connections::new(
+    fn registry() -> Arc<Connections> {
+        Arc::new(Connections::new(
             InstanceId(1),
             1,
             OutboxLimits {
@@ -137,8 +214,13 @@ mod tests {
                 ttl_secs: 1,
                 max: 1,
             },
-        ));
-        let l = Arc::new(Lifecycle::new(2, Arc::clone(&metrics), registry));
+        ))
+    }
+
+    #[test]
+    fn admits_up_to_the_limit_and_frees_on_drop() {
+        let metrics = Arc::new(Metrics::new());
+        let l = Arc::new(Lifecycle::new(2, Arc::clone(&metrics), registry()));
         let shard = metrics.worker_shard();
         let a = l.try_admit(&shard);
         let b = l.try_admit(&shard);
@@ -149,9 +231,53 @@ mod tests {
         drop(a);
         assert!(l.is_ready());
         assert!(l.try_admit(&shard).is_some());
-        l.start_drain();
+        assert_eq!(l.reconnect_window_ms(10_000), 10_000);
+        l.start_drain_within(2_500);
         assert!(!l.is_ready() && l.is_draining() && !l.is_stopping());
+        assert_eq!(l.reconnect_window_ms(10_000), 2_500);
+        // Already draining: the first window stays.
+        l.start_drain_within(9_000);
+        l.start_drain();
+        assert_eq!(l.reconnect_window_ms(10_000), 2_500);
         l.stop_sessions();
         assert!(l.is_stopping() && l.stop.is_cancelled());
+    }
+
+    #[test]
+    fn a_drain_without_a_window_keeps_the_configured_one() {
+        let metrics = Arc::new(Metrics::new());
+        let l = Lifecycle::new(1, metrics, registry());
+        l.start_drain();
+        l.start_drain_within(1);
+        assert_eq!(l.reconnect_window_ms(7_000), 7_000);
+    }
+
+    #[test]
+    fn a_viewer_counts_once_from_its_first_join_until_it_goes() {
+        let metrics = Arc::new(Metrics::new());
+        let l = Arc::new(Lifecycle::new(4, Arc::clone(&metrics), registry()));
+        let shard = metrics.worker_shard();
+        let value = |series: &str| {
+            metrics
+                .render()
+                .lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        let moved = l.try_admit(&shard).expect("slot");
+        let idle = l.try_admit(&shard).expect("slot");
+        let mut a = moved.viewer(Origin::Reconnect);
+        let _idle = idle.viewer(Origin::New);
+        a.joined();
+        a.joined();
+        assert_eq!(value("tracker_viewers"), 1.0);
+        assert_eq!(
+            value(r#"tracker_viewers_joined_total{origin="reconnect"}"#),
+            1.0
+        );
+        assert_eq!(value(r#"tracker_viewers_joined_total{origin="new"}"#), 0.0);
+        drop(a);
+        assert_eq!(value("tracker_viewers"), 0.0);
+        assert_eq!(value("tracker_connections"), 2.0);
     }
 }

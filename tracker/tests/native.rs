@@ -274,6 +274,34 @@ async fn disconnect_removes_the_viewer() {
 }
 
 #[tokio::test]
+async fn viewers_count_at_their_first_join_by_origin() {
+    let server = TestServer::start().await;
+    // Connected but not joined: a connection, not a viewer.
+    let idle = Client::connect(&server, Format::Json).await;
+    let mut a = Client::connect(&server, Format::Json).await;
+    a.join("v", 5).await;
+    a.join("w", 5).await;
+    let moved = format!("{}?reconnect=1", server.ws_url());
+    let mut b = Client::connect_url(&moved, Format::Json).await;
+    b.join("v", 5).await;
+    let joined = |origin: &str| format!(r#"tracker_viewers_joined_total{{origin="{origin}"}}"#);
+    assert_eq!(server.metric(&joined("new")).await, 1.0);
+    assert_eq!(server.metric(&joined("reconnect")).await, 1.0);
+    assert_eq!(server.metric("tracker_viewers").await, 2.0);
+    assert_eq!(server.metric("tracker_connections").await, 3.0);
+    b.close().await;
+    server.wait_metric("tracker_viewers", 1.0).await;
+    idle.close().await;
+    server.wait_metric("tracker_connections", 1.0).await;
+    assert_eq!(server.metric("tracker_viewers").await, 1.0);
+    let bad = format!("{}?reconnect=yes", server.ws_url());
+    assert!(matches!(
+        connect_ws(&bad, &[]).await,
+        Err(Refused::Status(400))
+    ));
+}
+
+#[tokio::test]
 async fn health_endpoints() {
     let server = TestServer::start().await;
     assert_eq!(http(server.addr, "GET", "/healthz", &[]).await.0, 200);
@@ -364,6 +392,40 @@ async fn drain_tells_viewers_to_reconnect_and_exits_when_they_left() {
         v.close().await;
     }
     server.exited().await.expect("clean exit");
+}
+
+#[tokio::test]
+async fn drain_over_the_admin_api_may_choose_its_window_within_the_deadline() {
+    // Configured window 0: every viewer would be told to go at once.
+    let server = TestServer::with_config(drain_config(0, 1_000, 10)).await;
+    let mut viewers = Vec::new();
+    for _ in 0..20 {
+        let mut v = Client::connect(&server, Format::Json).await;
+        v.join("v", 1).await;
+        viewers.push(v);
+    }
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let bad = "/admin/drain?reconnect_window_ms=soon";
+    assert_eq!(
+        http(server.addr, "POST", bad, &[("Authorization", &auth)])
+            .await
+            .0,
+        400
+    );
+    // Asked for 60 s: cut to the deadline less the close grace (9 s).
+    let path = "/admin/drain?reconnect_window_ms=60000";
+    let (status, _) = http(server.addr, "POST", path, &[("Authorization", &auth)]).await;
+    assert_eq!(status, 202);
+    let mut delays = Vec::new();
+    for v in &mut viewers {
+        match v.recv().await {
+            ServerMsg::Reconnect { after_ms } => delays.push(after_ms),
+            m => panic!("expected reconnect, got {m:?}"),
+        }
+    }
+    assert!(delays.iter().all(|&d| d <= 9_000), "{delays:?}");
+    // 20 uniform draws over 0..=9000 all at 0 would mean the window wasn't applied.
+    assert!(delays.iter().any(|&d| d > 0), "{delays:?}");
 }
 
 #[tokio::test]

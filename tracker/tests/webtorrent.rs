@@ -42,6 +42,27 @@ fn counts(v: &Value) -> (u64, u64) {
 }
 
 #[tokio::test]
+async fn a_webtorrent_peer_is_a_viewer_from_its_first_announce() {
+    let server = TestServer::start().await;
+    let mut a = peer(&server).await;
+    let scraper = peer(&server).await;
+    assert_eq!(server.metric("tracker_viewers").await, 0.0);
+    join(&mut a, &id('i', 7), &id('a', 7)).await;
+    join(&mut a, &id('j', 7), &id('a', 7)).await;
+    // The protocol has no `reconnect`: a WebTorrent viewer is always new.
+    let joined = |origin: &str| format!(r#"tracker_viewers_joined_total{{origin="{origin}"}}"#);
+    assert_eq!(server.metric(&joined("new")).await, 1.0);
+    assert_eq!(server.metric(&joined("reconnect")).await, 0.0);
+    assert_eq!(server.metric("tracker_viewers").await, 1.0);
+    a.close().await;
+    server.wait_metric("tracker_viewers", 0.0).await;
+    // A connection that never announced was never a viewer.
+    scraper.close().await;
+    server.wait_metric("tracker_connections", 0.0).await;
+    assert_eq!(server.metric(&joined("new")).await, 1.0);
+}
+
+#[tokio::test]
 async fn an_offer_and_its_answer_cross_between_two_peers_intact() {
     let server = TestServer::start().await;
     let ih = id('i', 1);

@@ -1,10 +1,20 @@
-//! The `local` provider: each instance is a tracker process on 127.0.0.1 with two free ports
+//! The `local` provider: each instance is a "machine" on 127.0.0.1 with two free ports
 //! (viewers, admin), for the demo and the end-to-end tests.
+//!
+//! A machine is a small shell process in its own process group: it "boots" for
+//! `boot_delay_secs` (as an EC2 instance takes a minute or more before its tracker listens),
+//! starts the tracker as its child, and stays up when the tracker exits or dies, as an
+//! instance stays running when its tracker process crashes. So the autoscaler meets the same
+//! cases as on EC2: a launch that takes time to serve, and a live instance whose tracker is
+//! dead. Terminating a machine kills its whole process group.
+//!
+//! Its ports are drawn below the kernel's ephemeral range, so nothing takes them implicitly
+//! while the machine boots.
 //!
 //! Its memory is a state folder with one JSON file per instance (`l<port>.json`: pid, ports,
 //! phase, launch token) written before the process starts and rewritten on each change, so a
 //! restarted autoscaler finds its processes again and a retried launch with the same token
-//! finds the first one. A process counts as alive while `/proc/<pid>` runs a program whose
+//! finds the first one. A machine counts as alive while `/proc/<pid>` runs a program whose
 //! command line holds its listen address (a recycled pid doesn't pass).
 
 use std::collections::BTreeMap;
@@ -21,6 +31,10 @@ use crate::config::LocalConfig;
 
 /// How long `terminate` waits for a killed process to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// The machine: boot for `$1` seconds, run the tracker (`$2...`), then stay up until killed.
+/// The tracker's exit status goes to the instance's log.
+const MACHINE: &str = r#"sleep "$1"; shift; "$@"; echo "swarmtrack-machine: tracker exited with status $?" >&2; while :; do sleep 3600; done"#;
 
 /// One instance's state file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,20 +88,70 @@ fn process_alive(pid: u32, addr: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
-/// The pid of a live process whose command line listens on `addr`: finds a tracker whose
+/// The process group of `pid` (field 5 of `/proc/<pid>/stat`).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// The pid of a live process whose command line listens on `addr`: finds a machine whose
 /// launch was interrupted between its start and the record of its pid.
 fn find_pid(addr: SocketAddr) -> Option<u32> {
     let needle = format!("--listen\0{addr}\0");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        (String::from_utf8_lossy(&cmdline).contains(&needle) && process_alive(pid, addr))
-            .then_some(pid)
-    })
+    let found: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            (String::from_utf8_lossy(&cmdline).contains(&needle) && process_alive(pid, addr))
+                .then_some(pid)
+        })
+        .collect();
+    // The machine and its tracker both name the address: the machine leads the group.
+    found
+        .iter()
+        .copied()
+        .find(|&pid| process_group(pid) == Some(pid))
+        .or_else(|| found.first().copied())
 }
 
-/// Two distinct free loopback ports (both held while picking).
+/// Lowest port the tracker's ports are drawn from.
+const LOW_PORT: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`).
+fn ephemeral_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Two distinct free loopback ports (both held while picking), below the kernel's ephemeral
+/// range: the tracker binds them only after the boot delay, and meanwhile a port of that range
+/// can become an outgoing connection's local port (measured: under the surge demo's load, a
+/// launch with a 60 s boot lost its admin port so). A port below it is taken only by an
+/// explicit bind.
 fn two_free_addrs() -> std::io::Result<(SocketAddr, SocketAddr)> {
+    let top = ephemeral_start().unwrap_or(32_768);
+    if top > LOW_PORT + 100 {
+        for _ in 0..200 {
+            let pick = || rand::random_range(LOW_PORT..top);
+            let (a, b) = (pick(), pick());
+            if a == b {
+                continue;
+            }
+            if let (Ok(x), Ok(y)) = (
+                TcpListener::bind(("127.0.0.1", a)),
+                TcpListener::bind(("127.0.0.1", b)),
+            ) {
+                return Ok((x.local_addr()?, y.local_addr()?));
+            }
+        }
+    }
     let a = TcpListener::bind("127.0.0.1:0")?;
     let b = TcpListener::bind("127.0.0.1:0")?;
     Ok((a.local_addr()?, b.local_addr()?))
@@ -190,13 +254,21 @@ impl LocalProvider {
             .map_err(io(format!("clone {}", log_path.display())))?;
         let env: &BTreeMap<String, String> = &self.config.env;
         // TRACKER_ADMIN_TOKEN and RUST_LOG pass through from the autoscaler's environment.
-        let mut child = Command::new(&self.config.tracker_bin)
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(MACHINE)
+            .arg("swarmtrack-machine")
+            .arg(self.config.boot_delay_secs.to_string())
+            .arg(&self.config.tracker_bin)
             .arg("--listen")
             .arg(r.addr.to_string())
             .arg("--admin-listen")
             .arg(r.admin.to_string())
             .args(&self.config.args)
             .envs(env)
+            // Its own group, so terminating it takes the tracker along, and a Ctrl-C meant for
+            // the autoscaler doesn't reach it (an EC2 instance outlives its autoscaler too).
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -267,11 +339,16 @@ impl Provider for LocalProvider {
         };
         let pid = r.pid.or_else(|| find_pid(r.addr));
         if let Some(pid) = pid.filter(|&pid| process_alive(pid, r.addr)) {
-            // As a cloud instance's termination: no goodbye. The workspace forbids unsafe code,
-            // so the `kill` utility sends the signal.
+            // As a cloud instance's termination: no goodbye, for the machine and its tracker.
+            // The workspace forbids unsafe code, so the `kill` utility sends the signal.
+            let target = match process_group(pid) {
+                Some(group) if group == pid => format!("-{group}"),
+                _ => pid.to_string(),
+            };
             let _ = Command::new("kill")
                 .arg("-KILL")
-                .arg(pid.to_string())
+                .arg("--")
+                .arg(target)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -62,6 +62,10 @@ pub async fn run(ctx: Arc<Ctx>, id: u64) {
     let deadline = Instant::now() + watch;
     let target = &ctx.targets[(id as usize) % ctx.targets.len()];
     let url = target.url_for(&swarm);
+    // Back because a draining tracker said `reconnect`: the tracker counts such a viewer as
+    // moved, not new (`?reconnect=1`, as the browser SDK does), until it has connected again.
+    let moved_url = format!("{url}&reconnect=1");
+    let mut moved = false;
     let source = source_addr(ctx.job.worker, id, ctx.spec().sources);
     let mut failures = 0u32;
     loop {
@@ -69,7 +73,8 @@ pub async fn run(ctx: Arc<Ctx>, id: u64) {
             return;
         }
         let started = Instant::now();
-        let ws = match connect(target, &url, source, CONNECT_TIMEOUT).await {
+        let this_url = if moved { &moved_url } else { &url };
+        let ws = match connect(target, this_url, source, CONNECT_TIMEOUT).await {
             Ok(ws) => ws,
             Err(e) => {
                 ctx.stats.count(C::ConnectFailures, 1);
@@ -89,10 +94,12 @@ pub async fn run(ctx: Arc<Ctx>, id: u64) {
             started,
             rng: &mut rng,
         };
+        moved = false;
         match session.run(ws).await {
             Outcome::Done => return,
             Outcome::Reconnect(after) => {
                 ctx.stats.count(C::Reconnects, 1);
+                moved = true;
                 failures = 0;
                 if !pause(&ctx, after, deadline).await {
                     return;

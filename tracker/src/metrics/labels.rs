@@ -46,6 +46,17 @@ label_enum! {
 }
 
 label_enum! {
+    /// Why a viewer connected: on its own, or told to by a draining instance (it asked for
+    /// `/v1/ws?reconnect=1`); an autoscaler counts arrivals without the viewers a drain moves.
+    Origin {
+        /// A new viewer (or one back after an error).
+        New => "new",
+        /// A viewer moved here by another instance's drain.
+        Reconnect => "reconnect",
+    }
+}
+
+label_enum! {
     /// Why an upgrade was refused.
     RefuseReason {
         /// At `max_connections`.

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 pub use histogram::{BATCH_BYTES_BUCKETS, BATCH_MESSAGES_BUCKETS, Histogram, LATENCY_BUCKETS};
 pub use labels::{
-    CloseReason, DropReason, FailureKind, ReceivedKind, RefuseReason, RelayPath, RemoteDrop,
-    SignalKind,
+    CloseReason, DropReason, FailureKind, Origin, ReceivedKind, RefuseReason, RelayPath,
+    RemoteDrop, SignalKind,
 };
 
 use swarmtrack_protocol::{ErrorCode, Format};
@@ -84,6 +84,7 @@ pub struct Shard {
     connections_opened: Counter,
     closed: Family<{ CloseReason::COUNT }>,
     refused: Family<{ RefuseReason::COUNT }>,
+    viewers_joined: Family<{ Origin::COUNT }>,
     received: [Family<2>; ReceivedKind::COUNT],
     webtorrent_failures: Family<{ FailureKind::COUNT }>,
     relayed: [Family<{ RelayPath::COUNT }>; SignalKind::COUNT],
@@ -106,6 +107,7 @@ pub struct Shard {
     redis_reconnects: Counter,
     redis_resubscribes: Counter,
     connections: Delta,
+    viewers: Delta,
     swarms: Delta,
     memberships: Delta,
     join_seconds: Histogram,
@@ -122,6 +124,7 @@ impl Shard {
             connections_opened: Counter::default(),
             closed: family(),
             refused: family(),
+            viewers_joined: family(),
             received: std::array::from_fn(|_| family()),
             webtorrent_failures: family(),
             relayed: std::array::from_fn(|_| family()),
@@ -144,6 +147,7 @@ impl Shard {
             redis_reconnects: Counter::default(),
             redis_resubscribes: Counter::default(),
             connections: Delta::default(),
+            viewers: Delta::default(),
             swarms: Delta::default(),
             memberships: Delta::default(),
             join_seconds: Histogram::new(&LATENCY_BUCKETS),
@@ -166,6 +170,17 @@ impl Shard {
     /// Adds `n` (may be negative) to the open connections.
     pub fn connections(&self, n: i64) {
         self.connections.add(n, self.single_writer);
+    }
+
+    /// Counts a connection's first successful join or announce: one more viewer, of `origin`.
+    pub fn viewer_joined(&self, origin: Origin) {
+        self.inc(&self.viewers_joined[origin as usize], 1);
+        self.viewers.add(1, self.single_writer);
+    }
+
+    /// A viewer's connection ended.
+    pub fn viewer_left(&self) {
+        self.viewers.add(-1, self.single_writer);
     }
 
     /// Adds `n` to the swarms with a local member.

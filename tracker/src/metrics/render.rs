@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{
-    CloseReason, Counter, DropReason, FailureKind, Histogram, Levels, ReceivedKind, RefuseReason,
-    RelayPath, RemoteDrop, Shard, SignalKind, process,
+    CloseReason, Counter, DropReason, FailureKind, Histogram, Levels, Origin, ReceivedKind,
+    RefuseReason, RelayPath, RemoteDrop, Shard, SignalKind, process,
 };
 use swarmtrack_protocol::{ErrorCode, Format};
 
@@ -98,6 +98,21 @@ pub(super) fn render(shards: &[Arc<Shard>], levels: &Levels) -> String {
         CloseReason::ALL,
         CloseReason::as_str,
         |s, r| &s.closed[r as usize],
+    );
+    o.gauge(
+        "tracker_viewers",
+        "Open connections that have joined a swarm or announced.",
+        delta(|s| s.viewers.get()),
+    );
+    o.labeled(
+        (
+            "tracker_viewers_joined_total",
+            "origin",
+            "Connections whose first join or announce succeeded, by origin (new, reconnect).",
+        ),
+        Origin::ALL,
+        Origin::as_str,
+        |s, origin| &s.viewers_joined[origin as usize],
     );
     o.labeled(
         (

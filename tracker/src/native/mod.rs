@@ -15,6 +15,7 @@ use bytes::Bytes;
 use rand::Rng;
 use tracing::debug;
 
+use crate::lifecycle::Viewer;
 use crate::metrics::{DropReason, ReceivedKind};
 use crate::relay::SendError;
 use crate::session::{Conn, Ending, Protocol};
@@ -30,12 +31,14 @@ use swarmtrack_protocol::{
 pub struct Native {
     /// The format replies go out in: the client's last frame's, or `?format=` until then.
     format: Format,
+    /// A viewer from its first join.
+    viewer: Viewer,
 }
 
 impl Native {
     /// A client that gets `welcome` (and replies until it sends a frame) in `format`.
-    pub fn new(format: Format) -> Self {
-        Self { format }
+    pub fn new(format: Format, viewer: Viewer) -> Self {
+        Self { format, viewer }
     }
 }
 
@@ -63,6 +66,10 @@ impl Protocol for Native {
         self.format = format;
         let mut replies = Vec::new();
         on_frame(cx, &msg, &mut replies).await;
+        if !cx.swarms.is_empty() {
+            // In a swarm after this frame: it joined.
+            self.viewer.joined();
+        }
         for r in &replies {
             if let ServerMsg::Error { code, .. } = r {
                 cx.metrics().error_sent(*code);
@@ -82,7 +89,11 @@ impl Protocol for Native {
 
     fn on_drain(&mut self, cx: &mut Conn<'_>) -> Duration {
         let drain = &cx.config().drain;
-        let after_ms = rand::rng().random_range(0..=drain.reconnect_window_ms);
+        let window = cx
+            .instance()
+            .lifecycle
+            .reconnect_window_ms(drain.reconnect_window_ms);
+        let after_ms = rand::rng().random_range(0..=window);
         write::replies(
             cx.out(),
             self.format,

@@ -23,6 +23,7 @@ use std::time::Duration;
 use rand::Rng;
 use tracing::debug;
 
+use crate::lifecycle::Viewer;
 use crate::metrics::{FailureKind, ReceivedKind};
 use crate::session::{Conn, Ending, Protocol};
 use crate::signal::{Payload, Signal, SignalKind};
@@ -36,9 +37,20 @@ use routes::Routes;
 use swarmtrack_protocol::Format;
 
 /// A WebTorrent client's own state.
-#[derive(Default)]
 pub struct WebTorrent {
     routes: Routes,
+    /// A viewer from its first announce.
+    viewer: Viewer,
+}
+
+impl WebTorrent {
+    /// A client that becomes `viewer` at its first announce.
+    pub fn new(viewer: Viewer) -> Self {
+        Self {
+            routes: Routes::default(),
+            viewer,
+        }
+    }
 }
 
 impl Protocol for WebTorrent {
@@ -48,6 +60,10 @@ impl Protocol for WebTorrent {
 
     async fn on_message(&mut self, cx: &mut Conn<'_>, msg: Message) -> Result<(), Ending> {
         on_frame(cx, self, &msg).await;
+        if !cx.swarms.is_empty() {
+            // In a swarm after this frame: it announced.
+            self.viewer.joined();
+        }
         Ok(())
     }
 
@@ -74,7 +90,8 @@ impl Protocol for WebTorrent {
     fn on_drain(&mut self, cx: &mut Conn<'_>) -> Duration {
         // The protocol has no `reconnect`: close with 1012 at a random time in the window,
         // and the client's own reconnect logic spreads the load over the other instances.
-        let window = cx.config().drain.reconnect_window_ms;
+        let configured = cx.config().drain.reconnect_window_ms;
+        let window = cx.instance().lifecycle.reconnect_window_ms(configured);
         Duration::from_millis(rand::rng().random_range(0..=window))
     }
 

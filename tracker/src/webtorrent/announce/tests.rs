@@ -4,10 +4,13 @@
 use super::*;
 use crate::config::Config;
 use crate::instance::Instance;
+use crate::lifecycle::Viewer;
+use crate::metrics::Origin;
 use crate::session::{Protocol, TestConn};
 use crate::webtorrent::request::{self, Request, RequestLimits};
 use crate::worker::Worker;
 use std::rc::Rc;
+use std::sync::Arc;
 
 const LIMITS: RequestLimits = RequestLimits {
     max_offers: 10,
@@ -35,7 +38,7 @@ impl Peer {
     fn new(worker: &Rc<Worker>, n: u8) -> Self {
         Self {
             conn: TestConn::new(worker),
-            wt: WebTorrent::default(),
+            wt: WebTorrent::new(Viewer::new(Arc::clone(&worker.metrics), Origin::New)),
             peer_id: format!("-peer-{n:02}-{}", "x".repeat(11)),
         }
     }
