@@ -19,6 +19,7 @@ use crate::harness::plot;
 use crate::harness::workers::{self, Assignment};
 use crate::native::options::{RampArgs, RunArgs, peak_connections};
 use crate::native::report::Native;
+use crate::pairs::PairsArgs;
 use crate::webtorrent::options::WebtorrentArgs;
 use crate::webtorrent::report::Webtorrent;
 
@@ -46,6 +47,9 @@ pub enum Command {
     /// Browser WebTorrent peers against a tracker's `/announce` (closed loop; `--ramp` finds
     /// the knee).
     Webtorrent(WebtorrentArgs),
+    /// Fixed pairs of viewers relaying to each other, closed loop: the server's relayed
+    /// messages per second and CPU per message (swarmtrack, or the bare relay as the ceiling).
+    Pairs(PairsArgs),
     /// A worker of a run: started by the simulator itself (its plan on stdin, events on
     /// stdout), or with `--listen` on another host for a parent's `--worker-at`.
     Worker(WorkerArgs),
@@ -98,6 +102,8 @@ pub enum Plan {
     Native(Run<<Native as Mode>::Spec>, Output),
     /// A WebTorrent run.
     Webtorrent(Run<<Webtorrent as Mode>::Spec>, Output),
+    /// A fixed-pairs run.
+    Pairs(PairsArgs),
     /// Be a worker.
     Worker(WorkerArgs),
 }
@@ -132,6 +138,10 @@ impl Command {
                     run.processes.total(),
                 )?;
                 Ok(Plan::Webtorrent(run, w.output))
+            }
+            Command::Pairs(p) => {
+                p.validate().map_err(Invalid)?;
+                Ok(Plan::Pairs(p))
             }
             Command::Worker(w) => Ok(Plan::Worker(w)),
         }

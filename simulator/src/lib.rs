@@ -5,11 +5,13 @@
 //! Layout: [`harness`] (what both modes share: the plan, the per-process engine, workers on
 //! this host and others, measurements, the controller, verdicts and the knee, the report and
 //! the plot), two modes over it, [`native`] (swarmtrack's protocol) and [`webtorrent`] (the
-//! WebTorrent tracker protocol), [`target`] (where connections go), and [`cli`] (the command
-//! line, above everything).
+//! WebTorrent tracker protocol), [`pairs`] (fixed pairs relaying closed loop, outside the
+//! harness: the relay's throughput per core, against swarmtrack or the bare relay), [`target`]
+//! (where connections go), and [`cli`] (the command line, above everything).
 
 pub mod cli;
 pub mod harness;
 pub mod native;
+pub mod pairs;
 pub mod target;
 pub mod webtorrent;

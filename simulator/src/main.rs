@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         match plan {
             Plan::Native(run, output) => cli::simulate::<Native>(run, &output).await,
             Plan::Webtorrent(run, output) => cli::simulate::<Webtorrent>(run, &output).await,
+            Plan::Pairs(args) => simulator::pairs::run(args).await,
             Plan::Worker(args) => cli::worker(args).await,
         }
     });

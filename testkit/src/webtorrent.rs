@@ -150,3 +150,95 @@ impl WtClient {
         let _ = within("client close", self.ws.close(None)).await;
     }
 }
+
+/// What [`late_answers`] saw: which offers got their answer back to the offerer, and how many
+/// failures the answerers were sent.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LateAnswers {
+    /// Offers answered (all of them, each once).
+    pub sent: std::collections::BTreeSet<String>,
+    /// Offers whose answer reached the offerer.
+    pub forwarded: std::collections::BTreeSet<String>,
+    /// Failure replies the answerers got.
+    pub failures: usize,
+}
+
+/// aquatic_ws_load_test's pattern against the tracker at `url`: one connection has many offers
+/// in flight to the same two peers, in `torrents` torrents, `rounds` times over, and its peers
+/// answer them late (all at the end, latest first), while it is still connected.
+///
+/// No burst: each announce's reply is read before the next, and answers go a few at a time,
+/// each group followed by a scrape on the answerer and on the offerer (its reply comes after
+/// everything the connection's earlier requests caused). aquatic_ws drops whatever overflows
+/// a connection's 16-message queue, and swarmtrack what overflows an outbox
+/// (`websocket.outbox_capacity`): neither is what this is about.
+pub async fn late_answers(url: &str, torrents: u32, rounds: u32) -> LateAnswers {
+    const GROUP: usize = 8;
+    let po = id('o', 900);
+    let answerers = [id('a', 900), id('b', 900)];
+    let mut o = WtClient::connect(url).await;
+    let mut peers = Vec::new();
+    for p in &answerers {
+        let mut c = WtClient::connect(url).await;
+        for t in 0..torrents {
+            c.send(&announce(&id('t', t), p, &[])).await;
+            expect_announce_reply(&c.recv().await);
+        }
+        peers.push(c);
+    }
+    // Round after round, two offers per torrent: one to each answerer.
+    let mut received: Vec<Vec<(String, String)>> = vec![Vec::new(); answerers.len()];
+    for round in 0..rounds {
+        for t in 0..torrents {
+            let offers = [
+                id('x', round * 10_000 + t * 2),
+                id('x', round * 10_000 + t * 2 + 1),
+            ];
+            o.send(&announce(&id('t', t), &po, &offers)).await;
+            expect_announce_reply(&o.recv().await);
+            for (c, got) in peers.iter_mut().zip(&mut received) {
+                let v = c.recv().await;
+                assert_eq!(v["peer_id"], po, "{v}");
+                got.push((
+                    v["info_hash"].as_str().expect("info_hash").to_owned(),
+                    v["offer_id"].as_str().expect("offer_id").to_owned(),
+                ));
+            }
+        }
+    }
+    let mut sent = std::collections::BTreeSet::new();
+    let mut forwarded = std::collections::BTreeSet::new();
+    let mut failures = 0;
+    for ((c, got), p) in peers.iter_mut().zip(&received).zip(&answerers) {
+        for group in got.rchunks(GROUP) {
+            for (ih, offer_id) in group.iter().rev() {
+                c.send(&answer(ih, p, &po, offer_id)).await;
+                sent.insert(offer_id.clone());
+            }
+            // aquatic_ws replies to an answer too; bittorrent-tracker and swarmtrack don't.
+            let (_, before) = c.scrape_sync(&id('t', 0)).await;
+            failures += before
+                .iter()
+                .filter(|v| v.get("failure reason").is_some())
+                .count();
+            let (_, before) = o.scrape_sync(&id('t', 0)).await;
+            forwarded.extend(
+                before
+                    .iter()
+                    .filter(|v| v.get("answer").is_some())
+                    .map(|v| v["offer_id"].as_str().expect("offer_id").to_owned()),
+            );
+        }
+    }
+    LateAnswers {
+        sent,
+        forwarded,
+        failures,
+    }
+}
+
+fn expect_announce_reply(v: &Value) {
+    assert_eq!(v["action"], "announce", "{v}");
+    assert!(v.get("failure reason").is_none(), "{v}");
+    assert!(v.get("offer").is_none() && v.get("answer").is_none(), "{v}");
+}

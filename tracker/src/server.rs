@@ -233,7 +233,7 @@ pub async fn run(
         }
         None => None,
     };
-    info!(%id, addr = %main_addr, workers = worker_count, "tracker started");
+    info!(instance = %id, addr = %main_addr, workers = worker_count, "tracker started");
 
     drain(&instance, &shutdown).await;
     stop_http.cancel();

@@ -10,7 +10,9 @@ use testkit::http::{metric_value, request as http};
 use testkit::native::Client;
 use testkit::redis::RedisServer;
 use testkit::tracker::{ADMIN_TOKEN, TestServer, test_config};
-use testkit::webtorrent::{WtClient, announce, answer, answer_object, id, offer_object, scrape};
+use testkit::webtorrent::{
+    WtClient, announce, answer, answer_object, id, late_answers, offer_object, scrape,
+};
 use testkit::{Deadline, eventually};
 use tokio_tungstenite::tungstenite::Message;
 use tracker::config::Config;
@@ -669,4 +671,38 @@ async fn answers_are_not_limited_by_the_answerers_own_rate() {
     for c in &mut offerers {
         assert!(c.recv().await.get("answer").is_some());
     }
+}
+
+/// aquatic_ws_load_test's pattern: a connection has many offers in flight to the same peers,
+/// in many torrents, and its peers answer them late, after more offers from it arrived. Each
+/// answer to an offer the tracker delivered, while its offerer is connected, is forwarded
+/// (issue 13: the first record of offers, on the answerer, kept its last 64 offers, forgot
+/// older ones it had delivered, and refused ~22,000 answers a second as `unknown_offer`).
+/// tracker/tests/aquatic_diff.rs runs the same against aquatic_ws.
+#[tokio::test]
+async fn many_offers_in_flight_answered_late_are_all_forwarded() {
+    // The load test's connections announce as fast as replies come, in many torrents: the
+    // rate and swarm limits out of the way, as in `scripts/bench aquatic`.
+    let mut config = test_config();
+    config.limits.messages_per_sec = 100_000;
+    config.limits.burst = 100_000;
+    config.webtorrent.max_swarms_per_connection = 1_000;
+    let server = TestServer::with_config(config).await;
+    // 120 offers to each answerer: more than the 64 the first record kept.
+    let seen = late_answers(&wt_url(&server), 40, 3).await;
+    assert_eq!(seen.sent.len(), 240);
+    assert_eq!(seen.forwarded, seen.sent);
+    assert_eq!(seen.failures, 0);
+    assert_eq!(
+        server
+            .metric(r#"tracker_webtorrent_failures_total{reason="unknown_offer"}"#)
+            .await,
+        0.0
+    );
+    assert_eq!(
+        server
+            .metric(r#"tracker_messages_dropped_total{reason="unexpected_answer"}"#)
+            .await,
+        0.0
+    );
 }

@@ -200,13 +200,22 @@ impl<P: Protocol> Session<P> {
     }
 
     /// Runs the connection to its end, then leaves every swarm and closes the socket.
-    pub async fn run(mut self) {
-        self.worker.metrics.connection_opened();
-        let ending = match self.call_sync(|p, cx| p.start(cx)) {
-            Ok(()) => self.serve().await,
-            Err(e) => e,
-        };
-        self.finish(ending).await;
+    ///
+    /// The future is what every connection's task holds while idle, so its size is memory per
+    /// viewer (`scripts/heap-profile`). Written as a block rather than an `async fn`, which
+    /// would keep a second copy of `self` in it; and the close is boxed: its future (socket,
+    /// timeout, a read buffer for the client's close) would otherwise double every task's size
+    /// for a moment that comes once.
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    pub fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            self.worker.metrics.connection_opened();
+            let ending = match self.call_sync(|p, cx| p.start(cx)) {
+                Ok(()) => self.serve().await,
+                Err(e) => e,
+            };
+            Box::pin(self.finish(ending)).await;
+        }
     }
 
     /// Writes the signals taken from the outbox, then handles the client's events, and sends
@@ -375,11 +384,14 @@ impl<P: Protocol> Session<P> {
         queued: &mut Vec<Signal>,
         events: &mut Vec<Event>,
     ) -> Poll<Wake> {
-        let instance = &self.worker.instance;
+        let worker = &*self.worker;
+        let instance = &worker.instance;
         let lifecycle = &instance.lifecycle;
         if lifecycle.is_stopping() || (!draining && lifecycle.is_draining()) {
             return Poll::Ready(Wake::Lifecycle);
         }
+        worker.signals.fill(queued);
+        worker.events.fill(events);
         if self.ws.has_unsent()
             && let Poll::Ready(Err(e)) = self.ws.poll_flush(cx)
         {
@@ -410,6 +422,9 @@ impl<P: Protocol> Session<P> {
             _ => {}
         }
         if queued.is_empty() && events.is_empty() {
+            // Waiting: the lists go back to the thread's pool (an idle session holds none).
+            worker.signals.reclaim(queued);
+            worker.events.reclaim(events);
             Poll::Pending
         } else {
             Poll::Ready(Wake::Work)
