@@ -19,10 +19,10 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::instance::Instance;
-use crate::lifecycle::Viewer;
 use crate::metrics::{Origin, RefuseReason};
 use crate::native::Native;
 use crate::session::{Protocol, Session};
+use crate::viewer::Viewer;
 use crate::webtorrent::WebTorrent;
 use crate::worker::Worker;
 use crate::ws::{WsConn, WsLimits, handshake};
@@ -88,23 +88,18 @@ async fn ws_upgrade(
         Some("1") => Origin::Reconnect,
         Some(_) => return (StatusCode::BAD_REQUEST, "reconnect must be 0 or 1\n").into_response(),
     };
-    upgrade(&instance, req, origin, |viewer| Native::new(format, viewer))
+    upgrade(&instance, req, Native::new(format, Viewer::new(origin)))
 }
 
 /// `GET /announce` and `GET /`: the WebTorrent tracker protocol.
 async fn webtorrent_upgrade(State(instance): State<Arc<Instance>>, req: Request) -> Response {
     // The protocol has no `reconnect`: every WebTorrent viewer counts as new.
-    upgrade(&instance, req, Origin::New, WebTorrent::new)
+    upgrade(&instance, req, WebTorrent::new(Viewer::new(Origin::New)))
 }
 
 /// Checks the handshake and admits the client, answers 101, and starts its session once the
-/// connection is upgraded; `proto` makes the protocol's state for the admitted viewer.
-fn upgrade<P: Protocol>(
-    instance: &Arc<Instance>,
-    mut req: Request,
-    origin: Origin,
-    proto: impl FnOnce(Viewer) -> P,
-) -> Response {
+/// connection is upgraded.
+fn upgrade<P: Protocol>(instance: &Arc<Instance>, mut req: Request, proto: P) -> Response {
     let accept = match handshake::accept(req.method(), req.headers()) {
         Ok(accept) => accept,
         Err(e) => return (e.status(), format!("{e}\n")).into_response(),
@@ -131,7 +126,6 @@ fn upgrade<P: Protocol>(
         metrics.refused(RefuseReason::Full);
         return (StatusCode::SERVICE_UNAVAILABLE, "at max connections\n").into_response();
     };
-    let proto = proto(guard.viewer(origin));
     // Held from now on so the tracker knows a session is coming even before the upgrade ends.
     let tracked = lifecycle.sessions.token();
     let on_upgrade = hyper::upgrade::on(&mut req);

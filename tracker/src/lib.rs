@@ -22,6 +22,7 @@ pub(crate) mod session;
 pub(crate) mod signal;
 pub(crate) mod swarm;
 pub(crate) mod swarm_key;
+pub(crate) mod viewer;
 pub(crate) mod webtorrent;
 pub(crate) mod worker;
 pub(crate) mod ws;

@@ -11,9 +11,6 @@
 //! An autoscaler that drains this instance may choose how long its viewers' reconnects are
 //! spread over (`POST /admin/drain?reconnect_window_ms=`), sized to what the instances that
 //! receive them can take; the window is set once, before the drain starts.
-//!
-//! Admission also says what a connection becomes: a [`Viewer`] once it joins (or announces),
-//! counted by why it came ([`Origin`]: a viewer moved here by a drain is not a new one).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connections::Connections;
-use crate::metrics::{Metrics, Origin, Shard};
+use crate::metrics::{Metrics, Shard};
 
 /// `reconnect_window_ms` while no drain chose its own: the configured one applies.
 const CONFIGURED_WINDOW: u64 = u64::MAX;
@@ -144,51 +141,6 @@ pub struct ConnectionGuard {
     metrics: Arc<Shard>,
 }
 
-impl ConnectionGuard {
-    /// The connection's place among the viewers, for its protocol to mark at its first join;
-    /// `origin` says why it came.
-    pub fn viewer(&self, origin: Origin) -> Viewer {
-        Viewer::new(Arc::clone(&self.metrics), origin)
-    }
-}
-
-/// A connection as a viewer: not one until its first successful join or announce, then
-/// counted once in `tracker_viewers_joined_total{origin}` and held in `tracker_viewers` until
-/// it is dropped. Owned by the protocol state of the session, so it is dropped on the worker
-/// thread whose shard counted it.
-pub struct Viewer {
-    metrics: Arc<Shard>,
-    origin: Origin,
-    joined: bool,
-}
-
-impl Viewer {
-    /// A connection of `origin` whose shard (its worker's) is `metrics`; not yet a viewer.
-    pub fn new(metrics: Arc<Shard>, origin: Origin) -> Self {
-        Self {
-            metrics,
-            origin,
-            joined: false,
-        }
-    }
-
-    /// Its join or announce succeeded: from now on it is a viewer. Later calls change nothing.
-    pub fn joined(&mut self) {
-        if !self.joined {
-            self.joined = true;
-            self.metrics.viewer_joined(self.origin);
-        }
-    }
-}
-
-impl Drop for Viewer {
-    fn drop(&mut self) {
-        if self.joined {
-            self.metrics.viewer_left();
-        }
-    }
-}
-
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.lifecycle.connections.fetch_sub(1, Ordering::AcqRel);
@@ -250,34 +202,5 @@ mod tests {
         l.start_drain();
         l.start_drain_within(1);
         assert_eq!(l.reconnect_window_ms(7_000), 7_000);
-    }
-
-    #[test]
-    fn a_viewer_counts_once_from_its_first_join_until_it_goes() {
-        let metrics = Arc::new(Metrics::new());
-        let l = Arc::new(Lifecycle::new(4, Arc::clone(&metrics), registry()));
-        let shard = metrics.worker_shard();
-        let value = |series: &str| {
-            metrics
-                .render()
-                .lines()
-                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-                .unwrap_or(f64::NAN)
-        };
-        let moved = l.try_admit(&shard).expect("slot");
-        let idle = l.try_admit(&shard).expect("slot");
-        let mut a = moved.viewer(Origin::Reconnect);
-        let _idle = idle.viewer(Origin::New);
-        a.joined();
-        a.joined();
-        assert_eq!(value("tracker_viewers"), 1.0);
-        assert_eq!(
-            value(r#"tracker_viewers_joined_total{origin="reconnect"}"#),
-            1.0
-        );
-        assert_eq!(value(r#"tracker_viewers_joined_total{origin="new"}"#), 0.0);
-        drop(a);
-        assert_eq!(value("tracker_viewers"), 0.0);
-        assert_eq!(value("tracker_connections"), 2.0);
     }
 }

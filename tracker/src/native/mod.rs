@@ -15,12 +15,12 @@ use bytes::Bytes;
 use rand::Rng;
 use tracing::debug;
 
-use crate::lifecycle::Viewer;
 use crate::metrics::{DropReason, ReceivedKind};
 use crate::relay::SendError;
 use crate::session::{Conn, Ending, Protocol};
 use crate::signal::{CandList, NativeBody, NativePayload, Payload, Signal, SignalKind, Span, Text};
 use crate::swarm::{JoinError, JoinRequest};
+use crate::viewer::Viewer;
 use crate::ws::Message;
 use swarmtrack_protocol::{
     CandsIn, Decoded, ErrorCode, Format, Incoming, RawList, ServerMsg, SignalIn, WelcomeLimits,
@@ -68,7 +68,7 @@ impl Protocol for Native {
         on_frame(cx, &msg, &mut replies).await;
         if !cx.swarms.is_empty() {
             // In a swarm after this frame: it joined.
-            self.viewer.joined();
+            self.viewer.joined(cx.metrics());
         }
         for r in &replies {
             if let ServerMsg::Error { code, .. } = r {

@@ -23,11 +23,11 @@ use std::time::Duration;
 use rand::Rng;
 use tracing::debug;
 
-use crate::lifecycle::Viewer;
 use crate::metrics::{FailureKind, ReceivedKind};
 use crate::session::{Conn, Ending, Protocol};
 use crate::signal::{Payload, Signal, SignalKind};
 use crate::swarm_key::WEBTORRENT_KEY_LEN;
+use crate::viewer::Viewer;
 use crate::ws::Message;
 use crate::ws::frame::Opcode;
 use announce::Reply;
@@ -62,7 +62,7 @@ impl Protocol for WebTorrent {
         on_frame(cx, self, &msg).await;
         if !cx.swarms.is_empty() {
             // In a swarm after this frame: it announced.
-            self.viewer.joined();
+            self.viewer.joined(cx.metrics());
         }
         Ok(())
     }

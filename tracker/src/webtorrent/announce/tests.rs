@@ -4,13 +4,12 @@
 use super::*;
 use crate::config::Config;
 use crate::instance::Instance;
-use crate::lifecycle::Viewer;
 use crate::metrics::Origin;
 use crate::session::{Protocol, TestConn};
+use crate::viewer::Viewer;
 use crate::webtorrent::request::{self, Request, RequestLimits};
 use crate::worker::Worker;
 use std::rc::Rc;
-use std::sync::Arc;
 
 const LIMITS: RequestLimits = RequestLimits {
     max_offers: 10,
@@ -38,7 +37,7 @@ impl Peer {
     fn new(worker: &Rc<Worker>, n: u8) -> Self {
         Self {
             conn: TestConn::new(worker),
-            wt: WebTorrent::new(Viewer::new(Arc::clone(&worker.metrics), Origin::New)),
+            wt: WebTorrent::new(Viewer::new(Origin::New)),
             peer_id: format!("-peer-{n:02}-{}", "x".repeat(11)),
         }
     }
