@@ -10,6 +10,7 @@
 pub(crate) mod backplane;
 pub mod config;
 pub(crate) mod connections;
+pub(crate) mod fleet_key;
 pub(crate) mod http;
 pub(crate) mod instance;
 pub(crate) mod json;
