@@ -297,7 +297,8 @@ impl Reading {
 /// Bad options, a pair that couldn't be set up, a report that couldn't be written.
 pub async fn run(args: PairsArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
-    crate::cli::raise_fd_limit();
+    // The soft descriptor limit up to the hard one (what the CLI does for the other modes).
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let report = tokio::task::LocalSet::new()
         .run_until(measure(&args))
         .await?;
