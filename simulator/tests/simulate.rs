@@ -215,7 +215,9 @@ async fn a_ramp_finds_a_knee_below_a_tiny_rate_limit() {
     let url = t.ws_url();
     // About 40 viewers at any time (10/s watching 4 s), one swarm; the extra negotiations
     // rise by 20/s a step, so each viewer's message rate climbs through the limit. Viewers
-    // leaving while others offer to them cost a few refusals: hence 5 % allowed.
+    // leaving while others offer to them cost a few refusals: hence 5 % allowed. The latency
+    // bound is loose on purpose: on a loaded 2-core CI machine a step can fail on join p99
+    // before it reaches the limit, and this test is about the limit.
     let (out, _) = simulate(&[
         "ramp",
         "--url",
@@ -241,7 +243,7 @@ async fn a_ramp_finds_a_knee_below_a_tiny_rate_limit() {
         "--max-steps",
         "8",
         "--max-p99",
-        "1s",
+        "10s",
         "--max-loss",
         "0.05",
         "--lost-after",
