@@ -121,6 +121,8 @@ struct Inner {
     config: RedisConfig,
     cmd: RwLock<Option<Conn>>,
     up: AtomicBool,
+    /// True while the relay channel is subscribed (the instance can receive).
+    subscribed: AtomicBool,
     /// Bumped at every (re)connection of the command link, so membership re-registers.
     epoch: watch::Sender<u64>,
     /// Asks the supervisor to reconnect now.
@@ -165,6 +167,7 @@ impl Backplane {
                 config: config.clone(),
                 cmd: RwLock::new(None),
                 up: AtomicBool::new(false),
+                subscribed: AtomicBool::new(false),
                 epoch,
                 broken: Notify::new(),
                 metrics,
@@ -193,6 +196,11 @@ impl Backplane {
     /// True while the command link is connected.
     pub fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
+    }
+
+    /// True while subscribed to this instance's relay channel: it can receive signals.
+    pub fn is_subscribed(&self) -> bool {
+        self.inner.subscribed.load(Ordering::Acquire)
     }
 
     /// Changes at every (re)connection of the command link.
@@ -506,6 +514,7 @@ async fn subscribe(
             continue;
         };
         inner.metrics.set_redis_subscribed(true);
+        inner.subscribed.store(true, Ordering::Release);
         if subscribed_before {
             // Whatever was published meanwhile is lost: count the gap.
             inner.metrics.shared().redis_resubscribe();
@@ -547,6 +556,7 @@ async fn subscribe(
                 }
             }
         }
+        inner.subscribed.store(false, Ordering::Release);
         inner.metrics.set_redis_subscribed(false);
         warn!(channel, "redis subscriber link lost; reconnecting");
     }

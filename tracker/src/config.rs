@@ -91,7 +91,24 @@ pub struct RedisConfig {
     pub reconnect_max_backoff_ms: u64,
     /// How often a quiet connection is checked with PING, milliseconds.
     pub health_check_ms: u64,
+    /// How often an instance says it is alive (a signed heartbeat in `{prefix}:live`), ms.
+    pub liveness_interval_ms: u64,
+    /// An instance whose last heartbeat is older than this is dead: none of its members is
+    /// handed out and no signal to it is queued, ms (more than twice `liveness_interval_ms`).
+    pub liveness_ttl_ms: u64,
+    /// The fleet key members and heartbeats are signed with, from `TRACKER_FLEET_KEY` only.
+    #[serde(skip)]
+    pub fleet_key: Option<Secret>,
+    /// The previous fleet key, still accepted during a rotation, from
+    /// `TRACKER_FLEET_KEY_PREVIOUS` only.
+    #[serde(skip)]
+    pub fleet_key_previous: Option<Secret>,
 }
+
+/// The environment variable that holds the fleet key.
+pub const FLEET_KEY_ENV: &str = "TRACKER_FLEET_KEY";
+/// The environment variable that holds the previous fleet key (during a rotation).
+pub const FLEET_KEY_PREVIOUS_ENV: &str = "TRACKER_FLEET_KEY_PREVIOUS";
 
 impl Default for RedisConfig {
     fn default() -> Self {
@@ -114,6 +131,10 @@ impl Default for RedisConfig {
             reconnect_min_backoff_ms: 100,
             reconnect_max_backoff_ms: 5_000,
             health_check_ms: 1_000,
+            liveness_interval_ms: 500,
+            liveness_ttl_ms: 1_500,
+            fleet_key: None,
+            fleet_key_previous: None,
         }
     }
 }
@@ -122,6 +143,24 @@ impl RedisConfig {
     /// True when a single server or a cluster is configured.
     pub fn enabled(&self) -> bool {
         self.url.is_some() || !self.cluster.is_empty()
+    }
+
+    /// The fleet keys, if a key is set.
+    ///
+    /// # Errors
+    /// A key too short to be a random one.
+    pub(crate) fn fleet_keys(
+        &self,
+    ) -> Result<Option<crate::fleet_key::FleetKeys>, crate::fleet_key::FleetKeyError> {
+        self.fleet_key
+            .as_ref()
+            .map(|k| {
+                crate::fleet_key::FleetKeys::new(
+                    k.expose(),
+                    self.fleet_key_previous.as_ref().map(Secret::expose),
+                )
+            })
+            .transpose()
     }
 }
 
@@ -416,6 +455,15 @@ impl Config {
             .ok()
             .filter(|t| !t.is_empty())
             .map(Secret::new);
+        let secret = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(Secret::new)
+        };
+        config.redis.fleet_key = secret(FLEET_KEY_ENV);
+        config.redis.fleet_key_previous = secret(FLEET_KEY_PREVIOUS_ENV);
+        config.redis.fleet_keys().context("fleet key")?;
         config.admin_token = std::env::var(ADMIN_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty())
@@ -522,7 +570,7 @@ impl Config {
             }
         }
         let r = &self.redis;
-        let redis_checks: [(bool, &str); 7] = [
+        let redis_checks: [(bool, &str); 8] = [
             (
                 r.url.is_none() || r.cluster.is_empty(),
                 "redis.url and redis.cluster are exclusive",
@@ -530,6 +578,10 @@ impl Config {
             (
                 r.refresh_interval_secs > 0 && r.membership_ttl_secs > r.refresh_interval_secs,
                 "redis.membership_ttl_secs must be > redis.refresh_interval_secs > 0",
+            ),
+            (
+                r.liveness_interval_ms > 0 && r.liveness_ttl_ms > 2 * r.liveness_interval_ms,
+                "redis.liveness_ttl_ms must be > 2 * redis.liveness_interval_ms > 0",
             ),
             (
                 r.batch_max_messages > 0,

@@ -29,7 +29,7 @@ use crate::instance::Instance;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::relay::{Relay, remote};
-use crate::swarm::{Directory, Membership, SwarmIndex};
+use crate::swarm::{Directory, DirectoryParts, Membership, SwarmIndex};
 use crate::worker::Worker;
 use swarmtrack_protocol::InstanceId;
 
@@ -113,6 +113,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    // Whatever trackers hand each other through Redis is signed: without the key, a tracker
+    // could neither verify nor be verified.
+    let fleet_keys = config.redis.fleet_keys().context("fleet key")?;
+    if config.redis.enabled() && fleet_keys.is_none() {
+        anyhow::bail!(
+            "redis is configured but {} is not set: every tracker of a fleet needs the same \
+             random key (e.g. `openssl rand -hex 32`)",
+            crate::config::FLEET_KEY_ENV
+        );
+    }
     let backplane = match config.redis.enabled() {
         true => Some(
             Backplane::new(
@@ -155,8 +165,8 @@ pub async fn run(
     // The Redis side: started before viewers arrive, stopped after they are gone.
     let background = TaskTracker::new();
     let stop_background = CancellationToken::new();
-    let (remote, directory) = match backplane {
-        Some(backplane) => {
+    let (remote, directory) = match backplane.zip(fleet_keys) {
+        Some((backplane, keys)) => {
             let (inbound_tx, inbound_rx) = mpsc::channel(config.redis.inbound_queue);
             let channel = remote::channel_name(&config.redis.key_prefix, id);
             info!(%channel, cluster = backplane.is_cluster(), "scale-out through redis");
@@ -178,17 +188,25 @@ pub async fn run(
                 stop_background.clone(),
                 backplane,
                 &config.redis,
-                (id, instance_token),
-                Arc::clone(&index),
-                Arc::clone(metrics.shared()),
+                DirectoryParts {
+                    claim: (id, instance_token),
+                    keys,
+                    index: Arc::clone(&index),
+                    draining: lifecycle.draining.clone(),
+                    metrics: Arc::clone(metrics.shared()),
+                },
             );
             (Some(remote), Some(directory))
         }
         None => (None, None),
     };
+    let mut relay = Relay::new(Arc::clone(&connections), remote);
+    if let Some(d) = &directory {
+        relay = relay.with_liveness(d.liveness());
+    }
     let instance = Arc::new(Instance {
         membership: Membership::new(index, Arc::clone(&connections), directory),
-        relay: Relay::new(Arc::clone(&connections), remote),
+        relay,
         connections,
         lifecycle: Arc::clone(&lifecycle),
         metrics,

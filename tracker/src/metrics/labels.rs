@@ -110,6 +110,18 @@ label_enum! {
 }
 
 label_enum! {
+    /// Why a member read from the fleet's directory in Redis was not handed out.
+    DirectorySkip {
+        /// No tag, or not a peer id: not written by a tracker.
+        Unsigned => "unsigned",
+        /// A tag that doesn't verify under the fleet key (forged, or moved from another swarm).
+        BadSignature => "bad_signature",
+        /// Its instance's heartbeat has lapsed (dead, or its subscription down).
+        DeadInstance => "dead_instance",
+    }
+}
+
+label_enum! {
     /// What a received message was.
     ReceivedKind {
         /// `join`

@@ -1,0 +1,237 @@
+//! Which tracker instances are alive, so no peer of a dead one is handed out and no signal to a
+//! dead or invented one is queued.
+//!
+//! Every instance signs a heartbeat into one sorted set, `{prefix}:live`, every
+//! `liveness_interval_ms`: member `<instance>.<unix ms>.<tag>` (the tag is the fleet key's HMAC
+//! over the instance and the time), score the same time. The same pipeline removes its previous
+//! heartbeat, trims entries long dead and reads the recent ones, so each instance holds a local
+//! map instance -> last signed heartbeat, and [`Liveness::is_live`] is a lookup with no Redis
+//! command. An instance is live while its last heartbeat is younger than `liveness_ttl_ms`,
+//! measured from the signed time, not from when this instance read it: a killed instance is
+//! dead for everyone `liveness_ttl_ms` after its last heartbeat, whatever the readers' phase.
+//! Heartbeats compare clocks of different hosts, so they must agree (NTP) to well within
+//! `liveness_ttl_ms - liveness_interval_ms`; a time ahead of this host's clock counts as now.
+//!
+//! Forgery needs the fleet key: a heartbeat that doesn't verify is skipped and counted, and one
+//! replayed later carries its old signed time, so it is dead on arrival whatever its score.
+//! An instance stops heartbeating (and removes its heartbeat) while its relay subscription is
+//! down, since it can't receive what others would send it, and when it exits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::directory::now_ms;
+use crate::backplane::Backplane;
+use crate::config::RedisConfig;
+use crate::fleet_key::FleetKeys;
+use crate::metrics::Shard;
+use swarmtrack_protocol::InstanceId;
+
+/// Heartbeats read at most per refresh: a flood of junk in the set can't make a read unbounded.
+const MAX_READ: usize = 4_096;
+/// Heartbeats older than this many TTLs are trimmed from the set.
+const TRIM_TTLS: u64 = 20;
+
+/// The live instances as last read from Redis.
+pub struct Liveness {
+    instance: InstanceId,
+    ttl_ms: u64,
+    /// Instance -> its last verified heartbeat, Unix ms.
+    seen: RwLock<HashMap<InstanceId, u64>>,
+}
+
+impl Liveness {
+    /// No instance known yet.
+    pub fn new(instance: InstanceId, config: &RedisConfig) -> Self {
+        Self {
+            instance,
+            ttl_ms: config.liveness_ttl_ms,
+            seen: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// True if `instance` heartbeated within the TTL (this instance always is).
+    pub fn is_live(&self, instance: InstanceId) -> bool {
+        self.is_live_at(instance, now_ms())
+    }
+
+    /// [`Liveness::is_live`] at Unix time `now` ms.
+    pub fn is_live_at(&self, instance: InstanceId, now: u64) -> bool {
+        if instance == self.instance {
+            return true;
+        }
+        let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());
+        seen.get(&instance)
+            .is_some_and(|last| last.saturating_add(self.ttl_ms) > now)
+    }
+
+    fn replace(&self, fresh: HashMap<InstanceId, u64>) {
+        *self.seen.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+}
+
+/// The heartbeat member of `instance` at `ms`.
+fn heartbeat(keys: &FleetKeys, instance: InstanceId, ms: u64) -> String {
+    let id = instance.to_string();
+    let at = ms.to_string();
+    let tag = keys.sign(&[b"live", id.as_bytes(), at.as_bytes()]);
+    format!("{id}.{at}.{}", super::directory::encode_tag(&tag))
+}
+
+/// A heartbeat member's instance and signed time, if its tag verifies.
+fn verify_heartbeat(keys: &FleetKeys, member: &str) -> Option<(InstanceId, u64)> {
+    let mut parts = member.splitn(3, '.');
+    let (id, at, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    let tag = super::directory::decode_tag(tag)?;
+    if !keys.verify(&[b"live", id.as_bytes(), at.as_bytes()], &tag) {
+        return None;
+    }
+    let instance = InstanceId(u32::from_str_radix(id, 16).ok()?);
+    Some((instance, at.parse().ok()?))
+}
+
+/// The task that heartbeats and reads the others' heartbeats.
+pub struct Heartbeat {
+    /// Where liveness is published.
+    pub live: Arc<Liveness>,
+    /// The Redis links.
+    pub backplane: Backplane,
+    /// Signs and verifies heartbeats.
+    pub keys: FleetKeys,
+    /// The sorted set.
+    pub key: String,
+    /// Between heartbeats.
+    pub interval: Duration,
+    /// Counts refused heartbeats.
+    pub metrics: Arc<Shard>,
+}
+
+/// The sorted set of heartbeats.
+pub fn live_key(prefix: &str) -> String {
+    format!("{prefix}:live")
+}
+
+impl Heartbeat {
+    /// Heartbeats until `cancel`, then removes this instance's heartbeat (it is exiting).
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut mine: Option<String> = None;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = tick.tick() => self.beat(&mut mine).await,
+            }
+        }
+        if let Some(m) = mine {
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZREM").arg(&self.key).arg(m).ignore();
+            match self.backplane.query::<()>(&pipe).await {
+                Ok(()) => info!("instance heartbeat removed: others see it gone at once"),
+                Err(e) => debug!(error = %e, "removing the heartbeat failed; it lapses"),
+            }
+        }
+    }
+
+    /// One heartbeat (skipped while the subscription is down: this instance can't receive)
+    /// and one read of everybody's.
+    async fn beat(&self, mine: &mut Option<String>) {
+        if !self.backplane.is_up() {
+            return;
+        }
+        let instance = self.live.instance;
+        let now = now_ms();
+        let ttl = self.live.ttl_ms;
+        let mut pipe = redis::pipe();
+        let fresh = self
+            .backplane
+            .is_subscribed()
+            .then(|| heartbeat(&self.keys, instance, now));
+        if let Some(m) = &fresh {
+            pipe.cmd("ZADD").arg(&self.key).arg(now).arg(m).ignore();
+        }
+        if let Some(old) = mine.as_ref() {
+            pipe.cmd("ZREM").arg(&self.key).arg(old).ignore();
+        }
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&self.key)
+            .arg("-inf")
+            .arg(now.saturating_sub(ttl * TRIM_TTLS))
+            .ignore();
+        pipe.cmd("ZRANGEBYSCORE")
+            .arg(&self.key)
+            .arg(now.saturating_sub(ttl))
+            .arg("+inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(MAX_READ);
+        let (members,): (Vec<String>,) = match self.backplane.query(&pipe).await {
+            Ok(v) => v,
+            Err(e) => {
+                debug!(error = %e, "heartbeat failed");
+                self.metrics.redis_error();
+                return;
+            }
+        };
+        *mine = fresh;
+        let mut seen = HashMap::with_capacity(members.len());
+        for m in &members {
+            match verify_heartbeat(&self.keys, m) {
+                Some((id, at)) => {
+                    // A clock ahead of ours counts as now, so it can't live on for longer.
+                    let at = at.min(now);
+                    let last = seen.entry(id).or_insert(at);
+                    *last = (*last).max(at);
+                }
+                None => self.metrics.liveness_refused(),
+            }
+        }
+        self.live.replace(seen);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn heartbeats_verify_only_under_the_key_and_unchanged() {
+        let keys = FleetKeys::new(KEY, None).unwrap();
+        let m = heartbeat(&keys, InstanceId(0xdead_beef), 1_700_000_000_123);
+        assert_eq!(
+            verify_heartbeat(&keys, &m),
+            Some((InstanceId(0xdead_beef), 1_700_000_000_123))
+        );
+        let later = m.replace("1700000000123", "1700000009123");
+        assert_eq!(verify_heartbeat(&keys, &later), None, "a time moved");
+        let other = m.replace("deadbeef", "deadbeee");
+        assert_eq!(verify_heartbeat(&keys, &other), None, "another instance");
+        let stranger = FleetKeys::new("fedcba9876543210fedcba9876543210", None).unwrap();
+        assert_eq!(verify_heartbeat(&stranger, &m), None);
+        assert_eq!(verify_heartbeat(&keys, "deadbeef.1700000000123"), None);
+        assert_eq!(verify_heartbeat(&keys, ""), None);
+    }
+
+    #[test]
+    fn an_instance_is_live_for_the_ttl_after_its_signed_heartbeat() {
+        let config = RedisConfig {
+            liveness_ttl_ms: 1_500,
+            ..RedisConfig::default()
+        };
+        let me = InstanceId(1);
+        let live = Liveness::new(me, &config);
+        let other = InstanceId(2);
+        assert!(!live.is_live_at(other, 10_000), "unknown: not live");
+        assert!(live.is_live_at(me, 10_000), "this instance always is");
+        live.replace(HashMap::from([(other, 10_000)]));
+        assert!(live.is_live_at(other, 11_499));
+        assert!(!live.is_live_at(other, 11_500));
+        assert!(!live.is_live_at(InstanceId(3), 10_000));
+    }
+}
