@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backplane::Backplane;
+use crate::backplane::{Access, Backplane};
 use crate::config::Config;
 use crate::connections::{AwaitLimits, Connections, OutboxLimits};
 use crate::http;
@@ -113,11 +113,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    let keys = config.fleet_keys()?;
+    if config.redis.enabled() && keys.is_none() {
+        warn!(
+            "INSECURE: redis.allow_unsigned without TRACKER_FLEET_KEY; anyone who can publish \
+             on this Redis can hand signals to any viewer"
+        );
+    }
     let backplane = match config.redis.enabled() {
         true => Some(
             Backplane::new(
                 &config.redis,
-                config.redis_password.as_ref(),
+                Access {
+                    username: config.redis_username.as_deref(),
+                    password: config.redis_password.as_ref(),
+                    keys,
+                },
                 Arc::clone(&metrics),
             )
             .context("redis configuration")?,
