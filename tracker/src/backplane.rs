@@ -6,32 +6,49 @@
 //! - the **command link** (a multiplexed connection, or a cluster connection) carries
 //!   membership commands and publishes; concurrent callers are pipelined by redis-rs;
 //! - the **subscriber link** (RESP3, pushes) is subscribed to this instance's relay channel,
-//!   with SSUBSCRIBE on a Redis Cluster. A disconnection, a failed health PING, or a sharded
-//!   unsubscribe pushed by the server (its slot moved) is followed by a resubscribe.
+//!   with SSUBSCRIBE on a Redis Cluster. A disconnection, `redis.health_failures` failed health
+//!   PINGs in a row, or a sharded unsubscribe pushed by the server (its slot moved) is followed
+//!   by a resubscribe.
+//!
+//! The command link is health-checked on a third connection of its own: a PING queued behind
+//! a busy pipeline of publishes would time out under load, declare Redis down and make every
+//! instance re-register its members (more load). It takes `redis.health_failures` failed PINGs
+//! in a row to declare the link down; a command that finds the connection broken does at once.
+//!
+//! Every link may be TLS (`rediss://`, rustls, the CA of `redis.tls_ca_file` or the system's)
+//! and log in as an ACL user. Every batch published is sealed with the fleet key and every batch
+//! received opened before anything else reads it ([`crate::batch_seal`]): refusals are counted
+//! by reason in `tracker_remote_batches_refused_total`.
 //!
 //! Pushes are handed to a bounded queue with `try_send` from redis-rs' reader: the subscriber
 //! connection never waits for us, so Redis never drops it for a full output buffer; what
-//! doesn't fit is dropped and counted. While the command link is down, `is_up` is false and
-//! callers skip Redis (local pairing and relay go on).
+//! doesn't fit (in count or in `redis.inbound_queue_bytes`) is dropped and counted. One task
+//! opens the envelopes and hands the batches on to the relay. While the command link is down,
+//! `is_up` is false and callers skip Redis (local pairing and relay go on).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline,
-    ProtocolVersion, PushInfo, PushKind, RedisFuture, Value,
+    ProtocolVersion, PushInfo, PushKind, RedisFuture, TlsCertificates, Value,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::batch_seal::{Opener, SIGNED_HEADER, Sealer, unix_ms};
 use crate::config::{RedisConfig, Secret};
-use crate::metrics::Metrics;
+use crate::fleet_key::FleetKeys;
+use crate::metrics::{Metrics, RemoteDrop};
 use swarmtrack_protocol::InstanceId;
 
 /// Why a Redis operation failed.
@@ -46,15 +63,34 @@ pub enum BackplaneError {
     /// Redis answered with an error, or the link broke during the command.
     #[error("redis command failed: {0}")]
     Redis(#[from] redis::RedisError),
-    /// A configured URL doesn't parse.
-    #[error("invalid redis URL {url:?}: {source}")]
+    /// A configured URL doesn't parse (the URL isn't shown: it may hold a password).
+    #[error("invalid redis URL: {source}")]
     Url {
-        /// The URL as configured.
-        url: String,
         /// What is wrong with it.
         #[source]
         source: redis::RedisError,
     },
+    /// A TLS file named in the configuration can't be read.
+    #[error("redis TLS file {path:?}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it can't be read.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Who this tracker is to Redis and to the other trackers.
+#[derive(Debug, Default)]
+pub struct Access<'a> {
+    /// ACL user; overrides the URL's.
+    pub username: Option<&'a str>,
+    /// Password; overrides the URL's.
+    pub password: Option<&'a Secret>,
+    /// The fleet keys batches are sealed and opened with; `None` only with
+    /// `redis.allow_unsigned`.
+    pub keys: Option<FleetKeys>,
 }
 
 /// Where Redis is.
@@ -107,8 +143,69 @@ pub fn instance_key(prefix: &str, id: InstanceId) -> String {
     format!("{prefix}:instance:{id}")
 }
 
-/// A received batch, as published by another instance.
-pub type InboundBatch = Vec<u8>;
+/// A received batch, opened (its envelope checked and stripped), as the relay codec reads it.
+/// It holds its bytes' share of `redis.inbound_queue_bytes` until it is turned into [`Bytes`]
+/// to be decoded.
+pub struct InboundBatch {
+    bytes: Bytes,
+    /// Held for its `Drop`.
+    _budget: Budget,
+}
+
+impl From<InboundBatch> for Bytes {
+    fn from(batch: InboundBatch) -> Bytes {
+        // The budget is given back here: the bytes leave the queue to be decoded.
+        let InboundBatch { bytes, _budget } = batch;
+        bytes
+    }
+}
+
+/// Bytes of received batches queued and not yet decoded, shared by the queues they pass.
+#[derive(Clone)]
+struct QueueBytes {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl QueueBytes {
+    /// Takes `n` bytes of the budget, or `None` when they don't fit.
+    fn take(&self, n: usize) -> Option<Budget> {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let next = used.checked_add(n).filter(|&u| u <= self.max)?;
+            match self
+                .used
+                .compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return Some(Budget {
+                        used: Arc::clone(&self.used),
+                        n,
+                    });
+                }
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+/// A share of [`QueueBytes`], given back on drop.
+struct Budget {
+    used: Arc<AtomicUsize>,
+    n: usize,
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.n, Ordering::AcqRel);
+    }
+}
+
+/// A batch as received, before its envelope is opened.
+struct Sealed {
+    bytes: Bytes,
+    budget: Budget,
+}
 
 /// The Redis links of one tracker instance.
 #[derive(Clone)]
@@ -118,6 +215,13 @@ pub struct Backplane {
 
 struct Inner {
     target: Target,
+    /// Certificates for `rediss://` (a private CA, a client certificate); `None`: plain TCP or
+    /// the system's trust store.
+    tls: Option<TlsCertificates>,
+    /// Seals published batches.
+    sealer: Sealer,
+    /// What received batches are opened with.
+    keys: Option<FleetKeys>,
     config: RedisConfig,
     cmd: RwLock<Option<Conn>>,
     up: AtomicBool,
@@ -131,39 +235,50 @@ struct Inner {
 }
 
 impl Backplane {
-    /// Validates the configured URLs; nothing connects until [`Backplane::start`].
+    /// Validates the configured URLs and reads the TLS files; nothing connects until
+    /// [`Backplane::start`].
     ///
     /// # Errors
-    /// A URL that doesn't parse.
+    /// A URL that doesn't parse, a TLS file that can't be read.
     pub fn new(
         config: &RedisConfig,
-        password: Option<&Secret>,
+        access: Access<'_>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BackplaneError> {
         let parse = |url: &String| -> Result<ConnectionInfo, BackplaneError> {
-            let info =
-                url.as_str()
-                    .into_connection_info()
-                    .map_err(|source| BackplaneError::Url {
-                        url: url.clone(),
-                        source,
-                    })?;
-            Ok(match password {
-                Some(p) => {
-                    let settings = info.redis_settings().clone().set_password(p.expose());
-                    info.set_redis_settings(settings)
-                }
-                None => info,
-            })
+            let info = url
+                .as_str()
+                .into_connection_info()
+                .map_err(|source| BackplaneError::Url { source })?;
+            let mut settings = info.redis_settings().clone();
+            if let Some(user) = access.username {
+                settings = settings.set_username(user);
+            }
+            if let Some(p) = access.password {
+                settings = settings.set_password(p.expose());
+            }
+            Ok(info.set_redis_settings(settings))
         };
         let target = match &config.url {
             Some(url) => Target::Single(parse(url)?),
             None => Target::Cluster(config.cluster.iter().map(parse).collect::<Result<_, _>>()?),
         };
+        if config
+            .url
+            .iter()
+            .chain(&config.cluster)
+            .any(|u| u.starts_with("rediss://"))
+        {
+            // rustls needs a process-wide crypto provider; an error means one is set already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let (epoch, _) = watch::channel(0);
         Ok(Self {
             inner: Arc::new(Inner {
                 target,
+                tls: tls_certificates(config)?,
+                sealer: Sealer::new(access.keys.clone()),
+                keys: access.keys,
                 config: config.clone(),
                 cmd: RwLock::new(None),
                 up: AtomicBool::new(false),
@@ -181,7 +296,8 @@ impl Backplane {
     }
 
     /// Starts the supervisor of the command link and the subscriber of `channel`; received
-    /// batches go to `inbound` (dropped and counted when it is full).
+    /// batches are opened and go to `inbound` (dropped and counted when it is full, refused
+    /// and counted when they don't open).
     pub fn start(
         &self,
         tasks: &TaskTracker,
@@ -189,8 +305,26 @@ impl Backplane {
         channel: String,
         inbound: mpsc::Sender<InboundBatch>,
     ) {
+        let (sealed_tx, sealed_rx) = mpsc::channel(self.inner.config.inbound_queue);
+        let opener = Opener::new(
+            self.inner.keys.clone(),
+            channel.clone(),
+            self.inner.config.replay_window_ms,
+        );
         tasks.spawn(supervise_commands(Arc::clone(&self.inner), cancel.clone()));
-        tasks.spawn(subscribe(Arc::clone(&self.inner), cancel, channel, inbound));
+        tasks.spawn(open_batches(
+            Arc::clone(&self.inner),
+            cancel.clone(),
+            opener,
+            sealed_rx,
+            inbound,
+        ));
+        tasks.spawn(subscribe(
+            Arc::clone(&self.inner),
+            cancel,
+            channel,
+            sealed_tx,
+        ));
     }
 
     /// True while the command link is connected.
@@ -230,19 +364,21 @@ impl Backplane {
         }
     }
 
-    /// Publishes one payload on a relay channel: PUBLISH, or SPUBLISH on a cluster. Returns
-    /// how many subscribers received it (0: nobody is subscribed to that channel now).
+    /// Publishes one batch on a relay channel, sealed with the fleet key: PUBLISH, or
+    /// SPUBLISH on a cluster. Returns how many subscribers received it (0: nobody is
+    /// subscribed to that channel now).
     ///
     /// # Errors
     /// As [`Backplane::query`].
-    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<i64, BackplaneError> {
+    pub async fn publish(&self, channel: &str, batch: &[u8]) -> Result<i64, BackplaneError> {
         let verb = if self.is_cluster() {
             "SPUBLISH"
         } else {
             "PUBLISH"
         };
+        let sealed = self.inner.sealer.seal(channel, batch, unix_ms());
         let mut pipe = redis::pipe();
-        pipe.cmd(verb).arg(channel).arg(payload);
+        pipe.cmd(verb).arg(channel).arg(sealed);
         self.query::<(i64,)>(&pipe).await.map(|(n,)| n)
     }
 
@@ -312,7 +448,7 @@ impl Inner {
         let attempt = async {
             match &self.target {
                 Target::Single(info) => {
-                    let client = Client::open(info.clone())?;
+                    let client = self.client(info.clone())?;
                     let config = AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(connect))
                         .set_response_timeout(Some(response));
@@ -323,7 +459,7 @@ impl Inner {
                     ))
                 }
                 Target::Cluster(nodes) => {
-                    let client = cluster_builder(nodes, connect, response).build()?;
+                    let client = self.cluster_builder(nodes, connect, response).build()?;
                     Ok(Conn::Cluster(client.get_async_connection().await?))
                 }
             }
@@ -332,17 +468,121 @@ impl Inner {
     }
 }
 
-/// A cluster client with the link timeouts; few retries inside redis-rs, because the
-/// supervisors here retry forever themselves.
-fn cluster_builder(
-    nodes: &[ConnectionInfo],
-    connect: Duration,
-    response: Duration,
-) -> redis::cluster::ClusterClientBuilder {
-    ClusterClient::builder(nodes.to_vec())
-        .connection_timeout(connect)
-        .response_timeout(response)
-        .retries(2)
+impl Inner {
+    /// A single-server client, with the configured certificates on `rediss://`.
+    fn client(&self, info: ConnectionInfo) -> redis::RedisResult<Client> {
+        match &self.tls {
+            Some(certs) => Client::build_with_tls(info, certs.clone()),
+            None => Client::open(info),
+        }
+    }
+
+    /// A cluster client with the link timeouts and certificates; few retries inside redis-rs,
+    /// because the supervisors here retry forever themselves.
+    fn cluster_builder(
+        &self,
+        nodes: &[ConnectionInfo],
+        connect: Duration,
+        response: Duration,
+    ) -> redis::cluster::ClusterClientBuilder {
+        let builder = ClusterClient::builder(nodes.to_vec())
+            .connection_timeout(connect)
+            .response_timeout(response)
+            .retries(2);
+        match &self.tls {
+            Some(certs) => builder.certs(certs.clone()),
+            None => builder,
+        }
+    }
+}
+
+/// The certificates of `redis.tls_*`, read once at start; `None` when none is configured
+/// (plain TCP, or `rediss://` checked against the system's trust store).
+fn tls_certificates(config: &RedisConfig) -> Result<Option<TlsCertificates>, BackplaneError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| BackplaneError::TlsFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let root_cert = config.tls_ca_file.as_deref().map(read).transpose()?;
+    let client_tls = match (&config.tls_client_cert_file, &config.tls_client_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    Ok(
+        (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
+}
+
+/// Counts health PINGs that failed in a row; the link is declared down at `limit`.
+#[derive(Debug)]
+struct Health {
+    failures: u32,
+    limit: u32,
+}
+
+impl Health {
+    fn new(limit: u32) -> Self {
+        Self {
+            failures: 0,
+            limit: limit.max(1),
+        }
+    }
+
+    /// Records one check; true when the link is now to be declared down (the count then
+    /// starts again).
+    fn record(&mut self, ok: bool) -> bool {
+        if ok {
+            self.failures = 0;
+            return false;
+        }
+        self.failures += 1;
+        if self.failures >= self.limit {
+            self.failures = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// Opens received envelopes in arrival order and hands the batches on; refusals are counted.
+async fn open_batches(
+    inner: Arc<Inner>,
+    cancel: CancellationToken,
+    mut opener: Opener,
+    mut sealed: mpsc::Receiver<Sealed>,
+    inbound: mpsc::Sender<InboundBatch>,
+) {
+    let metrics = inner.metrics.shared();
+    loop {
+        let batch = tokio::select! {
+            () = cancel.cancelled() => return,
+            b = sealed.recv() => match b { Some(b) => b, None => return },
+        };
+        match opener.open(batch.bytes, unix_ms()) {
+            Ok(bytes) => {
+                let opened = InboundBatch {
+                    bytes,
+                    _budget: batch.budget,
+                };
+                if inbound.try_send(opened).is_err() {
+                    metrics.remote_inbound_dropped();
+                }
+            }
+            Err(reason) => {
+                // Debug: whoever can publish could flood a warn log; the counter shows it.
+                debug!(reason = reason.as_str(), "a batch from Redis was refused");
+                metrics.batch_refused(reason);
+            }
+        }
+    }
 }
 
 /// A whole connection attempt (TCP, handshake, cluster discovery) gets twice the connect
@@ -395,13 +635,20 @@ impl Backoff {
 async fn supervise_commands(inner: Arc<Inner>, cancel: CancellationToken) {
     let mut backoff = Backoff::new(&inner.config);
     let health = Duration::from_millis(inner.config.health_check_ms);
+    let mut checks = Health::new(inner.config.health_failures);
+    // The health PINGs' own connection: never queued behind the command link's publishes.
+    let mut checker: Option<Conn> = None;
     let mut failures: u64 = 0;
     loop {
         if cancel.is_cancelled() {
             return;
         }
-        let connected = inner.cmd.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(mut conn) = connected else {
+        let connected = inner
+            .cmd
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !connected {
             match inner.connect_commands().await {
                 Ok(conn) => {
                     *inner.cmd.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
@@ -414,6 +661,7 @@ async fn supervise_commands(inner: Arc<Inner>, cancel: CancellationToken) {
                     inner.epoch.send_replace(epoch);
                     info!(epoch, after_failures = failures, "redis command link up");
                     failures = 0;
+                    checks = Health::new(inner.config.health_failures);
                     backoff.reset();
                 }
                 Err(e) => {
@@ -428,21 +676,45 @@ async fn supervise_commands(inner: Arc<Inner>, cancel: CancellationToken) {
                 }
             }
             continue;
-        };
+        }
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = inner.broken.notified() => {}
+            () = inner.broken.notified() => checker = None,
             () = tokio::time::sleep(health) => {
-                let ping = redis::cmd("PING");
-                let ok = matches!(
-                    tokio::time::timeout(health.max(Duration::from_millis(100)), ping.query_async::<String>(&mut conn)).await,
-                    Ok(Ok(_))
-                );
-                if !ok {
+                let ok = health_ping(&inner, &mut checker).await;
+                if checks.record(ok) {
+                    warn!(
+                        failures = inner.config.health_failures,
+                        "redis health checks failed in a row"
+                    );
+                    checker = None;
                     inner.mark_broken();
                 }
             }
         }
+    }
+}
+
+/// One health PING on the checker's connection (made first if there is none), within the
+/// command timeout; a failed connection is dropped so the next check makes a new one.
+async fn health_ping(inner: &Inner, checker: &mut Option<Conn>) -> bool {
+    let timeout = Duration::from_millis(inner.config.command_timeout_ms);
+    if checker.is_none() {
+        *checker = inner.connect_commands().await.ok();
+    }
+    let Some(conn) = checker.as_mut() else {
+        return false;
+    };
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(timeout, ping.query_async::<String>(conn)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+                *checker = None;
+            }
+            false
+        }
+        Err(_) => false,
     }
 }
 
@@ -458,11 +730,18 @@ async fn subscribe(
     inner: Arc<Inner>,
     cancel: CancellationToken,
     channel: String,
-    inbound: mpsc::Sender<InboundBatch>,
+    inbound: mpsc::Sender<Sealed>,
 ) {
     let mut backoff = Backoff::new(&inner.config);
     let health = Duration::from_millis(inner.config.health_check_ms);
     let mut subscribed_before = false;
+    let queued = QueueBytes {
+        used: Arc::new(AtomicUsize::new(0)),
+        max: inner.config.inbound_queue_bytes,
+    };
+    // No batch larger than this can decode (its inflated form is bounded by it); refused
+    // before it takes any room in the queues.
+    let largest = inner.config.max_inbound_batch_bytes + SIGNED_HEADER;
     loop {
         if cancel.is_cancelled() {
             return;
@@ -473,12 +752,22 @@ async fn subscribe(
         let sender = {
             let inbound = inbound.clone();
             let metrics = Arc::clone(&inner.metrics);
+            let queued = queued.clone();
             move |push: PushInfo| -> Result<(), ()> {
                 match push.kind {
                     PushKind::Message | PushKind::SMessage => {
-                        if let Some(Value::BulkString(bytes)) = push.data.into_iter().nth(1)
-                            && inbound.try_send(bytes).is_err()
-                        {
+                        let Some(Value::BulkString(bytes)) = push.data.into_iter().nth(1) else {
+                            return Ok(());
+                        };
+                        if bytes.len() > largest {
+                            metrics.shared().remote_dropped(RemoteDrop::BadBatch, 1);
+                            return Ok(());
+                        }
+                        let queued = queued.take(bytes.len()).and_then(|budget| {
+                            let bytes = Bytes::from(bytes);
+                            inbound.try_send(Sealed { bytes, budget }).ok()
+                        });
+                        if queued.is_none() {
                             metrics.shared().remote_inbound_dropped();
                         }
                         Ok(())
@@ -524,6 +813,8 @@ async fn subscribe(
         }
         subscribed_before = true;
         backoff.reset();
+        let mut checks = Health::new(inner.config.health_failures);
+        let ping_timeout = Duration::from_millis(inner.config.command_timeout_ms);
 
         loop {
             let event = tokio::select! {
@@ -548,9 +839,12 @@ async fn subscribe(
                 }
                 SubEvent::Push(_) => {}
                 SubEvent::HealthCheck => {
-                    let ping =
-                        tokio::time::timeout(health.max(Duration::from_millis(100)), link.ping());
-                    if !matches!(ping.await, Ok(Ok(()))) {
+                    let (ok, broken) = match tokio::time::timeout(ping_timeout, link.ping()).await {
+                        Ok(Ok(())) => (true, false),
+                        Ok(Err(e)) => (false, e.is_connection_dropped() || e.is_io_error()),
+                        Err(_) => (false, false),
+                    };
+                    if broken || checks.record(ok) {
                         break;
                     }
                 }
@@ -597,7 +891,7 @@ async fn connect_subscriber(
                     .redis_settings()
                     .clone()
                     .set_protocol(ProtocolVersion::RESP3);
-                let client = Client::open(info.clone().set_redis_settings(settings))?;
+                let client = inner.client(info.clone().set_redis_settings(settings))?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(connect))
                     .set_response_timeout(Some(response))
@@ -609,7 +903,8 @@ async fn connect_subscriber(
                 ))
             }
             Target::Cluster(nodes) => {
-                let client = cluster_builder(nodes, connect, response)
+                let client = inner
+                    .cluster_builder(nodes, connect, response)
                     .use_protocol(ProtocolVersion::RESP3)
                     .push_sender(sender)
                     .build()?;
@@ -618,4 +913,45 @@ async fn connect_subscriber(
         }
     };
     within_connect_deadline(connect, attempt).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_is_down_only_after_the_configured_failures_in_a_row() {
+        let mut h = Health::new(3);
+        assert!(!h.record(false));
+        assert!(!h.record(false));
+        assert!(!h.record(true), "a success starts the count again");
+        assert!(!h.record(false));
+        assert!(!h.record(false));
+        assert!(h.record(false));
+        assert!(!h.record(false), "counting starts again after a verdict");
+        let mut once = Health::new(1);
+        assert!(once.record(false));
+        assert!(!once.record(true));
+    }
+
+    #[test]
+    fn queued_bytes_are_bounded_and_given_back_when_a_batch_is_taken() {
+        let q = QueueBytes {
+            used: Arc::new(AtomicUsize::new(0)),
+            max: 100,
+        };
+        let a = q.take(60).unwrap();
+        assert!(q.take(41).is_none());
+        let b = q.take(40).unwrap();
+        assert!(q.take(1).is_none());
+        drop(a);
+        let batch = InboundBatch {
+            bytes: Bytes::from_static(b"x"),
+            _budget: b,
+        };
+        assert_eq!(q.used.load(Ordering::Relaxed), 40);
+        let bytes = Bytes::from(batch);
+        assert_eq!(&bytes[..], b"x");
+        assert_eq!(q.used.load(Ordering::Relaxed), 0);
+    }
 }

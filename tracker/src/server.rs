@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backplane::Backplane;
+use crate::backplane::{Access, Backplane};
 use crate::config::Config;
 use crate::connections::{AwaitLimits, Connections, OutboxLimits};
 use crate::http;
@@ -113,21 +113,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    // Whatever trackers hand each other through Redis is signed: without the key, a tracker
-    // could neither verify nor be verified.
-    let fleet_keys = config.redis.fleet_keys().context("fleet key")?;
-    if config.redis.enabled() && fleet_keys.is_none() {
-        anyhow::bail!(
-            "redis is configured but {} is not set: every tracker of a fleet needs the same \
-             random key (e.g. `openssl rand -hex 32`)",
-            crate::config::FLEET_KEY_ENV
+    let keys = config.fleet_keys()?;
+    if config.redis.enabled() && keys.is_none() {
+        warn!(
+            "INSECURE: redis.allow_unsigned without TRACKER_FLEET_KEY; anyone who can publish \
+             on this Redis can hand signals to any viewer"
         );
     }
     let backplane = match config.redis.enabled() {
         true => Some(
             Backplane::new(
                 &config.redis,
-                config.redis_password.as_ref(),
+                Access {
+                    username: config.redis_username.as_deref(),
+                    password: config.redis_password.as_ref(),
+                    keys: keys.clone(),
+                },
                 Arc::clone(&metrics),
             )
             .context("redis configuration")?,
@@ -165,8 +166,8 @@ pub async fn run(
     // The Redis side: started before viewers arrive, stopped after they are gone.
     let background = TaskTracker::new();
     let stop_background = CancellationToken::new();
-    let (remote, directory) = match backplane.zip(fleet_keys) {
-        Some((backplane, keys)) => {
+    let (remote, directory) = match backplane {
+        Some(backplane) => {
             let (inbound_tx, inbound_rx) = mpsc::channel(config.redis.inbound_queue);
             let channel = remote::channel_name(&config.redis.key_prefix, id);
             info!(%channel, cluster = backplane.is_cluster(), "scale-out through redis");

@@ -122,6 +122,21 @@ label_enum! {
 }
 
 label_enum! {
+    /// Why a batch received from Redis was refused before it was decoded (see `batch_seal`).
+    BatchRefusal {
+        /// Not a signed envelope: published without the fleet key.
+        Unsigned => "unsigned",
+        /// Its tag doesn't verify under the current or the previous fleet key: forged, changed
+        /// on the way, or meant for another instance's channel.
+        BadTag => "bad_tag",
+        /// Its sender's sequence number was already seen: published again.
+        Replay => "replay",
+        /// Its signed time is further from ours than `redis.replay_window_ms`.
+        Stale => "stale",
+    }
+}
+
+label_enum! {
     /// What a received message was.
     ReceivedKind {
         /// `join`

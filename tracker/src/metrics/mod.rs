@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 pub use histogram::{BATCH_BYTES_BUCKETS, BATCH_MESSAGES_BUCKETS, Histogram, LATENCY_BUCKETS};
 pub use labels::{
-    CloseReason, DirectorySkip, DropReason, FailureKind, Origin, ReceivedKind, RefuseReason,
-    RelayPath, RemoteDrop, SignalKind,
+    BatchRefusal, CloseReason, DirectorySkip, DropReason, FailureKind, Origin, ReceivedKind,
+    RefuseReason, RelayPath, RemoteDrop, SignalKind,
 };
 
 use swarmtrack_protocol::{ErrorCode, Format};
@@ -94,6 +94,7 @@ pub struct Shard {
     directory_skipped: Family<{ DirectorySkip::COUNT }>,
     liveness_refused: Counter,
     membership_writes_dropped: Counter,
+    batches_refused: Family<{ BatchRefusal::COUNT }>,
     frames_sent: Counter,
     messages_sent: Counter,
     bytes_received: Counter,
@@ -137,6 +138,7 @@ impl Shard {
             directory_skipped: family(),
             liveness_refused: Counter::default(),
             membership_writes_dropped: Counter::default(),
+            batches_refused: family(),
             frames_sent: Counter::default(),
             messages_sent: Counter::default(),
             bytes_received: Counter::default(),
@@ -247,6 +249,11 @@ impl Shard {
     /// Counts a membership write (register or leave) dropped because its queue was full.
     pub fn membership_write_dropped(&self) {
         self.inc(&self.membership_writes_dropped, 1);
+    }
+
+    /// Counts a batch from Redis refused before decoding (unsigned, forged, replayed, stale).
+    pub fn batch_refused(&self, reason: BatchRefusal) {
+        self.inc(&self.batches_refused[reason as usize], 1);
     }
 
     /// Counts an error reply.

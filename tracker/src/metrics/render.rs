@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{
-    CloseReason, Counter, DirectorySkip, DropReason, FailureKind, Histogram, Levels, Origin,
-    ReceivedKind, RefuseReason, RelayPath, RemoteDrop, Shard, SignalKind, process,
+    BatchRefusal, CloseReason, Counter, DirectorySkip, DropReason, FailureKind, Histogram, Levels,
+    Origin, ReceivedKind, RefuseReason, RelayPath, RemoteDrop, Shard, SignalKind, process,
 };
 use swarmtrack_protocol::{ErrorCode, Format};
 
@@ -334,6 +334,16 @@ fn render_redis(o: &mut Out<'_>, levels: &Levels) {
         RemoteDrop::ALL,
         RemoteDrop::as_str,
         |s, r| &s.remote_dropped[r as usize],
+    );
+    o.labeled(
+        (
+            "tracker_remote_batches_refused_total",
+            "reason",
+            "Batches received from Redis refused before decoding (their signals never counted), by reason.",
+        ),
+        BatchRefusal::ALL,
+        BatchRefusal::as_str,
+        |s, r| &s.batches_refused[r as usize],
     );
     o.labeled(
         (

@@ -94,7 +94,7 @@ pub struct Directory {
     prefix: String,
     ttl: Duration,
     instance: InstanceId,
-    keys: FleetKeys,
+    keys: Option<FleetKeys>,
     live: Arc<Liveness>,
     ops: mpsc::Sender<Op>,
     /// Per swarm with local members: the last verified sample of its remote members.
@@ -130,15 +130,25 @@ pub(super) fn decode_tag(text: &str) -> Option<[u8; TAG_LEN]> {
     }
 }
 
-/// The signed member of `peer` in the set `key`.
-fn member(keys: &FleetKeys, key: &str, peer: PeerId) -> String {
+/// The signed member of `peer` in the set `key` (its bare id without keys:
+/// `redis.allow_unsigned`).
+fn member(keys: Option<&FleetKeys>, key: &str, peer: PeerId) -> String {
     let id = peer.to_string();
-    let tag = keys.sign(&[b"member", key.as_bytes(), id.as_bytes()]);
-    format!("{id}.{}", encode_tag(&tag))
+    match keys {
+        Some(keys) => {
+            let tag = keys.sign(&[b"member", key.as_bytes(), id.as_bytes()]);
+            format!("{id}.{}", encode_tag(&tag))
+        }
+        None => id,
+    }
 }
 
-/// What a member read from the set `key` is.
-fn verify_member(keys: &FleetKeys, key: &str, text: &str) -> Result<PeerId, DirectorySkip> {
+/// What a member read from the set `key` is (without keys, any peer id is taken).
+fn verify_member(keys: Option<&FleetKeys>, key: &str, text: &str) -> Result<PeerId, DirectorySkip> {
+    let Some(keys) = keys else {
+        let id = text.split_once('.').map_or(text, |(id, _)| id);
+        return PeerId::parse(id).ok_or(DirectorySkip::Unsigned);
+    };
     let (id, tag) = text.split_once('.').ok_or(DirectorySkip::Unsigned)?;
     let peer = PeerId::parse(id).ok_or(DirectorySkip::Unsigned)?;
     let tag = decode_tag(tag).ok_or(DirectorySkip::BadSignature)?;
@@ -153,8 +163,8 @@ fn verify_member(keys: &FleetKeys, key: &str, text: &str) -> Result<PeerId, Dire
 pub struct DirectoryParts {
     /// This instance's id and the token its claim on it holds.
     pub claim: (InstanceId, String),
-    /// Signs and verifies members and heartbeats.
-    pub keys: FleetKeys,
+    /// Signs and verifies members and heartbeats; `None` only with `redis.allow_unsigned`.
+    pub keys: Option<FleetKeys>,
     /// The local members, refreshed in Redis.
     pub index: Arc<SwarmIndex>,
     /// Cancelled when the drain starts: members are withdrawn then.
@@ -241,12 +251,17 @@ impl Directory {
             now_ms(),
             self.ttl_ms(),
             ask,
-            &[member(&self.keys, &key, peer)],
+            &[member(self.keys.as_ref(), &key, peer)],
         );
         match self.backplane.query::<(Vec<String>,)>(&pipe).await {
             Ok((sampled,)) if want > 0 => {
-                let verified =
-                    verify_sample(&self.keys, &key, self.instance, &sampled, &self.metrics);
+                let verified = verify_sample(
+                    self.keys.as_ref(),
+                    &key,
+                    self.instance,
+                    &sampled,
+                    &self.metrics,
+                );
                 self.samples.lock(swarm).insert(Arc::clone(swarm), verified);
             }
             Ok(_) => {}
@@ -349,7 +364,7 @@ fn register(
 /// The members of another instance in a sample read from `key`, verified; the rest skipped
 /// and counted.
 fn verify_sample(
-    keys: &FleetKeys,
+    keys: Option<&FleetKeys>,
     key: &str,
     instance: InstanceId,
     sampled: &[String],
@@ -376,7 +391,7 @@ struct Writer {
     ttl: Duration,
     instance: InstanceId,
     refresh: Duration,
-    keys: FleetKeys,
+    keys: Option<FleetKeys>,
     index: Arc<SwarmIndex>,
     samples: Arc<BySwarm<HashMap<Arc<str>, Vec<PeerId>>>>,
     withdrawn: Arc<AtomicBool>,
@@ -455,7 +470,7 @@ impl Writer {
             if !adds.is_empty() && !withdrawn {
                 let adds: Vec<String> = adds
                     .iter()
-                    .map(|(p, _)| member(&self.keys, &key, **p))
+                    .map(|(p, _)| member(self.keys.as_ref(), &key, **p))
                     .collect();
                 for chunk in adds.chunks(MEMBERS_PER_CALL) {
                     register(&mut pipe, &key, now, self.ttl_ms(), 0, chunk);
@@ -465,7 +480,7 @@ impl Writer {
             if !removes.is_empty() {
                 let zrem = pipe.cmd("ZREM").arg(&key);
                 for (p, _) in removes {
-                    zrem.arg(member(&self.keys, &key, *p));
+                    zrem.arg(member(self.keys.as_ref(), &key, *p));
                 }
                 pipe.ignore();
             }
@@ -503,8 +518,10 @@ impl Writer {
             let mut calls: Vec<Option<&Arc<str>>> = Vec::new();
             for (swarm, peers) in chunk {
                 let key = key(&self.prefix, swarm);
-                let members: Vec<String> =
-                    peers.iter().map(|p| member(&self.keys, &key, *p)).collect();
+                let members: Vec<String> = peers
+                    .iter()
+                    .map(|p| member(self.keys.as_ref(), &key, *p))
+                    .collect();
                 let groups: Vec<&[String]> = members.chunks(MEMBERS_PER_CALL).collect();
                 for (i, group) in groups.iter().enumerate() {
                     let last = i + 1 == groups.len();
@@ -518,8 +535,13 @@ impl Writer {
                     for (swarm, sampled) in calls.iter().zip(answers) {
                         let Some(swarm) = swarm else { continue };
                         let key = key(&self.prefix, swarm);
-                        let verified =
-                            verify_sample(&self.keys, &key, self.instance, &sampled, &self.metrics);
+                        let verified = verify_sample(
+                            self.keys.as_ref(),
+                            &key,
+                            self.instance,
+                            &sampled,
+                            &self.metrics,
+                        );
                         let mut samples = self.samples.lock(swarm);
                         // Only swarms that still have local members keep a sample.
                         if let Some(s) = samples.get_mut(&***swarm) {
@@ -552,7 +574,7 @@ impl Writer {
                 let key = key(&self.prefix, swarm);
                 let zrem = pipe.cmd("ZREM").arg(&key);
                 for p in peers {
-                    zrem.arg(member(&self.keys, &key, *p));
+                    zrem.arg(member(self.keys.as_ref(), &key, *p));
                 }
                 pipe.ignore();
                 removed += peers.len();
@@ -607,31 +629,31 @@ mod tests {
     fn members_verify_in_their_own_set_only() {
         let keys = FleetKeys::new(KEY, None).unwrap();
         let peer = PeerId::new(InstanceId(7), 3, 99);
-        let m = member(&keys, "st:swarm:{v}", peer);
+        let m = member(Some(&keys), "st:swarm:{v}", peer);
         assert_eq!(m.len(), 22 + 1 + 22);
-        assert_eq!(verify_member(&keys, "st:swarm:{v}", &m), Ok(peer));
+        assert_eq!(verify_member(Some(&keys), "st:swarm:{v}", &m), Ok(peer));
         assert_eq!(
-            verify_member(&keys, "st:swarm:{w}", &m),
+            verify_member(Some(&keys), "st:swarm:{w}", &m),
             Err(DirectorySkip::BadSignature),
             "moved to another swarm"
         );
         assert_eq!(
-            verify_member(&keys, "st:swarm:{v}", &peer.to_string()),
+            verify_member(Some(&keys), "st:swarm:{v}", &peer.to_string()),
             Err(DirectorySkip::Unsigned)
         );
         let other = PeerId::new(InstanceId(7), 4, 99).to_string();
         let forged = format!("{other}.{}", &m[23..]);
         assert_eq!(
-            verify_member(&keys, "st:swarm:{v}", &forged),
+            verify_member(Some(&keys), "st:swarm:{v}", &forged),
             Err(DirectorySkip::BadSignature)
         );
         assert_eq!(
-            verify_member(&keys, "st:swarm:{v}", &format!("{peer}.short")),
+            verify_member(Some(&keys), "st:swarm:{v}", &format!("{peer}.short")),
             Err(DirectorySkip::BadSignature)
         );
         let stranger = FleetKeys::new("fedcba9876543210fedcba9876543210", None).unwrap();
         assert_eq!(
-            verify_member(&stranger, "st:swarm:{v}", &m),
+            verify_member(Some(&stranger), "st:swarm:{v}", &m),
             Err(DirectorySkip::BadSignature)
         );
     }
@@ -644,9 +666,9 @@ mod tests {
         let mine = PeerId::new(InstanceId(1), 1, 1);
         let theirs = PeerId::new(InstanceId(2), 1, 1);
         let sampled = vec![
-            member(&keys, key, mine),
-            member(&keys, key, theirs),
-            member(&keys, key, theirs),
+            member(Some(&keys), key, mine),
+            member(Some(&keys), key, theirs),
+            member(Some(&keys), key, theirs),
             theirs.to_string(),
             "junk".to_string(),
             format!(
@@ -654,7 +676,7 @@ mod tests {
                 PeerId::new(InstanceId(3), 1, 1)
             ),
         ];
-        let got = verify_sample(&keys, key, InstanceId(1), &sampled, metrics.shared());
+        let got = verify_sample(Some(&keys), key, InstanceId(1), &sampled, metrics.shared());
         assert_eq!(got, vec![theirs]);
         let text = metrics.render();
         assert!(text.contains(r#"tracker_directory_skipped_total{reason="unsigned"} 2"#));

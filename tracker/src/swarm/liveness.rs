@@ -74,21 +74,25 @@ impl Liveness {
     }
 }
 
-/// The heartbeat member of `instance` at `ms`.
-fn heartbeat(keys: &FleetKeys, instance: InstanceId, ms: u64) -> String {
+/// The heartbeat member of `instance` at `ms` (unsigned without keys: `redis.allow_unsigned`).
+fn heartbeat(keys: Option<&FleetKeys>, instance: InstanceId, ms: u64) -> String {
     let id = instance.to_string();
     let at = ms.to_string();
-    let tag = keys.sign(&[b"live", id.as_bytes(), at.as_bytes()]);
-    format!("{id}.{at}.{}", super::directory::encode_tag(&tag))
+    let tag = keys.map_or_else(String::new, |k| {
+        super::directory::encode_tag(&k.sign(&[b"live", id.as_bytes(), at.as_bytes()]))
+    });
+    format!("{id}.{at}.{tag}")
 }
 
-/// A heartbeat member's instance and signed time, if its tag verifies.
-fn verify_heartbeat(keys: &FleetKeys, member: &str) -> Option<(InstanceId, u64)> {
+/// A heartbeat member's instance and signed time, if its tag verifies (without keys, any).
+fn verify_heartbeat(keys: Option<&FleetKeys>, member: &str) -> Option<(InstanceId, u64)> {
     let mut parts = member.splitn(3, '.');
     let (id, at, tag) = (parts.next()?, parts.next()?, parts.next()?);
-    let tag = super::directory::decode_tag(tag)?;
-    if !keys.verify(&[b"live", id.as_bytes(), at.as_bytes()], &tag) {
-        return None;
+    if let Some(keys) = keys {
+        let tag = super::directory::decode_tag(tag)?;
+        if !keys.verify(&[b"live", id.as_bytes(), at.as_bytes()], &tag) {
+            return None;
+        }
     }
     let instance = InstanceId(u32::from_str_radix(id, 16).ok()?);
     Some((instance, at.parse().ok()?))
@@ -100,8 +104,8 @@ pub struct Heartbeat {
     pub live: Arc<Liveness>,
     /// The Redis links.
     pub backplane: Backplane,
-    /// Signs and verifies heartbeats.
-    pub keys: FleetKeys,
+    /// Signs and verifies heartbeats; `None` only with `redis.allow_unsigned`.
+    pub keys: Option<FleetKeys>,
     /// The sorted set.
     pub key: String,
     /// Between heartbeats.
@@ -150,7 +154,7 @@ impl Heartbeat {
         let fresh = self
             .backplane
             .is_subscribed()
-            .then(|| heartbeat(&self.keys, instance, now));
+            .then(|| heartbeat(self.keys.as_ref(), instance, now));
         if let Some(m) = &fresh {
             pipe.cmd("ZADD").arg(&self.key).arg(now).arg(m).ignore();
         }
@@ -180,7 +184,7 @@ impl Heartbeat {
         *mine = fresh;
         let mut seen = HashMap::with_capacity(members.len());
         for m in &members {
-            match verify_heartbeat(&self.keys, m) {
+            match verify_heartbeat(self.keys.as_ref(), m) {
                 Some((id, at)) => {
                     // A clock ahead of ours counts as now, so it can't live on for longer.
                     let at = at.min(now);
@@ -203,19 +207,26 @@ mod tests {
     #[test]
     fn heartbeats_verify_only_under_the_key_and_unchanged() {
         let keys = FleetKeys::new(KEY, None).unwrap();
-        let m = heartbeat(&keys, InstanceId(0xdead_beef), 1_700_000_000_123);
+        let m = heartbeat(Some(&keys), InstanceId(0xdead_beef), 1_700_000_000_123);
         assert_eq!(
-            verify_heartbeat(&keys, &m),
+            verify_heartbeat(Some(&keys), &m),
             Some((InstanceId(0xdead_beef), 1_700_000_000_123))
         );
         let later = m.replace("1700000000123", "1700000009123");
-        assert_eq!(verify_heartbeat(&keys, &later), None, "a time moved");
+        assert_eq!(verify_heartbeat(Some(&keys), &later), None, "a time moved");
         let other = m.replace("deadbeef", "deadbeee");
-        assert_eq!(verify_heartbeat(&keys, &other), None, "another instance");
+        assert_eq!(
+            verify_heartbeat(Some(&keys), &other),
+            None,
+            "another instance"
+        );
         let stranger = FleetKeys::new("fedcba9876543210fedcba9876543210", None).unwrap();
-        assert_eq!(verify_heartbeat(&stranger, &m), None);
-        assert_eq!(verify_heartbeat(&keys, "deadbeef.1700000000123"), None);
-        assert_eq!(verify_heartbeat(&keys, ""), None);
+        assert_eq!(verify_heartbeat(Some(&stranger), &m), None);
+        assert_eq!(
+            verify_heartbeat(Some(&keys), "deadbeef.1700000000123"),
+            None
+        );
+        assert_eq!(verify_heartbeat(Some(&keys), ""), None);
     }
 
     #[test]
