@@ -29,7 +29,7 @@ use crate::instance::Instance;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::relay::{Relay, remote};
-use crate::swarm::{Directory, DirectoryParts, Membership, SwarmIndex};
+use crate::swarm::{Directory, DirectoryParts, Liveness, Membership, SwarmIndex};
 use crate::worker::Worker;
 use swarmtrack_protocol::InstanceId;
 
@@ -172,6 +172,7 @@ pub async fn run(
             let channel = remote::channel_name(&config.redis.key_prefix, id);
             info!(%channel, cluster = backplane.is_cluster(), "scale-out through redis");
             backplane.start(&background, stop_background.clone(), channel, inbound_tx);
+            let live = Arc::new(Liveness::new(id, &config.redis));
             let remote = remote::start(
                 &background,
                 stop_background.clone(),
@@ -180,6 +181,7 @@ pub async fn run(
                 remote::Local {
                     index: Arc::clone(&index),
                     connections: Arc::clone(&connections),
+                    live: Arc::clone(&live),
                 },
                 Arc::clone(metrics.shared()),
                 inbound_rx,
@@ -190,6 +192,7 @@ pub async fn run(
                 backplane,
                 &config.redis,
                 DirectoryParts {
+                    live,
                     claim: (id, instance_token),
                     keys,
                     index: Arc::clone(&index),

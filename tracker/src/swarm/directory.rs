@@ -161,6 +161,8 @@ fn verify_member(keys: Option<&FleetKeys>, key: &str, text: &str) -> Result<Peer
 
 /// What [`Directory::start`] needs besides the Redis links.
 pub struct DirectoryParts {
+    /// The live instances, kept by the heartbeat task.
+    pub live: Arc<Liveness>,
     /// This instance's id and the token its claim on it holds.
     pub claim: (InstanceId, String),
     /// Signs and verifies members and heartbeats; `None` only with `redis.allow_unsigned`.
@@ -186,7 +188,7 @@ impl Directory {
     ) -> Self {
         let (instance, token) = parts.claim;
         let (ops, rx) = mpsc::channel(WRITE_QUEUE);
-        let live = Arc::new(Liveness::new(instance, config));
+        let live = parts.live;
         let directory = Self {
             backplane: backplane.clone(),
             prefix: config.key_prefix.clone(),

@@ -40,8 +40,25 @@ const TRIM_TTLS: u64 = 20;
 pub struct Liveness {
     instance: InstanceId,
     ttl_ms: u64,
-    /// Instance -> its last verified heartbeat, Unix ms.
-    seen: RwLock<HashMap<InstanceId, u64>>,
+    seen: RwLock<Seen>,
+}
+
+/// What is known of other instances, Unix ms.
+#[derive(Default)]
+struct Seen {
+    /// Instance -> its last verified heartbeat, as last read.
+    read: HashMap<InstanceId, u64>,
+    /// Instance -> when a batch it sealed last arrived, until the heartbeats read show it.
+    heard: HashMap<InstanceId, u64>,
+}
+
+impl Seen {
+    fn last(&self, instance: InstanceId) -> Option<u64> {
+        match (self.read.get(&instance), self.heard.get(&instance)) {
+            (Some(a), Some(b)) => Some(*a.max(b)),
+            (a, b) => a.or(b).copied(),
+        }
+    }
 }
 
 impl Liveness {
@@ -50,7 +67,7 @@ impl Liveness {
         Self {
             instance,
             ttl_ms: config.liveness_ttl_ms,
-            seen: RwLock::new(HashMap::new()),
+            seen: RwLock::new(Seen::default()),
         }
     }
 
@@ -65,12 +82,37 @@ impl Liveness {
             return true;
         }
         let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());
-        seen.get(&instance)
+        seen.last(instance)
             .is_some_and(|last| last.saturating_add(self.ttl_ms) > now)
     }
 
-    fn replace(&self, fresh: HashMap<InstanceId, u64>) {
-        *self.seen.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    /// `instance` was heard from just now (a batch it sealed with the fleet key arrived): it
+    /// can be answered before the next read of the heartbeats shows it.
+    pub fn heard_from(&self, instance: InstanceId) {
+        let now = now_ms();
+        // Most batches come from instances already known fresh: a read lock only.
+        let fresh = |last: u64| last.saturating_add(self.ttl_ms / 2) > now;
+        if self
+            .seen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .last(instance)
+            .is_some_and(fresh)
+        {
+            return;
+        }
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        let last = seen.heard.entry(instance).or_insert(now);
+        *last = (*last).max(now);
+    }
+
+    /// The heartbeats just read at `now`: they replace the last read (a heartbeat removed by
+    /// an exiting instance is gone at once); what was heard from instances is kept for its TTL.
+    fn replace(&self, fresh: HashMap<InstanceId, u64>, now: u64) {
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        seen.read = fresh;
+        let ttl = self.ttl_ms;
+        seen.heard.retain(|_, at| at.saturating_add(ttl) > now);
     }
 }
 
@@ -194,7 +236,7 @@ impl Heartbeat {
                 None => self.metrics.liveness_refused(),
             }
         }
-        self.live.replace(seen);
+        self.live.replace(seen, now);
     }
 }
 
@@ -240,9 +282,17 @@ mod tests {
         let other = InstanceId(2);
         assert!(!live.is_live_at(other, 10_000), "unknown: not live");
         assert!(live.is_live_at(me, 10_000), "this instance always is");
-        live.replace(HashMap::from([(other, 10_000)]));
+        live.replace(HashMap::from([(other, 10_000)]), 10_000);
         assert!(live.is_live_at(other, 11_499));
         assert!(!live.is_live_at(other, 11_500));
         assert!(!live.is_live_at(InstanceId(3), 10_000));
+        // Heard from before its heartbeat is read: live for the TTL from then.
+        let newcomer = InstanceId(4);
+        live.heard_from(newcomer);
+        assert!(live.is_live(newcomer));
+        // A read without `other`'s heartbeat (it exited and removed it): gone at once.
+        live.replace(HashMap::new(), now_ms());
+        assert!(!live.is_live_at(other, 10_001));
+        assert!(live.is_live(newcomer), "what was heard is kept for its TTL");
     }
 }
