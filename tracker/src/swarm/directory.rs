@@ -245,18 +245,18 @@ impl Directory {
             return self.cached(swarm, peer, want);
         }
         let key = key(&self.prefix, swarm);
-        let ask = if want == 0 { 0 } else { SAMPLE_MAX };
         let mut pipe = redis::pipe();
+        // Sampled even when no peer is wanted now: the swarm's re-joins draw from it.
         register(
             &mut pipe,
             &key,
             now_ms(),
             self.ttl_ms(),
-            ask,
+            SAMPLE_MAX,
             &[member(self.keys.as_ref(), &key, peer)],
         );
         match self.backplane.query::<(Vec<String>,)>(&pipe).await {
-            Ok((sampled,)) if want > 0 => {
+            Ok((sampled,)) => {
                 let verified = verify_sample(
                     self.keys.as_ref(),
                     &key,
@@ -264,9 +264,19 @@ impl Directory {
                     &sampled,
                     &self.metrics,
                 );
+                // An instance never seen may have started since the last read of heartbeats.
+                if want > 0 && verified.iter().any(|p| self.live.is_unknown(p.instance())) {
+                    self.live
+                        .read_now(
+                            &self.backplane,
+                            self.keys.as_ref(),
+                            &live_key(&self.prefix),
+                            &self.metrics,
+                        )
+                        .await;
+                }
                 self.samples.lock(swarm).insert(Arc::clone(swarm), verified);
             }
-            Ok(_) => {}
             Err(e) => {
                 debug!(error = %e, "registering a member failed; the refresh will retry");
                 self.metrics.redis_error();
@@ -466,6 +476,8 @@ impl Writer {
         let withdrawn = self.withdrawn.load(Ordering::Acquire);
         let now = now_ms();
         let mut pipe = redis::pipe();
+        // The swarms whose registration also samples (none kept yet), in answer order.
+        let mut sampling: Vec<&Arc<str>> = Vec::new();
         for (swarm, members) in &by_key {
             let key = key(&self.prefix, swarm);
             let (adds, removes): (Vec<_>, Vec<_>) = members.iter().partition(|(_, add)| **add);
@@ -474,9 +486,15 @@ impl Writer {
                     .iter()
                     .map(|(p, _)| member(self.keys.as_ref(), &key, **p))
                     .collect();
-                for chunk in adds.chunks(MEMBERS_PER_CALL) {
-                    register(&mut pipe, &key, now, self.ttl_ms(), 0, chunk);
-                    pipe.ignore();
+                let unsampled = !self.samples.lock(swarm).contains_key(&**swarm);
+                for (i, chunk) in adds.chunks(MEMBERS_PER_CALL).enumerate() {
+                    if unsampled && i == 0 {
+                        register(&mut pipe, &key, now, self.ttl_ms(), SAMPLE_MAX, chunk);
+                        sampling.push(swarm);
+                    } else {
+                        register(&mut pipe, &key, now, self.ttl_ms(), 0, chunk);
+                        pipe.ignore();
+                    }
                 }
             }
             if !removes.is_empty() {
@@ -487,9 +505,35 @@ impl Writer {
                 pipe.ignore();
             }
         }
-        if let Err(e) = self.backplane.query::<()>(&pipe).await {
-            debug!(error = %e, "membership writes failed; the refresh will retry");
-            self.metrics.redis_error();
+        match self.backplane.query::<Vec<Vec<String>>>(&pipe).await {
+            Ok(answers) => {
+                for (swarm, sampled) in sampling.into_iter().zip(answers) {
+                    self.keep_sample(swarm, &sampled);
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "membership writes failed; the refresh will retry");
+                self.metrics.redis_error();
+            }
+        }
+    }
+
+    /// Keeps a sample of `swarm` read from Redis, verified, if the swarm still has local
+    /// members.
+    fn keep_sample(&self, swarm: &Arc<str>, sampled: &[String]) {
+        let key = key(&self.prefix, swarm);
+        let verified = verify_sample(
+            self.keys.as_ref(),
+            &key,
+            self.instance,
+            sampled,
+            &self.metrics,
+        );
+        let mut samples = self.samples.lock(swarm);
+        if let Some(s) = samples.get_mut(&**swarm) {
+            *s = verified;
+        } else if self.index.id_of(swarm).is_some() {
+            samples.insert(Arc::clone(swarm), verified);
         }
     }
 
@@ -535,21 +579,8 @@ impl Writer {
             match self.backplane.query::<Vec<Vec<String>>>(&pipe).await {
                 Ok(answers) => {
                     for (swarm, sampled) in calls.iter().zip(answers) {
-                        let Some(swarm) = swarm else { continue };
-                        let key = key(&self.prefix, swarm);
-                        let verified = verify_sample(
-                            self.keys.as_ref(),
-                            &key,
-                            self.instance,
-                            &sampled,
-                            &self.metrics,
-                        );
-                        let mut samples = self.samples.lock(swarm);
-                        // Only swarms that still have local members keep a sample.
-                        if let Some(s) = samples.get_mut(&***swarm) {
-                            *s = verified;
-                        } else if self.index.id_of(swarm).is_some() {
-                            samples.insert(Arc::clone(swarm), verified);
+                        if let Some(swarm) = swarm {
+                            self.keep_sample(swarm, &sampled);
                         }
                     }
                 }

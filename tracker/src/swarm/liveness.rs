@@ -18,6 +18,7 @@
 //! down, since it can't receive what others would send it, and when it exits.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -35,12 +36,53 @@ use swarmtrack_protocol::InstanceId;
 const MAX_READ: usize = 4_096;
 /// Heartbeats older than this many TTLs are trimmed from the set.
 const TRIM_TTLS: u64 = 20;
+/// Least time between two reads of the heartbeats out of turn, ms.
+const EXTRA_READ_GAP_MS: u64 = 100;
+/// While this instance isn't advertised yet but could be (just subscribed), it tries this
+/// often rather than at the interval, ms: others find it as soon as it can receive.
+const FIRST_BEAT_RETRY_MS: u64 = 20;
+
+/// Adds the read of the heartbeats younger than `ttl_ms` at `now` to `pipe`.
+fn read_cmd(pipe: &mut redis::Pipeline, key: &str, now: u64, ttl_ms: u64) {
+    pipe.cmd("ZRANGEBYSCORE")
+        .arg(key)
+        .arg(now.saturating_sub(ttl_ms))
+        .arg("+inf")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(MAX_READ);
+}
+
+/// Instance -> last heartbeat, from the members read at `now`; those that don't verify are
+/// counted.
+fn parse(
+    keys: Option<&FleetKeys>,
+    members: &[String],
+    now: u64,
+    metrics: &Shard,
+) -> HashMap<InstanceId, u64> {
+    let mut seen = HashMap::with_capacity(members.len());
+    for m in members {
+        match verify_heartbeat(keys, m) {
+            Some((id, at)) => {
+                // A clock ahead of ours counts as now, so it can't live on for longer.
+                let at = at.min(now);
+                let last = seen.entry(id).or_insert(at);
+                *last = (*last).max(at);
+            }
+            None => metrics.liveness_refused(),
+        }
+    }
+    seen
+}
 
 /// The live instances as last read from Redis.
 pub struct Liveness {
     instance: InstanceId,
     ttl_ms: u64,
     seen: RwLock<Seen>,
+    /// When a join last read the heartbeats out of turn, Unix ms.
+    last_extra_read: AtomicU64,
 }
 
 /// What is known of other instances, Unix ms.
@@ -68,6 +110,7 @@ impl Liveness {
             instance,
             ttl_ms: config.liveness_ttl_ms,
             seen: RwLock::new(Seen::default()),
+            last_extra_read: AtomicU64::new(0),
         }
     }
 
@@ -104,6 +147,55 @@ impl Liveness {
         let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
         let last = seen.heard.entry(instance).or_insert(now);
         *last = (*last).max(now);
+    }
+
+    /// True if `instance` was never seen (neither read nor heard from).
+    pub fn is_unknown(&self, instance: InstanceId) -> bool {
+        instance != self.instance
+            && self
+                .seen
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .last(instance)
+                .is_none()
+    }
+
+    /// Reads the heartbeats now, out of turn, when a join drew members of an instance never
+    /// seen (one that just started: its first heartbeat may be newer than the last read); at
+    /// most one such read per [`EXTRA_READ_GAP_MS`], so the cost stays bounded.
+    pub async fn read_now(
+        &self,
+        backplane: &Backplane,
+        keys: Option<&FleetKeys>,
+        key: &str,
+        metrics: &Shard,
+    ) {
+        let now = now_ms();
+        let last = self.last_extra_read.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < EXTRA_READ_GAP_MS
+            || self
+                .last_extra_read
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        read_cmd(&mut pipe, key, now, self.ttl_ms);
+        match backplane.query::<(Vec<String>,)>(&pipe).await {
+            Ok((members,)) => {
+                let fresh = parse(keys, &members, now, metrics);
+                let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+                for (id, at) in fresh {
+                    let last = seen.read.entry(id).or_insert(at);
+                    *last = (*last).max(at);
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "reading heartbeats failed");
+                metrics.redis_error();
+            }
+        }
     }
 
     /// The heartbeats just read at `now`: they replace the last read (a heartbeat removed by
@@ -164,13 +256,26 @@ pub fn live_key(prefix: &str) -> String {
 impl Heartbeat {
     /// Heartbeats until `cancel`, then removes this instance's heartbeat (it is exiting).
     pub async fn run(self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut mine: Option<String> = None;
+        let mut last_beat: Option<tokio::time::Instant> = None;
+        let retry = Duration::from_millis(FIRST_BEAT_RETRY_MS);
         loop {
+            let wake = match (mine.is_some(), last_beat) {
+                (true, Some(t)) => t + self.interval,
+                // Not advertised: look at the links again soon (a local look, no command).
+                _ => tokio::time::Instant::now() + retry,
+            };
             tokio::select! {
                 () = cancel.cancelled() => break,
-                _ = tick.tick() => self.beat(&mut mine).await,
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            let now = tokio::time::Instant::now();
+            let due = last_beat.is_none_or(|t| t + self.interval <= now);
+            // Able to receive but not advertised yet: beat now rather than at the interval.
+            let could = mine.is_none() && self.backplane.is_up() && self.backplane.is_subscribed();
+            if due || could {
+                last_beat = Some(now);
+                self.beat(&mut mine).await;
             }
         }
         if let Some(m) = mine {
@@ -208,13 +313,7 @@ impl Heartbeat {
             .arg("-inf")
             .arg(now.saturating_sub(ttl * TRIM_TTLS))
             .ignore();
-        pipe.cmd("ZRANGEBYSCORE")
-            .arg(&self.key)
-            .arg(now.saturating_sub(ttl))
-            .arg("+inf")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(MAX_READ);
+        read_cmd(&mut pipe, &self.key, now, ttl);
         let (members,): (Vec<String>,) = match self.backplane.query(&pipe).await {
             Ok(v) => v,
             Err(e) => {
@@ -224,18 +323,7 @@ impl Heartbeat {
             }
         };
         *mine = fresh;
-        let mut seen = HashMap::with_capacity(members.len());
-        for m in &members {
-            match verify_heartbeat(self.keys.as_ref(), m) {
-                Some((id, at)) => {
-                    // A clock ahead of ours counts as now, so it can't live on for longer.
-                    let at = at.min(now);
-                    let last = seen.entry(id).or_insert(at);
-                    *last = (*last).max(at);
-                }
-                None => self.metrics.liveness_refused(),
-            }
-        }
+        let seen = parse(self.keys.as_ref(), &members, now, &self.metrics);
         self.live.replace(seen, now);
     }
 }
