@@ -273,3 +273,49 @@ async fn a_draining_tracker_withdraws_its_members_and_is_gone_for_the_others_onc
     }
     assert!(!b.join("v", 8).await.contains(&a.peer));
 }
+
+#[tokio::test]
+async fn a_tracker_that_cannot_receive_stops_advertising_its_viewers_until_it_can() {
+    let redis = RedisServer::start();
+    let config = redis_config(&redis.url());
+    let one = TestServer::with_config(config.clone()).await;
+    let two = TestServer::with_config(config).await;
+    ready(&one).await;
+    ready(&two).await;
+    let mut a = Client::connect(&one, Format::Json).await;
+    a.join("v", 8).await;
+    let mut b = Client::connect(&two, Format::Json).await;
+    join_until_paired(&mut b, "v", a.peer).await;
+    // Take away `one`'s right to its relay channel: Redis drops its subscription and refuses
+    // the next, while its command link (and so its members in Redis) stays.
+    let two_channel = tracker::relay_channel_name("st", b.instance);
+    redis.command(&[
+        "ACL",
+        "SETUSER",
+        "default",
+        "resetchannels",
+        &format!("&{two_channel}"),
+    ]);
+    one.wait_metric("tracker_redis_subscribed", 0.0).await;
+    assert_eq!(one.metric("tracker_redis_up").await, 1.0);
+    // `two` stops handing out `a` and refuses signals to it: they would be lost.
+    let deadline = Deadline::new("one's viewers no longer advertised");
+    loop {
+        b.send(&offer("v", a.peer, "lost", "sdp")).await;
+        let refused =
+            b.sync().await.iter().any(
+                |m| matches!(m, ServerMsg::Error { code, .. } if code.as_str() == "unknown_peer"),
+            );
+        if refused {
+            break;
+        }
+        deadline.tick().await;
+    }
+    let mut c = Client::connect(&two, Format::Json).await;
+    assert!(c.join("v", 8).await.iter().all(|p| *p != a.peer));
+    assert!(b.join("v", 8).await.iter().all(|p| *p != a.peer));
+    // Its subscription back, it is advertised again.
+    redis.command(&["ACL", "SETUSER", "default", "allchannels"]);
+    ready(&one).await;
+    join_until_paired(&mut b, "v", a.peer).await;
+}
