@@ -230,8 +230,9 @@ impl Directory {
                     &sampled,
                     &self.metrics,
                 );
-                // An instance never seen may have started since the last read of heartbeats.
-                if want > 0 && verified.iter().any(|p| self.live.is_unknown(p.instance())) {
+                // An instance not live as last read may have started (or heartbeated late)
+                // since: read again before drawing.
+                if want > 0 && verified.iter().any(|p| !self.live.is_live(p.instance())) {
                     self.live
                         .read_now(
                             &self.backplane,

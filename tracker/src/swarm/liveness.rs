@@ -80,6 +80,7 @@ fn parse(
 pub struct Liveness {
     instance: InstanceId,
     ttl_ms: u64,
+    interval_ms: u64,
     seen: RwLock<Seen>,
     /// When a join last read the heartbeats out of turn, Unix ms.
     last_extra_read: AtomicU64,
@@ -88,6 +89,8 @@ pub struct Liveness {
 /// What is known of other instances, Unix ms.
 #[derive(Default)]
 struct Seen {
+    /// When the heartbeats were last read, Unix ms.
+    read_at: u64,
     /// Instance -> its last verified heartbeat, as last read.
     read: HashMap<InstanceId, u64>,
     /// Instance -> when a batch it sealed last arrived, until the heartbeats read show it.
@@ -109,6 +112,7 @@ impl Liveness {
         Self {
             instance,
             ttl_ms: config.liveness_ttl_ms,
+            interval_ms: config.liveness_interval_ms,
             seen: RwLock::new(Seen::default()),
             last_extra_read: AtomicU64::new(0),
         }
@@ -125,8 +129,14 @@ impl Liveness {
             return true;
         }
         let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());
+        // Judged as of the last read plus one interval when this instance's own reads are late
+        // (an overloaded host), for up to one TTL: its lateness isn't taken for the others'
+        // death. Reads on time: judged as of now.
+        let at = now
+            .min(seen.read_at.saturating_add(self.interval_ms))
+            .max(now.saturating_sub(self.ttl_ms));
         seen.last(instance)
-            .is_some_and(|last| last.saturating_add(self.ttl_ms) > now)
+            .is_some_and(|last| last.saturating_add(self.ttl_ms) > at)
     }
 
     /// `instance` was heard from just now (a batch it sealed with the fleet key arrived): it
@@ -149,20 +159,11 @@ impl Liveness {
         *last = (*last).max(now);
     }
 
-    /// True if `instance` was never seen (neither read nor heard from).
-    pub fn is_unknown(&self, instance: InstanceId) -> bool {
-        instance != self.instance
-            && self
-                .seen
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .last(instance)
-                .is_none()
-    }
-
-    /// Reads the heartbeats now, out of turn, when a join drew members of an instance never
-    /// seen (one that just started: its first heartbeat may be newer than the last read); at
-    /// most one such read per [`EXTRA_READ_GAP_MS`], so the cost stays bounded.
+    /// Reads the heartbeats now, out of turn, when a join drew members of an instance not live
+    /// as last read (one that just started, whose first heartbeat may be newer than the last
+    /// read, or one whose heartbeat was late); at most one such read per
+    /// [`EXTRA_READ_GAP_MS`], so the cost stays bounded (after a crash, until its members
+    /// expire).
     pub async fn read_now(
         &self,
         backplane: &Backplane,
@@ -203,6 +204,7 @@ impl Liveness {
     fn replace(&self, fresh: HashMap<InstanceId, u64>, now: u64) {
         let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
         seen.read = fresh;
+        seen.read_at = now;
         let ttl = self.ttl_ms;
         seen.heard.retain(|_, at| at.saturating_add(ttl) > now);
     }
@@ -362,6 +364,7 @@ mod tests {
     #[test]
     fn an_instance_is_live_for_the_ttl_after_its_signed_heartbeat() {
         let config = RedisConfig {
+            liveness_interval_ms: 500,
             liveness_ttl_ms: 1_500,
             ..RedisConfig::default()
         };
@@ -371,9 +374,23 @@ mod tests {
         assert!(!live.is_live_at(other, 10_000), "unknown: not live");
         assert!(live.is_live_at(me, 10_000), "this instance always is");
         live.replace(HashMap::from([(other, 10_000)]), 10_000);
+        // Reads on time (the next one shows nothing newer): dead at its heartbeat + TTL.
+        live.replace(HashMap::from([(other, 10_000)]), 11_400);
         assert!(live.is_live_at(other, 11_499));
         assert!(!live.is_live_at(other, 11_500));
         assert!(!live.is_live_at(InstanceId(3), 10_000));
+        // This instance's reads late: judged as of its last read plus one interval, for at
+        // most one TTL more.
+        live.replace(HashMap::from([(other, 10_000)]), 10_000);
+        assert!(
+            live.is_live_at(other, 12_000),
+            "as of 10.5 s, our read being 2 s old"
+        );
+        assert!(live.is_live_at(other, 12_999));
+        assert!(
+            !live.is_live_at(other, 13_000),
+            "a TTL later, judged as of now - TTL"
+        );
         // Heard from before its heartbeat is read: live for the TTL from then.
         let newcomer = InstanceId(4);
         live.heard_from(newcomer);
