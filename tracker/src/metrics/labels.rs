@@ -110,6 +110,16 @@ label_enum! {
 }
 
 label_enum! {
+    /// Why a membership write (a register or a removal in Redis) was dropped.
+    MembershipDrop {
+        /// The writer's queue was full.
+        QueueFull => "queue_full",
+        /// Redis was down, or the write failed or timed out.
+        Failed => "failed",
+    }
+}
+
+label_enum! {
     /// Why a member read from the fleet's directory in Redis was not handed out.
     DirectorySkip {
         /// No tag, or not a peer id: not written by a tracker.

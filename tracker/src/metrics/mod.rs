@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 pub use histogram::{BATCH_BYTES_BUCKETS, BATCH_MESSAGES_BUCKETS, Histogram, LATENCY_BUCKETS};
 pub use labels::{
-    BatchRefusal, CloseReason, DirectorySkip, DropReason, FailureKind, Origin, ReceivedKind,
-    RefuseReason, RelayPath, RemoteDrop, SignalKind,
+    BatchRefusal, CloseReason, DirectorySkip, DropReason, FailureKind, MembershipDrop, Origin,
+    ReceivedKind, RefuseReason, RelayPath, RemoteDrop, SignalKind,
 };
 
 use swarmtrack_protocol::{ErrorCode, Format};
@@ -93,7 +93,7 @@ pub struct Shard {
     remote_dropped: Family<{ RemoteDrop::COUNT }>,
     directory_skipped: Family<{ DirectorySkip::COUNT }>,
     liveness_refused: Counter,
-    membership_writes_dropped: Counter,
+    membership_dropped: Family<{ MembershipDrop::COUNT }>,
     batches_refused: Family<{ BatchRefusal::COUNT }>,
     frames_sent: Counter,
     messages_sent: Counter,
@@ -137,7 +137,7 @@ impl Shard {
             remote_dropped: family(),
             directory_skipped: family(),
             liveness_refused: Counter::default(),
-            membership_writes_dropped: Counter::default(),
+            membership_dropped: family(),
             batches_refused: family(),
             frames_sent: Counter::default(),
             messages_sent: Counter::default(),
@@ -246,9 +246,9 @@ impl Shard {
         self.inc(&self.liveness_refused, 1);
     }
 
-    /// Counts a membership write (register or leave) dropped because its queue was full.
-    pub fn membership_write_dropped(&self) {
-        self.inc(&self.membership_writes_dropped, 1);
+    /// Counts `n` membership writes dropped.
+    pub fn membership_dropped(&self, reason: MembershipDrop, n: u64) {
+        self.inc(&self.membership_dropped[reason as usize], n);
     }
 
     /// Counts a batch from Redis refused before decoding (unsigned, forged, replayed, stale).

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 
 use super::{
     BatchRefusal, CloseReason, Counter, DirectorySkip, DropReason, FailureKind, Histogram, Levels,
-    Origin, ReceivedKind, RefuseReason, RelayPath, RemoteDrop, Shard, SignalKind, process,
+    MembershipDrop, Origin, ReceivedKind, RefuseReason, RelayPath, RemoteDrop, Shard, SignalKind,
+    process,
 };
 use swarmtrack_protocol::{ErrorCode, Format};
 
@@ -317,11 +318,6 @@ fn render_redis(o: &mut Out<'_>, levels: &Levels) {
             "Instance heartbeats read from Redis that don't verify under the fleet key.",
             |s| &s.liveness_refused,
         ),
-        (
-            "tracker_membership_writes_dropped_total",
-            "Membership writes to Redis dropped because their queue was full.",
-            |s| &s.membership_writes_dropped,
-        ),
     ] {
         o.counter(name, help, f);
     }
@@ -334,6 +330,16 @@ fn render_redis(o: &mut Out<'_>, levels: &Levels) {
         RemoteDrop::ALL,
         RemoteDrop::as_str,
         |s, r| &s.remote_dropped[r as usize],
+    );
+    o.labeled(
+        (
+            "tracker_membership_writes_dropped_total",
+            "reason",
+            "Membership writes to Redis dropped, by reason.",
+        ),
+        MembershipDrop::ALL,
+        MembershipDrop::as_str,
+        |s, r| &s.membership_dropped[r as usize],
     );
     o.labeled(
         (

@@ -45,7 +45,7 @@ use super::{BySwarm, SwarmIndex};
 use crate::backplane::{Backplane, instance_key};
 use crate::config::RedisConfig;
 use crate::fleet_key::FleetKeys;
-use crate::metrics::{DirectorySkip, Shard};
+use crate::metrics::{DirectorySkip, MembershipDrop, Shard};
 pub(super) use member::{decode_tag, encode_tag};
 use member::{member, verify_sample};
 use swarmtrack_protocol::{InstanceId, PeerId};
@@ -208,6 +208,8 @@ impl Directory {
         }
         if !self.backplane.is_up() {
             self.metrics.redis_error();
+            // Registered again by the refresh after the reconnect.
+            self.metrics.membership_dropped(MembershipDrop::Failed, 1);
             return self.cached(swarm, peer, want);
         }
         let key = key(&self.prefix, swarm);
@@ -247,6 +249,7 @@ impl Directory {
             Err(e) => {
                 debug!(error = %e, "registering a member failed; the refresh will retry");
                 self.metrics.redis_error();
+                self.metrics.membership_dropped(MembershipDrop::Failed, 1);
             }
         }
         self.cached(swarm, peer, want)
@@ -292,7 +295,8 @@ impl Directory {
         if !self.withdrawn.load(Ordering::Acquire)
             && self.ops.try_send(Op::Add(swarm, peer)).is_err()
         {
-            self.metrics.membership_write_dropped();
+            self.metrics
+                .membership_dropped(MembershipDrop::QueueFull, 1);
         }
     }
 
@@ -307,7 +311,8 @@ impl Directory {
             return;
         }
         if self.ops.try_send(Op::Remove(swarm, peer)).is_err() {
-            self.metrics.membership_write_dropped();
+            self.metrics
+                .membership_dropped(MembershipDrop::QueueFull, 1);
         }
     }
 

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::backplane::Backplane;
 use crate::fleet_key::FleetKeys;
-use crate::metrics::Shard;
+use crate::metrics::{MembershipDrop, Shard};
 use crate::swarm::SwarmIndex;
 use swarmtrack_protocol::{InstanceId, PeerId};
 
@@ -113,8 +113,11 @@ impl Writer {
         if !self.backplane.is_up() {
             // The refresh after the reconnect registers the members there are then.
             self.metrics.redis_error();
+            self.metrics
+                .membership_dropped(MembershipDrop::Failed, ops.len() as u64);
             return;
         }
+        let n = ops.len() as u64;
         let mut by_key: HashMap<Arc<str>, HashMap<PeerId, bool>> = HashMap::new();
         for op in ops {
             let (swarm, peer, add) = match op {
@@ -164,6 +167,7 @@ impl Writer {
             Err(e) => {
                 debug!(error = %e, "membership writes failed; the refresh will retry");
                 self.metrics.redis_error();
+                self.metrics.membership_dropped(MembershipDrop::Failed, n);
             }
         }
     }
@@ -253,7 +257,9 @@ impl Writer {
         let mut removed = 0usize;
         for chunk in swarms.chunks(KEYS_PER_PIPELINE) {
             let mut pipe = redis::pipe();
+            let mut in_chunk = 0u64;
             for (swarm, peers) in chunk {
+                in_chunk += peers.len() as u64;
                 let key = key(&self.prefix, swarm);
                 let zrem = pipe.cmd("ZREM").arg(&key);
                 for p in peers {
@@ -265,6 +271,8 @@ impl Writer {
             if let Err(e) = self.backplane.query::<()>(&pipe).await {
                 debug!(error = %e, "withdrawing members failed; they lapse with the heartbeat");
                 self.metrics.redis_error();
+                self.metrics
+                    .membership_dropped(MembershipDrop::Failed, in_chunk);
             }
         }
         info!(
