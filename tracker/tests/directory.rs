@@ -319,3 +319,74 @@ async fn a_tracker_that_cannot_receive_stops_advertising_its_viewers_until_it_ca
     ready(&one).await;
     join_until_paired(&mut b, "v", a.peer).await;
 }
+
+#[tokio::test]
+async fn on_a_redis_cluster_queued_writes_refreshes_and_the_withdrawal_reach_every_slot() {
+    let cluster = testkit::redis::RedisCluster::start(3);
+    let mut config = test_config();
+    config.redis.cluster = cluster.urls();
+    // Refreshed every second: the refresh's per-key calls run during the test.
+    config.redis.membership_ttl_secs = 30;
+    config.redis.refresh_interval_secs = 1;
+    config.drain.reconnect_window_ms = 500;
+    config.drain.close_grace_ms = 500;
+    let mut one = TestServer::with_config(config.clone()).await;
+    let two = TestServer::with_config(config).await;
+    ready(&one).await;
+    ready(&two).await;
+    // Swarms in different slots; in each, a second viewer whose peer is local: its
+    // registration goes through the writer's queue, several swarms in one batch.
+    let swarms: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+    let mut firsts = Vec::new();
+    for s in &swarms {
+        let mut a = Client::connect(&one, Format::Json).await;
+        a.join(s, 8).await;
+        firsts.push(a);
+    }
+    let mut seconds = Vec::new();
+    for (s, a) in swarms.iter().zip(&firsts) {
+        let mut a2 = Client::connect(&one, Format::Json).await;
+        assert_eq!(a2.join(s, 1).await, vec![a.peer]);
+        seconds.push(a2);
+    }
+    let mut b = Client::connect(&two, Format::Json).await;
+    for (i, s) in swarms.iter().enumerate() {
+        let deadline = Deadline::new("both members of one found from two");
+        loop {
+            let peers = b.join(s, 8).await;
+            if peers.contains(&firsts[i].peer) && peers.contains(&seconds[i].peer) {
+                break;
+            }
+            deadline.tick().await;
+        }
+    }
+    assert_eq!(
+        one.metric("tracker_membership_writes_dropped_total{reason=\"failed\"}")
+            .await,
+        0.0
+    );
+    let (status, body) = one.admin_request("POST", "/admin/drain").await;
+    assert!((200..300).contains(&status), "drain: {status} {body}");
+    let one_instance = firsts[0].instance;
+    let deadline = Deadline::new("members withdrawn from every slot");
+    loop {
+        let left: usize = swarms
+            .iter()
+            .map(|s| {
+                cluster
+                    .cli(&["ZRANGE", &format!("st:swarm:{{{s}}}"), "0", "-1"])
+                    .lines()
+                    .filter_map(|m| PeerId::parse(m.split('.').next().unwrap_or("")))
+                    .filter(|p| p.instance() == one_instance)
+                    .count()
+            })
+            .sum();
+        if left == 0 {
+            break;
+        }
+        deadline.tick().await;
+    }
+    one.exited_within(testkit::LONG_DEADLINE)
+        .await
+        .expect("the drained tracker's run");
+}

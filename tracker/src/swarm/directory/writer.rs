@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -117,7 +118,6 @@ impl Writer {
                 .membership_dropped(MembershipDrop::Failed, ops.len() as u64);
             return;
         }
-        let n = ops.len() as u64;
         let mut by_key: HashMap<Arc<str>, HashMap<PeerId, bool>> = HashMap::new();
         for op in ops {
             let (swarm, peer, add) = match op {
@@ -128,26 +128,24 @@ impl Writer {
         }
         let withdrawn = self.withdrawn.load(Ordering::Acquire);
         let now = now_ms();
-        let mut pipe = redis::pipe();
-        // The swarms whose registration also samples (none kept yet), in answer order.
-        let mut sampling: Vec<&Arc<str>> = Vec::new();
-        for (swarm, members) in &by_key {
-            let key = key(&self.prefix, swarm);
+        // One pipeline per swarm key (a Redis Cluster refuses a pipeline across slots); the
+        // first answer of a swarm with no sample kept yet is its sample.
+        let mut calls: Vec<(Arc<str>, bool, redis::Pipeline, u64)> = Vec::new();
+        for (swarm, members) in by_key {
+            let key = key(&self.prefix, &swarm);
+            let writes = members.len() as u64;
             let (adds, removes): (Vec<_>, Vec<_>) = members.iter().partition(|(_, add)| **add);
+            let mut pipe = redis::pipe();
+            let mut sampling = false;
             if !adds.is_empty() && !withdrawn {
                 let adds: Vec<String> = adds
                     .iter()
                     .map(|(p, _)| member(self.keys.as_ref(), &key, **p))
                     .collect();
-                let unsampled = !self.samples.lock(swarm).contains_key(&**swarm);
+                sampling = !self.samples.lock(&swarm).contains_key(&*swarm);
                 for (i, chunk) in adds.chunks(MEMBERS_PER_CALL).enumerate() {
-                    if unsampled && i == 0 {
-                        register(&mut pipe, &key, now, self.ttl_ms(), SAMPLE_MAX, chunk);
-                        sampling.push(swarm);
-                    } else {
-                        register(&mut pipe, &key, now, self.ttl_ms(), 0, chunk);
-                        pipe.ignore();
-                    }
+                    let sample = if sampling && i == 0 { SAMPLE_MAX } else { 0 };
+                    register(&mut pipe, &key, now, self.ttl_ms(), sample, chunk);
                 }
             }
             if !removes.is_empty() {
@@ -157,17 +155,29 @@ impl Writer {
                 }
                 pipe.ignore();
             }
+            calls.push((swarm, sampling, pipe, writes));
         }
-        match self.backplane.query::<Vec<Vec<String>>>(&pipe).await {
-            Ok(answers) => {
-                for (swarm, sampled) in sampling.into_iter().zip(answers) {
-                    self.keep_sample(swarm, &sampled);
+        for chunk in calls.chunks(KEYS_PER_PIPELINE) {
+            let answers = join_all(
+                chunk
+                    .iter()
+                    .map(|(_, _, pipe, _)| self.backplane.query::<Vec<Vec<String>>>(pipe)),
+            )
+            .await;
+            for ((swarm, sampling, _, writes), answer) in chunk.iter().zip(answers) {
+                match answer {
+                    Ok(answers) => {
+                        if let (true, Some(sampled)) = (*sampling, answers.first()) {
+                            self.keep_sample(swarm, sampled);
+                        }
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "membership writes failed; the refresh will retry");
+                        self.metrics.redis_error();
+                        self.metrics
+                            .membership_dropped(MembershipDrop::Failed, *writes);
+                    }
                 }
-            }
-            Err(e) => {
-                debug!(error = %e, "membership writes failed; the refresh will retry");
-                self.metrics.redis_error();
-                self.metrics.membership_dropped(MembershipDrop::Failed, n);
             }
         }
     }
@@ -213,34 +223,42 @@ impl Writer {
         let swarms = self.members_by_swarm();
         for chunk in swarms.chunks(KEYS_PER_PIPELINE) {
             let now = now_ms();
-            let mut pipe = redis::pipe();
-            // Which swarm each call's answer belongs to; only the last call of a swarm samples.
-            let mut calls: Vec<Option<&Arc<str>>> = Vec::new();
-            for (swarm, peers) in chunk {
-                let key = key(&self.prefix, swarm);
-                let members: Vec<String> = peers
+            // One pipeline per swarm key (a Redis Cluster refuses one across slots), run
+            // together; only the last call of a swarm samples.
+            let pipes: Vec<redis::Pipeline> = chunk
+                .iter()
+                .map(|(swarm, peers)| {
+                    let key = key(&self.prefix, swarm);
+                    let members: Vec<String> = peers
+                        .iter()
+                        .map(|p| member(self.keys.as_ref(), &key, *p))
+                        .collect();
+                    let mut pipe = redis::pipe();
+                    let groups: Vec<&[String]> = members.chunks(MEMBERS_PER_CALL).collect();
+                    for (i, group) in groups.iter().enumerate() {
+                        let sample = if i + 1 == groups.len() { SAMPLE_MAX } else { 0 };
+                        register(&mut pipe, &key, now, self.ttl_ms(), sample, group);
+                    }
+                    pipe
+                })
+                .collect();
+            let answers = join_all(
+                pipes
                     .iter()
-                    .map(|p| member(self.keys.as_ref(), &key, *p))
-                    .collect();
-                let groups: Vec<&[String]> = members.chunks(MEMBERS_PER_CALL).collect();
-                for (i, group) in groups.iter().enumerate() {
-                    let last = i + 1 == groups.len();
-                    let sample = if last { SAMPLE_MAX } else { 0 };
-                    register(&mut pipe, &key, now, self.ttl_ms(), sample, group);
-                    calls.push(last.then_some(swarm));
-                }
-            }
-            match self.backplane.query::<Vec<Vec<String>>>(&pipe).await {
-                Ok(answers) => {
-                    for (swarm, sampled) in calls.iter().zip(answers) {
-                        if let Some(swarm) = swarm {
-                            self.keep_sample(swarm, &sampled);
+                    .map(|p| self.backplane.query::<Vec<Vec<String>>>(p)),
+            )
+            .await;
+            for ((swarm, _), answer) in chunk.iter().zip(answers) {
+                match answer {
+                    Ok(answers) => {
+                        if let Some(sampled) = answers.last() {
+                            self.keep_sample(swarm, sampled);
                         }
                     }
-                }
-                Err(e) => {
-                    debug!(error = %e, "refreshing members failed");
-                    self.metrics.redis_error();
+                    Err(e) => {
+                        debug!(error = %e, "refreshing members failed");
+                        self.metrics.redis_error();
+                    }
                 }
             }
         }
@@ -256,23 +274,31 @@ impl Writer {
         let swarms = self.members_by_swarm();
         let mut removed = 0usize;
         for chunk in swarms.chunks(KEYS_PER_PIPELINE) {
-            let mut pipe = redis::pipe();
-            let mut in_chunk = 0u64;
-            for (swarm, peers) in chunk {
-                in_chunk += peers.len() as u64;
-                let key = key(&self.prefix, swarm);
-                let zrem = pipe.cmd("ZREM").arg(&key);
-                for p in peers {
-                    zrem.arg(member(self.keys.as_ref(), &key, *p));
+            // One ZREM per swarm key, run together.
+            let pipes: Vec<redis::Pipeline> = chunk
+                .iter()
+                .map(|(swarm, peers)| {
+                    let key = key(&self.prefix, swarm);
+                    let mut pipe = redis::pipe();
+                    let zrem = pipe.cmd("ZREM").arg(&key);
+                    for p in peers {
+                        zrem.arg(member(self.keys.as_ref(), &key, *p));
+                    }
+                    pipe.ignore();
+                    pipe
+                })
+                .collect();
+            let answers = join_all(pipes.iter().map(|p| self.backplane.query::<()>(p))).await;
+            for ((_, peers), answer) in chunk.iter().zip(answers) {
+                match answer {
+                    Ok(()) => removed += peers.len(),
+                    Err(e) => {
+                        debug!(error = %e, "withdrawing members failed; they lapse with the heartbeat");
+                        self.metrics.redis_error();
+                        self.metrics
+                            .membership_dropped(MembershipDrop::Failed, peers.len() as u64);
+                    }
                 }
-                pipe.ignore();
-                removed += peers.len();
-            }
-            if let Err(e) = self.backplane.query::<()>(&pipe).await {
-                debug!(error = %e, "withdrawing members failed; they lapse with the heartbeat");
-                self.metrics.redis_error();
-                self.metrics
-                    .membership_dropped(MembershipDrop::Failed, in_chunk);
             }
         }
         info!(
