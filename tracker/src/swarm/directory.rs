@@ -59,6 +59,8 @@ pub(super) const WRITES_MAX: usize = 4_096;
 pub(super) const KEYS_PER_PIPELINE: usize = 128;
 /// Most members added by one script call (its arguments stay far below Lua's stack limit).
 pub(super) const MEMBERS_PER_CALL: usize = 1_000;
+/// Longest a registration waits for this instance's first heartbeat after it subscribed.
+const FIRST_HEARTBEAT_WAIT: Duration = Duration::from_millis(250);
 /// Most members sampled per swarm, and so kept per swarm for re-joins.
 pub(super) const SAMPLE_MAX: usize = 128;
 
@@ -211,6 +213,11 @@ impl Directory {
             // Registered again by the refresh after the reconnect.
             self.metrics.membership_dropped(MembershipDrop::Failed, 1);
             return self.cached(swarm, peer, want);
+        }
+        // Just subscribed: its heartbeat comes within a few ms; registered before it, the
+        // member would be skipped by others as one of an unknown instance.
+        if self.backplane.is_subscribed() {
+            self.live.advertised_within(FIRST_HEARTBEAT_WAIT).await;
         }
         let key = key(&self.prefix, swarm);
         let mut pipe = redis::pipe();

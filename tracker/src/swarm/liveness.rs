@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -84,6 +85,8 @@ pub struct Liveness {
     seen: RwLock<Seen>,
     /// When a join last read the heartbeats out of turn, Unix ms.
     last_extra_read: AtomicU64,
+    /// True while this instance's own heartbeat is being written.
+    advertised: watch::Sender<bool>,
 }
 
 /// What is known of other instances, Unix ms.
@@ -115,6 +118,7 @@ impl Liveness {
             interval_ms: config.liveness_interval_ms,
             seen: RwLock::new(Seen::default()),
             last_extra_read: AtomicU64::new(0),
+            advertised: watch::Sender::new(false),
         }
     }
 
@@ -137,6 +141,14 @@ impl Liveness {
             .max(now.saturating_sub(self.ttl_ms));
         seen.last(instance)
             .is_some_and(|last| last.saturating_add(self.ttl_ms) > at)
+    }
+
+    /// Waits (at most `limit`) until this instance's own heartbeat is in Redis, so a member it
+    /// registers right after it subscribed isn't skipped by others as one of an instance they
+    /// don't know yet.
+    pub async fn advertised_within(&self, limit: Duration) {
+        let mut rx = self.advertised.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|on| *on)).await;
     }
 
     /// `instance` was heard from just now (a batch it sealed with the fleet key arrived): it
@@ -262,7 +274,8 @@ impl Heartbeat {
         let mut last_beat: Option<tokio::time::Instant> = None;
         let retry = Duration::from_millis(FIRST_BEAT_RETRY_MS);
         loop {
-            let wake = match (mine.is_some(), last_beat) {
+            let advertising = *self.live.advertised.borrow();
+            let wake = match (advertising, last_beat) {
                 (true, Some(t)) => t + self.interval,
                 // Not advertised: look at the links again soon (a local look, no command).
                 _ => tokio::time::Instant::now() + retry,
@@ -274,7 +287,7 @@ impl Heartbeat {
             let now = tokio::time::Instant::now();
             let due = last_beat.is_none_or(|t| t + self.interval <= now);
             // Able to receive but not advertised yet: beat now rather than at the interval.
-            let could = mine.is_none() && self.backplane.is_up() && self.backplane.is_subscribed();
+            let could = !advertising && self.backplane.is_up() && self.backplane.is_subscribed();
             if due || could {
                 last_beat = Some(now);
                 self.beat(&mut mine).await;
@@ -290,7 +303,8 @@ impl Heartbeat {
         }
     }
 
-    /// One heartbeat (skipped while the subscription is down: this instance can't receive)
+    /// One heartbeat (none while the subscription is down: this instance can't receive, so its
+    /// last one lapses)
     /// and one read of everybody's.
     async fn beat(&self, mine: &mut Option<String>) {
         if !self.backplane.is_up() {
@@ -307,7 +321,9 @@ impl Heartbeat {
         if let Some(m) = &fresh {
             pipe.cmd("ZADD").arg(&self.key).arg(now).arg(m).ignore();
         }
-        if let Some(old) = mine.as_ref() {
+        // While not subscribed, the last heartbeat stays and lapses after the TTL: a
+        // resubscription of a moment doesn't make the others refuse this instance.
+        if let (Some(old), Some(_)) = (mine.as_ref(), &fresh) {
             pipe.cmd("ZREM").arg(&self.key).arg(old).ignore();
         }
         pipe.cmd("ZREMRANGEBYSCORE")
@@ -324,7 +340,15 @@ impl Heartbeat {
                 return;
             }
         };
-        *mine = fresh;
+        let advertising = fresh.is_some();
+        if advertising {
+            *mine = fresh;
+        }
+        self.live.advertised.send_if_modified(|on| {
+            let was = *on;
+            *on = advertising;
+            was != *on
+        });
         let seen = parse(self.keys.as_ref(), &members, now, &self.metrics);
         self.live.replace(seen, now);
     }
