@@ -248,7 +248,9 @@ impl Backplane {
                 .as_str()
                 .into_connection_info()
                 .map_err(|source| BackplaneError::Url { source })?;
-            let mut settings = info.redis_settings().clone();
+            // No CLIENT SETINFO at connection: one command fewer for the ACL user to allow (and
+            // for a Redis 7.0 to refuse).
+            let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
             if let Some(user) = access.username {
                 settings = settings.set_username(user);
             }
