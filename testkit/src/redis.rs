@@ -302,8 +302,21 @@ fn make_certificates(dir: &Path) {
         path("server.ext"),
         path("server.crt"),
     );
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=swarmtrack test CA"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=swarmtrack test CA",
+    ];
     ca.extend(ec);
     ca.extend(["-keyout", &ca_key, "-out", &ca_crt]);
     run("openssl", &ca, dir, DEADLINE);
@@ -317,8 +330,8 @@ fn make_certificates(dir: &Path) {
     )
     .expect("server.ext");
     let sign = [
-        "x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key, "-days", "2",
-        "-extfile", &ext, "-out", &crt,
+        "x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key, "-days", "2", "-extfile",
+        &ext, "-out", &crt,
     ];
     run("openssl", &sign, dir, DEADLINE);
 }

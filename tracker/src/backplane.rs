@@ -96,7 +96,8 @@ pub struct Access<'a> {
 /// Where Redis is.
 #[derive(Clone)]
 enum Target {
-    Single(ConnectionInfo),
+    // Boxed: with TLS, a ConnectionInfo is ten times a Vec.
+    Single(Box<ConnectionInfo>),
     Cluster(Vec<ConnectionInfo>),
 }
 
@@ -260,7 +261,7 @@ impl Backplane {
             Ok(info.set_redis_settings(settings))
         };
         let target = match &config.url {
-            Some(url) => Target::Single(parse(url)?),
+            Some(url) => Target::Single(Box::new(parse(url)?)),
             None => Target::Cluster(config.cluster.iter().map(parse).collect::<Result<_, _>>()?),
         };
         if config
@@ -442,7 +443,7 @@ impl Inner {
         let attempt = async {
             match &self.target {
                 Target::Single(info) => {
-                    let client = self.client(info.clone())?;
+                    let client = self.client((**info).clone())?;
                     let config = AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(connect))
                         .set_response_timeout(Some(response));
@@ -883,7 +884,7 @@ async fn connect_subscriber(
                     .redis_settings()
                     .clone()
                     .set_protocol(ProtocolVersion::RESP3);
-                let client = inner.client(info.clone().set_redis_settings(settings))?;
+                let client = inner.client((**info).clone().set_redis_settings(settings))?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(connect))
                     .set_response_timeout(Some(response))

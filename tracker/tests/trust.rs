@@ -2,6 +2,8 @@
 //! else published into Redis is refused and counted; Redis over TLS with an ACL user limited to
 //! what a tracker needs.
 
+#![allow(clippy::expect_used)] // a failed expectation fails the test
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -91,7 +93,10 @@ async fn unsigned_forged_changed_and_replayed_batches_are_refused_and_counted() 
     // Watch A's instance channel as anyone on the network could, and catch a genuine batch.
     let client = redis::Client::open(redis.url()).expect("redis url");
     let mut watch = client.get_async_pubsub().await.expect("pubsub");
-    watch.subscribe(channel(a.instance)).await.expect("subscribe");
+    watch
+        .subscribe(channel(a.instance))
+        .await
+        .expect("subscribe");
     let mut messages = watch.on_message();
     b.send(&offer("v", a.peer, "genuine", "sdp")).await;
     match a.recv().await {
@@ -155,7 +160,11 @@ async fn unsigned_forged_changed_and_replayed_batches_are_refused_and_counted() 
         "only B's two offers were relayed to A"
     );
     for reason in ["unsigned", "bad_tag", "replay", "stale"] {
-        assert_eq!(two.metric(&refused(reason)).await, 0.0, "{reason} on B's tracker");
+        assert_eq!(
+            two.metric(&refused(reason)).await,
+            0.0,
+            "{reason} on B's tracker"
+        );
     }
 }
 
@@ -229,7 +238,10 @@ async fn trackers_reach_redis_over_tls_as_an_acl_user_that_may_do_only_what_they
     // (made at the first check).
     let clients = testkit::eventually("three connections per tracker", || async {
         let clients = redis.command(&["CLIENT", "LIST"]);
-        let n = clients.lines().filter(|l| l.contains(" user=swarmtrack ")).count();
+        let n = clients
+            .lines()
+            .filter(|l| l.contains(" user=swarmtrack "))
+            .count();
         (n >= 6).then_some(clients)
     })
     .await;
@@ -251,5 +263,18 @@ async fn trackers_reach_redis_over_tls_as_an_acl_user_that_may_do_only_what_they
     })
     .await;
     assert_eq!(refused.metric("tracker_redis_up").await, 0.0);
+}
 
+#[test]
+fn the_acl_line_in_the_operations_guide_is_the_tested_one() {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/OPERATIONS.md"
+    ))
+    .expect("docs/OPERATIONS.md");
+    let line = format!("ACL SETUSER swarmtrack on >PASSWORD {TRACKER_ACL_RULES}");
+    assert!(
+        guide.contains(&line),
+        "docs/OPERATIONS.md should quote:\n{line}"
+    );
 }
