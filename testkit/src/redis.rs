@@ -73,7 +73,7 @@ impl RedisServer {
         Self::start_in(temp_dir("redis"), cluster, false)
     }
 
-    fn start_in(dir: TempDir, cluster: bool, tls: bool) -> Self {
+    pub(crate) fn start_in(dir: TempDir, cluster: bool, tls: bool) -> Self {
         let (port, cluster_port, tls_port, process) = start_on_free_ports("redis-server", || {
             let port = free_port();
             let cluster_port = cluster.then(|| free_port_except(port));
@@ -254,6 +254,9 @@ fn launch_redis(
             .arg("--tls-ca-cert-file")
             .arg(dir.join("ca.crt"))
             .args(["--tls-auth-clients", "no"]);
+        if cluster_port.is_some() {
+            cmd.args(["--tls-cluster", "yes"]);
+        }
     }
     let stderr = File::create(dir.join("stderr.log")).expect("stderr.log");
     cmd.stdin(Stdio::null())
@@ -291,8 +294,32 @@ impl Drop for RedisServer {
     }
 }
 
+/// One CA and server certificate for the nodes of a TLS cluster (they verify each other on
+/// the bus with it).
+pub(crate) struct CertificateSet {
+    dir: TempDir,
+}
+
+impl CertificateSet {
+    pub(crate) fn new() -> Self {
+        let dir = temp_dir("redis-certs");
+        make_certificates(dir.path());
+        Self { dir }
+    }
+
+    /// A new node folder holding the certificates.
+    pub(crate) fn copy_to_new_dir(&self) -> TempDir {
+        let dir = temp_dir("redis");
+        for f in ["ca.crt", "server.crt", "server.key"] {
+            fs::copy(self.dir.path().join(f), dir.path().join(f)).expect("copy certificate");
+        }
+        dir
+    }
+}
+
 /// A CA (`ca.crt`) and a server certificate for `127.0.0.1` and `localhost` signed by it
-/// (`server.crt`, `server.key`) in `dir`, made with openssl (which scripts/test installs).
+/// (`server.crt`, `server.key`) in `dir`, made with openssl (which scripts/test installs). It is
+/// a client certificate too: cluster nodes present it to each other on the TLS bus.
 fn make_certificates(dir: &Path) {
     let path = |name: &str| dir.join(name).display().to_string();
     let (ca_key, ca_crt) = (path("ca.key"), path("ca.crt"));
@@ -326,7 +353,7 @@ fn make_certificates(dir: &Path) {
     run("openssl", &req, dir, DEADLINE);
     fs::write(
         &ext,
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
     )
     .expect("server.ext");
     let sign = [

@@ -350,7 +350,7 @@ impl Backplane {
         match tokio::time::timeout(timeout, pipe.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+                if is_broken(&e) {
                     self.inner.mark_broken();
                 }
                 Err(e.into())
@@ -514,6 +514,13 @@ fn tls_certificates(config: &RedisConfig) -> Result<Option<TlsCertificates>, Bac
             root_cert,
         }),
     )
+}
+
+/// Whether an error means the connection is gone. A response timeout doesn't: the connection
+/// stays usable (a late answer is discarded), and a slow moment must not count as an outage,
+/// which would make every instance re-register its members (more load).
+fn is_broken(e: &redis::RedisError) -> bool {
+    !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error())
 }
 
 /// Counts health PINGs that failed in a row; the link is declared down at `limit`.
@@ -704,7 +711,7 @@ async fn health_ping(inner: &Inner, checker: &mut Option<Conn>) -> bool {
     match tokio::time::timeout(timeout, ping.query_async::<String>(conn)).await {
         Ok(Ok(_)) => true,
         Ok(Err(e)) => {
-            if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+            if is_broken(&e) {
                 *checker = None;
             }
             false
@@ -835,7 +842,7 @@ async fn subscribe(
                 SubEvent::HealthCheck => {
                     let (ok, broken) = match tokio::time::timeout(ping_timeout, link.ping()).await {
                         Ok(Ok(())) => (true, false),
-                        Ok(Err(e)) => (false, e.is_connection_dropped() || e.is_io_error()),
+                        Ok(Err(e)) => (false, is_broken(&e)),
                         Err(_) => (false, false),
                     };
                     if broken || checks.record(ok) {

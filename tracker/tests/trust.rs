@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use testkit::Deadline;
 use testkit::native::{Client, join_until_paired, offer};
-use testkit::redis::{RedisServer, TRACKER_ACL_RULES};
+use testkit::redis::{RedisCluster, RedisServer, TRACKER_ACL_RULES};
 use testkit::tracker::{TestServer, test_config};
 use tracker::config::{Config, Secret};
 use tracker::protocol::{Format, InstanceId, ServerMsg};
@@ -277,4 +277,86 @@ fn the_acl_line_in_the_operations_guide_is_the_tested_one() {
         guide.contains(&line),
         "docs/OPERATIONS.md should quote:\n{line}"
     );
+}
+
+/// PINGs Redis has answered so far (`INFO commandstats`).
+fn pings(redis: &RedisServer) -> u64 {
+    let stats = redis.command(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A stall shorter than `health_failures` checks doesn't take the link down; with one failure
+/// allowed, the same stall does (so the test can tell).
+#[tokio::test]
+async fn a_short_stall_needs_consecutive_failed_checks_to_take_the_link_down() {
+    let redis = RedisServer::start();
+    let config = |failures: u32| {
+        let mut c = redis_config(&redis.url());
+        c.redis.health_check_ms = 100;
+        c.redis.command_timeout_ms = 250;
+        c.redis.connect_timeout_ms = 500;
+        c.redis.health_failures = failures;
+        c
+    };
+    let patient = TestServer::with_config(config(20)).await;
+    let hasty = TestServer::with_config(config(1)).await;
+    redis_ready(&patient).await;
+    redis_ready(&hasty).await;
+    let before = pings(&redis);
+    // Every client's commands wait 800 ms: several checks of each tracker time out.
+    assert_eq!(redis.command(&["CLIENT", "PAUSE", "800", "ALL"]), "OK");
+    hasty
+        .wait_metric("tracker_redis_reconnects_total", 1.0)
+        .await;
+    // Wait until both trackers' checkers have been answered a few times after the pause.
+    testkit::eventually("health checks after the stall", || async {
+        (pings(&redis) >= before + 20).then_some(())
+    })
+    .await;
+    assert_eq!(patient.metric("tracker_redis_reconnects_total").await, 0.0);
+    assert_eq!(
+        patient.metric("tracker_redis_resubscribes_total").await,
+        0.0
+    );
+    assert_eq!(patient.metric("tracker_redis_up").await, 1.0);
+}
+
+#[tokio::test]
+async fn trackers_reach_a_redis_cluster_over_tls() {
+    let cluster = RedisCluster::start_tls(3);
+    let mut c = test_config();
+    c.redis.cluster = cluster.tls_urls();
+    c.redis.tls_ca_file = Some(cluster.node(0).ca_file());
+    c.redis.membership_ttl_secs = 3;
+    c.redis.refresh_interval_secs = 1;
+    let one = TestServer::with_config(c.clone()).await;
+    let two = TestServer::with_config(c).await;
+    redis_ready(&one).await;
+    redis_ready(&two).await;
+    let mut a = Client::connect(&one, Format::Json).await;
+    let mut b = Client::connect(&two, Format::Json).await;
+    a.join("v", 8).await;
+    join_until_paired(&mut b, "v", a.peer).await;
+    testkit::native::exchange_across(&mut a, &mut b, "v").await;
+    // The trackers' connections are all on TLS ports: the plain ones serve only this check.
+    let mut on_tls = 0;
+    for i in 0..cluster.node_count() {
+        let node = cluster.node(i);
+        let clients = node.command(&["CLIENT", "LIST"]);
+        let plain = format!("laddr=127.0.0.1:{} ", node.port());
+        let tls = format!("laddr=127.0.0.1:{} ", node.tls_port().expect("tls port"));
+        for line in clients.lines() {
+            assert!(
+                !line.contains(&plain) || line.contains("cmd=client|list"),
+                "a connection on the plain port: {line}"
+            );
+            on_tls += usize::from(line.contains(&tls));
+        }
+    }
+    assert!(on_tls >= 2, "the trackers' connections over TLS");
 }
