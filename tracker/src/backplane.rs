@@ -555,7 +555,11 @@ async fn supervise_commands(inner: Arc<Inner>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             () = inner.broken.notified() => checker = None,
             () = tokio::time::sleep(health) => {
-                let ok = health_ping(&inner, &mut checker).await;
+                // A check may have to connect first: never hold a shutdown up for it.
+                let ok = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    ok = health_ping(&inner, &mut checker) => ok,
+                };
                 if checks.record(ok) {
                     warn!(
                         failures = inner.config.health_failures,
