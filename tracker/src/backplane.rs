@@ -43,13 +43,20 @@ use redis::{
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::batch_seal::{Opener, SIGNED_HEADER, Sealer, unix_ms};
 use crate::config::{RedisConfig, Secret};
 use crate::fleet_key::FleetKeys;
 use crate::metrics::{Metrics, RemoteDrop};
 use swarmtrack_protocol::InstanceId;
+
+mod health;
+mod inbound;
+
+use health::{Health, health_ping, is_broken};
+pub use inbound::InboundBatch;
+use inbound::{QueueBytes, Sealed, open_batches};
 
 /// Why a Redis operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +103,8 @@ pub struct Access<'a> {
 /// Where Redis is.
 #[derive(Clone)]
 enum Target {
-    Single(ConnectionInfo),
+    // Boxed: with TLS, a ConnectionInfo is ten times a Vec.
+    Single(Box<ConnectionInfo>),
     Cluster(Vec<ConnectionInfo>),
 }
 
@@ -143,70 +151,6 @@ pub fn instance_key(prefix: &str, id: InstanceId) -> String {
     format!("{prefix}:instance:{id}")
 }
 
-/// A received batch, opened (its envelope checked and stripped), as the relay codec reads it.
-/// It holds its bytes' share of `redis.inbound_queue_bytes` until it is turned into [`Bytes`]
-/// to be decoded.
-pub struct InboundBatch {
-    bytes: Bytes,
-    /// Held for its `Drop`.
-    _budget: Budget,
-}
-
-impl From<InboundBatch> for Bytes {
-    fn from(batch: InboundBatch) -> Bytes {
-        // The budget is given back here: the bytes leave the queue to be decoded.
-        let InboundBatch { bytes, _budget } = batch;
-        bytes
-    }
-}
-
-/// Bytes of received batches queued and not yet decoded, shared by the queues they pass.
-#[derive(Clone)]
-struct QueueBytes {
-    used: Arc<AtomicUsize>,
-    max: usize,
-}
-
-impl QueueBytes {
-    /// Takes `n` bytes of the budget, or `None` when they don't fit.
-    fn take(&self, n: usize) -> Option<Budget> {
-        let mut used = self.used.load(Ordering::Relaxed);
-        loop {
-            let next = used.checked_add(n).filter(|&u| u <= self.max)?;
-            match self
-                .used
-                .compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    return Some(Budget {
-                        used: Arc::clone(&self.used),
-                        n,
-                    });
-                }
-                Err(now) => used = now,
-            }
-        }
-    }
-}
-
-/// A share of [`QueueBytes`], given back on drop.
-struct Budget {
-    used: Arc<AtomicUsize>,
-    n: usize,
-}
-
-impl Drop for Budget {
-    fn drop(&mut self) {
-        self.used.fetch_sub(self.n, Ordering::AcqRel);
-    }
-}
-
-/// A batch as received, before its envelope is opened.
-struct Sealed {
-    bytes: Bytes,
-    budget: Budget,
-}
-
 /// The Redis links of one tracker instance.
 #[derive(Clone)]
 pub struct Backplane {
@@ -250,7 +194,9 @@ impl Backplane {
                 .as_str()
                 .into_connection_info()
                 .map_err(|source| BackplaneError::Url { source })?;
-            let mut settings = info.redis_settings().clone();
+            // No CLIENT SETINFO at connection: one command fewer for the ACL user to allow (and
+            // for a Redis 7.0 to refuse).
+            let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
             if let Some(user) = access.username {
                 settings = settings.set_username(user);
             }
@@ -260,7 +206,7 @@ impl Backplane {
             Ok(info.set_redis_settings(settings))
         };
         let target = match &config.url {
-            Some(url) => Target::Single(parse(url)?),
+            Some(url) => Target::Single(Box::new(parse(url)?)),
             None => Target::Cluster(config.cluster.iter().map(parse).collect::<Result<_, _>>()?),
         };
         if config
@@ -355,7 +301,7 @@ impl Backplane {
         match tokio::time::timeout(timeout, pipe.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+                if is_broken(&e) {
                     self.inner.mark_broken();
                 }
                 Err(e.into())
@@ -448,7 +394,7 @@ impl Inner {
         let attempt = async {
             match &self.target {
                 Target::Single(info) => {
-                    let client = self.client(info.clone())?;
+                    let client = self.client((**info).clone())?;
                     let config = AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(connect))
                         .set_response_timeout(Some(response));
@@ -519,70 +465,6 @@ fn tls_certificates(config: &RedisConfig) -> Result<Option<TlsCertificates>, Bac
             root_cert,
         }),
     )
-}
-
-/// Counts health PINGs that failed in a row; the link is declared down at `limit`.
-#[derive(Debug)]
-struct Health {
-    failures: u32,
-    limit: u32,
-}
-
-impl Health {
-    fn new(limit: u32) -> Self {
-        Self {
-            failures: 0,
-            limit: limit.max(1),
-        }
-    }
-
-    /// Records one check; true when the link is now to be declared down (the count then
-    /// starts again).
-    fn record(&mut self, ok: bool) -> bool {
-        if ok {
-            self.failures = 0;
-            return false;
-        }
-        self.failures += 1;
-        if self.failures >= self.limit {
-            self.failures = 0;
-            return true;
-        }
-        false
-    }
-}
-
-/// Opens received envelopes in arrival order and hands the batches on; refusals are counted.
-async fn open_batches(
-    inner: Arc<Inner>,
-    cancel: CancellationToken,
-    mut opener: Opener,
-    mut sealed: mpsc::Receiver<Sealed>,
-    inbound: mpsc::Sender<InboundBatch>,
-) {
-    let metrics = inner.metrics.shared();
-    loop {
-        let batch = tokio::select! {
-            () = cancel.cancelled() => return,
-            b = sealed.recv() => match b { Some(b) => b, None => return },
-        };
-        match opener.open(batch.bytes, unix_ms()) {
-            Ok(bytes) => {
-                let opened = InboundBatch {
-                    bytes,
-                    _budget: batch.budget,
-                };
-                if inbound.try_send(opened).is_err() {
-                    metrics.remote_inbound_dropped();
-                }
-            }
-            Err(reason) => {
-                // Debug: whoever can publish could flood a warn log; the counter shows it.
-                debug!(reason = reason.as_str(), "a batch from Redis was refused");
-                metrics.batch_refused(reason);
-            }
-        }
-    }
 }
 
 /// A whole connection attempt (TCP, handshake, cluster discovery) gets twice the connect
@@ -681,7 +563,11 @@ async fn supervise_commands(inner: Arc<Inner>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             () = inner.broken.notified() => checker = None,
             () = tokio::time::sleep(health) => {
-                let ok = health_ping(&inner, &mut checker).await;
+                // A check may have to connect first: never hold a shutdown up for it.
+                let ok = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    ok = health_ping(&inner, &mut checker) => ok,
+                };
                 if checks.record(ok) {
                     warn!(
                         failures = inner.config.health_failures,
@@ -692,29 +578,6 @@ async fn supervise_commands(inner: Arc<Inner>, cancel: CancellationToken) {
                 }
             }
         }
-    }
-}
-
-/// One health PING on the checker's connection (made first if there is none), within the
-/// command timeout; a failed connection is dropped so the next check makes a new one.
-async fn health_ping(inner: &Inner, checker: &mut Option<Conn>) -> bool {
-    let timeout = Duration::from_millis(inner.config.command_timeout_ms);
-    if checker.is_none() {
-        *checker = inner.connect_commands().await.ok();
-    }
-    let Some(conn) = checker.as_mut() else {
-        return false;
-    };
-    let ping = redis::cmd("PING");
-    match tokio::time::timeout(timeout, ping.query_async::<String>(conn)).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(e)) => {
-            if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
-                *checker = None;
-            }
-            false
-        }
-        Err(_) => false,
     }
 }
 
@@ -841,7 +704,7 @@ async fn subscribe(
                 SubEvent::HealthCheck => {
                     let (ok, broken) = match tokio::time::timeout(ping_timeout, link.ping()).await {
                         Ok(Ok(())) => (true, false),
-                        Ok(Err(e)) => (false, e.is_connection_dropped() || e.is_io_error()),
+                        Ok(Err(e)) => (false, is_broken(&e)),
                         Err(_) => (false, false),
                     };
                     if broken || checks.record(ok) {
@@ -891,7 +754,7 @@ async fn connect_subscriber(
                     .redis_settings()
                     .clone()
                     .set_protocol(ProtocolVersion::RESP3);
-                let client = inner.client(info.clone().set_redis_settings(settings))?;
+                let client = inner.client((**info).clone().set_redis_settings(settings))?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(connect))
                     .set_response_timeout(Some(response))
@@ -913,45 +776,4 @@ async fn connect_subscriber(
         }
     };
     within_connect_deadline(connect, attempt).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_link_is_down_only_after_the_configured_failures_in_a_row() {
-        let mut h = Health::new(3);
-        assert!(!h.record(false));
-        assert!(!h.record(false));
-        assert!(!h.record(true), "a success starts the count again");
-        assert!(!h.record(false));
-        assert!(!h.record(false));
-        assert!(h.record(false));
-        assert!(!h.record(false), "counting starts again after a verdict");
-        let mut once = Health::new(1);
-        assert!(once.record(false));
-        assert!(!once.record(true));
-    }
-
-    #[test]
-    fn queued_bytes_are_bounded_and_given_back_when_a_batch_is_taken() {
-        let q = QueueBytes {
-            used: Arc::new(AtomicUsize::new(0)),
-            max: 100,
-        };
-        let a = q.take(60).unwrap();
-        assert!(q.take(41).is_none());
-        let b = q.take(40).unwrap();
-        assert!(q.take(1).is_none());
-        drop(a);
-        let batch = InboundBatch {
-            bytes: Bytes::from_static(b"x"),
-            _budget: b,
-        };
-        assert_eq!(q.used.load(Ordering::Relaxed), 40);
-        let bytes = Bytes::from(batch);
-        assert_eq!(&bytes[..], b"x");
-        assert_eq!(q.used.load(Ordering::Relaxed), 0);
-    }
 }

@@ -500,7 +500,7 @@ impl Config {
         match (&self.fleet_key, &self.fleet_key_previous) {
             (Some(current), previous) => Ok(Some(
                 FleetKeys::new(current.expose(), previous.as_ref().map(Secret::expose))
-                    .context("the fleet key")?,
+                    .with_context(|| format!("{FLEET_KEY_ENV} or {FLEET_KEY_PREVIOUS_ENV}"))?,
             )),
             (None, Some(_)) => bail!("{FLEET_KEY_PREVIOUS_ENV} is set but {FLEET_KEY_ENV} is not"),
             (None, None) if self.redis.allow_unsigned => Ok(None),
