@@ -33,7 +33,7 @@ mod cluster;
 /// relay, health, cluster discovery). docs/OPERATIONS.md quotes them (a test checks it does,
 /// word for word) as `ACL SETUSER swarmtrack on >PASSWORD` followed by these rules.
 pub const TRACKER_ACL_RULES: &str = "resetkeys ~st:* resetchannels &st:* -@all \
-+hello +ping +get +set +pexpire +zadd +zrem +zremrangebyscore +zrandmember \
++hello +ping +get +set +pexpire +zadd +zrem +zremrangebyscore +zrandmember +zrangebyscore +eval \
 +publish +spublish +subscribe +ssubscribe +unsubscribe +sunsubscribe +cluster|slots +cluster|shards";
 
 /// A `redis-server` child process on `127.0.0.1`, standalone or as one node of a cluster.
