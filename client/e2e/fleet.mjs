@@ -133,6 +133,8 @@ export async function startFleet(opts = {}) {
   const n = opts.trackers ?? 2;
   const dir = mkdtempSync(join(tmpdir(), 'swarmtrack-e2e-'));
   const token = randomBytes(16).toString('hex');
+  // Trackers on Redis refuse to start without the fleet's key.
+  const fleetKey = randomBytes(32).toString('hex');
   /** @type {ReturnType<typeof start>[]} */
   const procs = [];
   const fleet = {
@@ -176,6 +178,7 @@ export async function startFleet(opts = {}) {
       const adminPort = await freePort();
       const p = start(`t${i}`, bin, ['--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${adminPort}`, '--redis-url', `redis://127.0.0.1:${redisPort}`], dir, {
         TRACKER_ADMIN_TOKEN: token,
+        TRACKER_FLEET_KEY: fleetKey,
         RUST_LOG: 'info',
         NO_COLOR: '1',
         ...opts.env,

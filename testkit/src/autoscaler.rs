@@ -18,7 +18,7 @@ use crate::process::{
     workspace_bin,
 };
 use crate::redis::RedisServer;
-use crate::tracker::ADMIN_TOKEN;
+use crate::tracker::{ADMIN_TOKEN, FLEET_KEY};
 use crate::wait::LONG_DEADLINE;
 
 /// The `autoscaler` binary with a local provider.
@@ -102,6 +102,8 @@ impl Autoscaler {
                 .arg("--status-listen")
                 .arg(self.status.to_string())
                 .env("TRACKER_ADMIN_TOKEN", ADMIN_TOKEN)
+                // Passed through to the trackers it starts, as the admin token is.
+                .env("TRACKER_FLEET_KEY", FLEET_KEY)
                 .env("RUST_LOG", "info,autoscaler=debug")
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .env_remove("AUTOSCALER_CONFIG")

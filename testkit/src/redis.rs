@@ -28,11 +28,21 @@ pub use cluster::{CLUSTER_DEADLINE, RedisCluster, SLOTS};
 
 mod cluster;
 
+/// The ACL rules of a tracker's Redis user with the default `redis.key_prefix` (`st`): its keys
+/// and channels only, and only the commands a tracker sends (connection set-up, membership,
+/// relay, health, cluster discovery). docs/OPERATIONS.md quotes them (a test checks it does,
+/// word for word) as `ACL SETUSER swarmtrack on >PASSWORD` followed by these rules.
+pub const TRACKER_ACL_RULES: &str = "resetkeys ~st:* resetchannels &st:* -@all \
++hello +ping +get +set +pexpire +zadd +zrem +zremrangebyscore +zrandmember +zrangebyscore +eval \
++publish +spublish +subscribe +ssubscribe +unsubscribe +sunsubscribe +cluster|slots +cluster|shards";
+
 /// A `redis-server` child process on `127.0.0.1`, standalone or as one node of a cluster.
 pub struct RedisServer {
     port: u16,
     /// The cluster bus port; `None` for a standalone server.
     cluster_port: Option<u16>,
+    /// The TLS port, besides the plain one (which the test's own inspection uses).
+    tls_port: Option<u16>,
     /// Declared before `dir`: the process is killed before its folder goes.
     process: Option<Process>,
     dir: TempDir,
@@ -47,18 +57,36 @@ impl RedisServer {
         Self::start_with(false)
     }
 
-    fn start_with(cluster: bool) -> Self {
+    /// Starts a standalone server that also serves TLS on a port of its own, with a
+    /// certificate for `127.0.0.1` signed by a CA made for it ([`ca_file`](Self::ca_file));
+    /// clients need no certificate. The plain port stays open for the test's own inspection.
+    ///
+    /// # Panics
+    /// When the certificates can't be made or the server can't be started.
+    pub fn start_tls() -> Self {
         let dir = temp_dir("redis");
-        let (port, cluster_port, process) = start_on_free_ports("redis-server", || {
+        make_certificates(dir.path());
+        Self::start_in(dir, false, true)
+    }
+
+    fn start_with(cluster: bool) -> Self {
+        Self::start_in(temp_dir("redis"), cluster, false)
+    }
+
+    pub(crate) fn start_in(dir: TempDir, cluster: bool, tls: bool) -> Self {
+        let (port, cluster_port, tls_port, process) = start_on_free_ports("redis-server", || {
             let port = free_port();
             let cluster_port = cluster.then(|| free_port_except(port));
+            let tls_port = tls.then(|| free_port_except(port));
             // A failed attempt may have written nodes.conf with its ports; start clean.
             let _ = fs::remove_file(dir.path().join("nodes.conf"));
-            launch_redis(dir.path(), port, cluster_port).map(|p| (port, cluster_port, p))
+            launch_redis(dir.path(), port, cluster_port, tls_port)
+                .map(|p| (port, cluster_port, tls_port, p))
         });
         Self {
             port,
             cluster_port,
+            tls_port,
             process: Some(process),
             dir,
         }
@@ -67,6 +95,25 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT`, for a server from [`start_tls`](Self::start_tls).
+    ///
+    /// # Panics
+    /// When the server has no TLS port.
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("a server started with start_tls");
+        format!("rediss://127.0.0.1:{port}")
+    }
+
+    /// The TLS port, if any.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// The PEM file of the CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.crt")
     }
 
     /// The client port; it stays the same across [`restart`](Self::restart).
@@ -111,7 +158,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + DEADLINE;
         loop {
-            match launch_redis(self.dir.path(), self.port, self.cluster_port) {
+            match launch_redis(self.dir.path(), self.port, self.cluster_port, self.tls_port) {
                 Ok(process) => {
                     self.process = Some(process);
                     return;
@@ -165,7 +212,12 @@ impl RedisServer {
 }
 
 /// Spawns redis-server on these ports in `dir` and waits until it answers as our child.
-fn launch_redis(dir: &Path, port: u16, cluster_port: Option<u16>) -> Result<Process, StartError> {
+fn launch_redis(
+    dir: &Path,
+    port: u16,
+    cluster_port: Option<u16>,
+    tls_port: Option<u16>,
+) -> Result<Process, StartError> {
     let log = dir.join("redis.log");
     let log_start = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let port_arg = port.to_string();
@@ -192,6 +244,19 @@ fn launch_redis(dir: &Path, port: u16, cluster_port: Option<u16>) -> Result<Proc
         ])
         .arg("--cluster-config-file")
         .arg(dir.join("nodes.conf"));
+    }
+    if let Some(tport) = tls_port {
+        cmd.args(["--tls-port", &tport.to_string()])
+            .arg("--tls-cert-file")
+            .arg(dir.join("server.crt"))
+            .arg("--tls-key-file")
+            .arg(dir.join("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(dir.join("ca.crt"))
+            .args(["--tls-auth-clients", "no"]);
+        if cluster_port.is_some() {
+            cmd.args(["--tls-cluster", "yes"]);
+        }
     }
     let stderr = File::create(dir.join("stderr.log")).expect("stderr.log");
     cmd.stdin(Stdio::null())
@@ -227,6 +292,75 @@ impl Drop for RedisServer {
             );
         }
     }
+}
+
+/// One CA and server certificate for the nodes of a TLS cluster (they verify each other on
+/// the bus with it).
+pub(crate) struct CertificateSet {
+    dir: TempDir,
+}
+
+impl CertificateSet {
+    pub(crate) fn new() -> Self {
+        let dir = temp_dir("redis-certs");
+        make_certificates(dir.path());
+        Self { dir }
+    }
+
+    /// A new node folder holding the certificates.
+    pub(crate) fn copy_to_new_dir(&self) -> TempDir {
+        let dir = temp_dir("redis");
+        for f in ["ca.crt", "server.crt", "server.key"] {
+            fs::copy(self.dir.path().join(f), dir.path().join(f)).expect("copy certificate");
+        }
+        dir
+    }
+}
+
+/// A CA (`ca.crt`) and a server certificate for `127.0.0.1` and `localhost` signed by it
+/// (`server.crt`, `server.key`) in `dir`, made with openssl (which scripts/test installs). It is
+/// a client certificate too: cluster nodes present it to each other on the TLS bus.
+fn make_certificates(dir: &Path) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (ca_key, ca_crt) = (path("ca.key"), path("ca.crt"));
+    let (key, csr, ext, crt) = (
+        path("server.key"),
+        path("server.csr"),
+        path("server.ext"),
+        path("server.crt"),
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=swarmtrack test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", &ca_key, "-out", &ca_crt]);
+    run("openssl", &ca, dir, DEADLINE);
+    let mut req = vec!["req", "-subj", "/CN=127.0.0.1"];
+    req.extend(ec);
+    req.extend(["-keyout", &key, "-out", &csr]);
+    run("openssl", &req, dir, DEADLINE);
+    fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .expect("server.ext");
+    let sign = [
+        "x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key, "-days", "2", "-extfile",
+        &ext, "-out", &crt,
+    ];
+    run("openssl", &sign, dir, DEADLINE);
 }
 
 /// The value of `field` in `INFO` or `CLUSTER INFO` text (`field:value` lines).

@@ -23,11 +23,16 @@ use crate::wait::{DEADLINE, Deadline, LONG_DEADLINE, eventually, within_for};
 /// The admin token test trackers get (`TRACKER_ADMIN_TOKEN` for processes).
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// A config for tests: loopback, an admin token, defaults otherwise.
+/// The fleet key test trackers share (`TRACKER_FLEET_KEY` for processes): every tracker with
+/// Redis needs one, and trackers of one fleet the same.
+pub const FLEET_KEY: &str = "test-fleet-key-0123456789abcdef0123456789abcdef";
+
+/// A config for tests: loopback, an admin token, the test fleet key, defaults otherwise.
 pub fn test_config() -> Config {
     let mut c = Config::default();
     c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    c.fleet_key = Some(Secret::new(FLEET_KEY));
     c
 }
 
@@ -203,7 +208,8 @@ pub struct TrackerProcess {
 
 impl TrackerProcess {
     /// Starts the tracker binary with these arguments (after `--listen`) and environment
-    /// (`RUST_LOG=warn` unless given), and waits until it listens.
+    /// (`RUST_LOG=warn` and `TRACKER_FLEET_KEY=`[`FLEET_KEY`] unless given), and waits until it
+    /// listens.
     ///
     /// # Panics
     /// When it exits at start for another reason than a taken port, or doesn't listen within
@@ -220,6 +226,7 @@ impl TrackerProcess {
                 .arg(addr.to_string())
                 .args(args)
                 .env("RUST_LOG", "warn")
+                .env("TRACKER_FLEET_KEY", FLEET_KEY)
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err);

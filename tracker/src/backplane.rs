@@ -6,33 +6,57 @@
 //! - the **command link** (a multiplexed connection, or a cluster connection) carries
 //!   membership commands and publishes; concurrent callers are pipelined by redis-rs;
 //! - the **subscriber link** (RESP3, pushes) is subscribed to this instance's relay channel,
-//!   with SSUBSCRIBE on a Redis Cluster. A disconnection, a failed health PING, or a sharded
-//!   unsubscribe pushed by the server (its slot moved) is followed by a resubscribe.
+//!   with SSUBSCRIBE on a Redis Cluster. A disconnection, `redis.health_failures` failed health
+//!   PINGs in a row, or a sharded unsubscribe pushed by the server (its slot moved) is followed
+//!   by a resubscribe.
+//!
+//! The command link is health-checked on a third connection of its own: a PING queued behind
+//! a busy pipeline of publishes would time out under load, declare Redis down and make every
+//! instance re-register its members (more load). It takes `redis.health_failures` failed PINGs
+//! in a row to declare the link down; a command that finds the connection broken does at once.
+//!
+//! Every link may be TLS (`rediss://`, rustls, the CA of `redis.tls_ca_file` or the system's)
+//! and log in as an ACL user. Every batch published is sealed with the fleet key and every batch
+//! received opened before anything else reads it ([`crate::batch_seal`]): refusals are counted
+//! by reason in `tracker_remote_batches_refused_total`.
 //!
 //! Pushes are handed to a bounded queue with `try_send` from redis-rs' reader: the subscriber
 //! connection never waits for us, so Redis never drops it for a full output buffer; what
-//! doesn't fit is dropped and counted. While the command link is down, `is_up` is false and
-//! callers skip Redis (local pairing and relay go on).
+//! doesn't fit (in count or in `redis.inbound_queue_bytes`) is dropped and counted. One task
+//! opens the envelopes and hands the batches on to the relay. While the command link is down,
+//! `is_up` is false and callers skip Redis (local pairing and relay go on).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline,
-    ProtocolVersion, PushInfo, PushKind, RedisFuture, Value,
+    ProtocolVersion, PushInfo, PushKind, RedisFuture, TlsCertificates, Value,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::batch_seal::{Opener, SIGNED_HEADER, Sealer, unix_ms};
 use crate::config::{RedisConfig, Secret};
-use crate::metrics::Metrics;
+use crate::fleet_key::FleetKeys;
+use crate::metrics::{Metrics, RemoteDrop};
 use swarmtrack_protocol::InstanceId;
+
+mod health;
+mod inbound;
+
+use health::{Health, health_ping, is_broken};
+pub use inbound::InboundBatch;
+use inbound::{QueueBytes, Sealed, open_batches};
 
 /// Why a Redis operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,21 +70,41 @@ pub enum BackplaneError {
     /// Redis answered with an error, or the link broke during the command.
     #[error("redis command failed: {0}")]
     Redis(#[from] redis::RedisError),
-    /// A configured URL doesn't parse.
-    #[error("invalid redis URL {url:?}: {source}")]
+    /// A configured URL doesn't parse (the URL isn't shown: it may hold a password).
+    #[error("invalid redis URL: {source}")]
     Url {
-        /// The URL as configured.
-        url: String,
         /// What is wrong with it.
         #[source]
         source: redis::RedisError,
     },
+    /// A TLS file named in the configuration can't be read.
+    #[error("redis TLS file {path:?}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it can't be read.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Who this tracker is to Redis and to the other trackers.
+#[derive(Debug, Default)]
+pub struct Access<'a> {
+    /// ACL user; overrides the URL's.
+    pub username: Option<&'a str>,
+    /// Password; overrides the URL's.
+    pub password: Option<&'a Secret>,
+    /// The fleet keys batches are sealed and opened with; `None` only with
+    /// `redis.allow_unsigned`.
+    pub keys: Option<FleetKeys>,
 }
 
 /// Where Redis is.
 #[derive(Clone)]
 enum Target {
-    Single(ConnectionInfo),
+    // Boxed: with TLS, a ConnectionInfo is ten times a Vec.
+    Single(Box<ConnectionInfo>),
     Cluster(Vec<ConnectionInfo>),
 }
 
@@ -107,9 +151,6 @@ pub fn instance_key(prefix: &str, id: InstanceId) -> String {
     format!("{prefix}:instance:{id}")
 }
 
-/// A received batch, as published by another instance.
-pub type InboundBatch = Vec<u8>;
-
 /// The Redis links of one tracker instance.
 #[derive(Clone)]
 pub struct Backplane {
@@ -118,9 +159,18 @@ pub struct Backplane {
 
 struct Inner {
     target: Target,
+    /// Certificates for `rediss://` (a private CA, a client certificate); `None`: plain TCP or
+    /// the system's trust store.
+    tls: Option<TlsCertificates>,
+    /// Seals published batches.
+    sealer: Sealer,
+    /// What received batches are opened with.
+    keys: Option<FleetKeys>,
     config: RedisConfig,
     cmd: RwLock<Option<Conn>>,
     up: AtomicBool,
+    /// True while the relay channel is subscribed (the instance can receive).
+    subscribed: AtomicBool,
     /// Bumped at every (re)connection of the command link, so membership re-registers.
     epoch: watch::Sender<u64>,
     /// Asks the supervisor to reconnect now.
@@ -129,42 +179,56 @@ struct Inner {
 }
 
 impl Backplane {
-    /// Validates the configured URLs; nothing connects until [`Backplane::start`].
+    /// Validates the configured URLs and reads the TLS files; nothing connects until
+    /// [`Backplane::start`].
     ///
     /// # Errors
-    /// A URL that doesn't parse.
+    /// A URL that doesn't parse, a TLS file that can't be read.
     pub fn new(
         config: &RedisConfig,
-        password: Option<&Secret>,
+        access: Access<'_>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BackplaneError> {
         let parse = |url: &String| -> Result<ConnectionInfo, BackplaneError> {
-            let info =
-                url.as_str()
-                    .into_connection_info()
-                    .map_err(|source| BackplaneError::Url {
-                        url: url.clone(),
-                        source,
-                    })?;
-            Ok(match password {
-                Some(p) => {
-                    let settings = info.redis_settings().clone().set_password(p.expose());
-                    info.set_redis_settings(settings)
-                }
-                None => info,
-            })
+            let info = url
+                .as_str()
+                .into_connection_info()
+                .map_err(|source| BackplaneError::Url { source })?;
+            // No CLIENT SETINFO at connection: one command fewer for the ACL user to allow (and
+            // for a Redis 7.0 to refuse).
+            let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+            if let Some(user) = access.username {
+                settings = settings.set_username(user);
+            }
+            if let Some(p) = access.password {
+                settings = settings.set_password(p.expose());
+            }
+            Ok(info.set_redis_settings(settings))
         };
         let target = match &config.url {
-            Some(url) => Target::Single(parse(url)?),
+            Some(url) => Target::Single(Box::new(parse(url)?)),
             None => Target::Cluster(config.cluster.iter().map(parse).collect::<Result<_, _>>()?),
         };
+        if config
+            .url
+            .iter()
+            .chain(&config.cluster)
+            .any(|u| u.starts_with("rediss://"))
+        {
+            // rustls needs a process-wide crypto provider; an error means one is set already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let (epoch, _) = watch::channel(0);
         Ok(Self {
             inner: Arc::new(Inner {
                 target,
+                tls: tls_certificates(config)?,
+                sealer: Sealer::new(access.keys.clone()),
+                keys: access.keys,
                 config: config.clone(),
                 cmd: RwLock::new(None),
                 up: AtomicBool::new(false),
+                subscribed: AtomicBool::new(false),
                 epoch,
                 broken: Notify::new(),
                 metrics,
@@ -178,7 +242,8 @@ impl Backplane {
     }
 
     /// Starts the supervisor of the command link and the subscriber of `channel`; received
-    /// batches go to `inbound` (dropped and counted when it is full).
+    /// batches are opened and go to `inbound` (dropped and counted when it is full, refused
+    /// and counted when they don't open).
     pub fn start(
         &self,
         tasks: &TaskTracker,
@@ -186,13 +251,36 @@ impl Backplane {
         channel: String,
         inbound: mpsc::Sender<InboundBatch>,
     ) {
+        let (sealed_tx, sealed_rx) = mpsc::channel(self.inner.config.inbound_queue);
+        let opener = Opener::new(
+            self.inner.keys.clone(),
+            channel.clone(),
+            self.inner.config.replay_window_ms,
+        );
         tasks.spawn(supervise_commands(Arc::clone(&self.inner), cancel.clone()));
-        tasks.spawn(subscribe(Arc::clone(&self.inner), cancel, channel, inbound));
+        tasks.spawn(open_batches(
+            Arc::clone(&self.inner),
+            cancel.clone(),
+            opener,
+            sealed_rx,
+            inbound,
+        ));
+        tasks.spawn(subscribe(
+            Arc::clone(&self.inner),
+            cancel,
+            channel,
+            sealed_tx,
+        ));
     }
 
     /// True while the command link is connected.
     pub fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
+    }
+
+    /// True while subscribed to this instance's relay channel: it can receive signals.
+    pub fn is_subscribed(&self) -> bool {
+        self.inner.subscribed.load(Ordering::Acquire)
     }
 
     /// Changes at every (re)connection of the command link.
@@ -213,7 +301,7 @@ impl Backplane {
         match tokio::time::timeout(timeout, pipe.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+                if is_broken(&e) {
                     self.inner.mark_broken();
                 }
                 Err(e.into())
@@ -222,19 +310,21 @@ impl Backplane {
         }
     }
 
-    /// Publishes one payload on a relay channel: PUBLISH, or SPUBLISH on a cluster. Returns
-    /// how many subscribers received it (0: nobody is subscribed to that channel now).
+    /// Publishes one batch on a relay channel, sealed with the fleet key: PUBLISH, or
+    /// SPUBLISH on a cluster. Returns how many subscribers received it (0: nobody is
+    /// subscribed to that channel now).
     ///
     /// # Errors
     /// As [`Backplane::query`].
-    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<i64, BackplaneError> {
+    pub async fn publish(&self, channel: &str, batch: &[u8]) -> Result<i64, BackplaneError> {
         let verb = if self.is_cluster() {
             "SPUBLISH"
         } else {
             "PUBLISH"
         };
+        let sealed = self.inner.sealer.seal(channel, batch, unix_ms());
         let mut pipe = redis::pipe();
-        pipe.cmd(verb).arg(channel).arg(payload);
+        pipe.cmd(verb).arg(channel).arg(sealed);
         self.query::<(i64,)>(&pipe).await.map(|(n,)| n)
     }
 
@@ -304,7 +394,7 @@ impl Inner {
         let attempt = async {
             match &self.target {
                 Target::Single(info) => {
-                    let client = Client::open(info.clone())?;
+                    let client = self.client((**info).clone())?;
                     let config = AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(connect))
                         .set_response_timeout(Some(response));
@@ -315,7 +405,7 @@ impl Inner {
                     ))
                 }
                 Target::Cluster(nodes) => {
-                    let client = cluster_builder(nodes, connect, response).build()?;
+                    let client = self.cluster_builder(nodes, connect, response).build()?;
                     Ok(Conn::Cluster(client.get_async_connection().await?))
                 }
             }
@@ -324,17 +414,57 @@ impl Inner {
     }
 }
 
-/// A cluster client with the link timeouts; few retries inside redis-rs, because the
-/// supervisors here retry forever themselves.
-fn cluster_builder(
-    nodes: &[ConnectionInfo],
-    connect: Duration,
-    response: Duration,
-) -> redis::cluster::ClusterClientBuilder {
-    ClusterClient::builder(nodes.to_vec())
-        .connection_timeout(connect)
-        .response_timeout(response)
-        .retries(2)
+impl Inner {
+    /// A single-server client, with the configured certificates on `rediss://`.
+    fn client(&self, info: ConnectionInfo) -> redis::RedisResult<Client> {
+        match &self.tls {
+            Some(certs) => Client::build_with_tls(info, certs.clone()),
+            None => Client::open(info),
+        }
+    }
+
+    /// A cluster client with the link timeouts and certificates; few retries inside redis-rs,
+    /// because the supervisors here retry forever themselves.
+    fn cluster_builder(
+        &self,
+        nodes: &[ConnectionInfo],
+        connect: Duration,
+        response: Duration,
+    ) -> redis::cluster::ClusterClientBuilder {
+        let builder = ClusterClient::builder(nodes.to_vec())
+            .connection_timeout(connect)
+            .response_timeout(response)
+            .retries(2);
+        match &self.tls {
+            Some(certs) => builder.certs(certs.clone()),
+            None => builder,
+        }
+    }
+}
+
+/// The certificates of `redis.tls_*`, read once at start; `None` when none is configured
+/// (plain TCP, or `rediss://` checked against the system's trust store).
+fn tls_certificates(config: &RedisConfig) -> Result<Option<TlsCertificates>, BackplaneError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| BackplaneError::TlsFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let root_cert = config.tls_ca_file.as_deref().map(read).transpose()?;
+    let client_tls = match (&config.tls_client_cert_file, &config.tls_client_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    Ok(
+        (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
 }
 
 /// A whole connection attempt (TCP, handshake, cluster discovery) gets twice the connect
@@ -387,13 +517,20 @@ impl Backoff {
 async fn supervise_commands(inner: Arc<Inner>, cancel: CancellationToken) {
     let mut backoff = Backoff::new(&inner.config);
     let health = Duration::from_millis(inner.config.health_check_ms);
+    let mut checks = Health::new(inner.config.health_failures);
+    // The health PINGs' own connection: never queued behind the command link's publishes.
+    let mut checker: Option<Conn> = None;
     let mut failures: u64 = 0;
     loop {
         if cancel.is_cancelled() {
             return;
         }
-        let connected = inner.cmd.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(mut conn) = connected else {
+        let connected = inner
+            .cmd
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !connected {
             match inner.connect_commands().await {
                 Ok(conn) => {
                     *inner.cmd.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
@@ -406,6 +543,7 @@ async fn supervise_commands(inner: Arc<Inner>, cancel: CancellationToken) {
                     inner.epoch.send_replace(epoch);
                     info!(epoch, after_failures = failures, "redis command link up");
                     failures = 0;
+                    checks = Health::new(inner.config.health_failures);
                     backoff.reset();
                 }
                 Err(e) => {
@@ -420,17 +558,22 @@ async fn supervise_commands(inner: Arc<Inner>, cancel: CancellationToken) {
                 }
             }
             continue;
-        };
+        }
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = inner.broken.notified() => {}
+            () = inner.broken.notified() => checker = None,
             () = tokio::time::sleep(health) => {
-                let ping = redis::cmd("PING");
-                let ok = matches!(
-                    tokio::time::timeout(health.max(Duration::from_millis(100)), ping.query_async::<String>(&mut conn)).await,
-                    Ok(Ok(_))
-                );
-                if !ok {
+                // A check may have to connect first: never hold a shutdown up for it.
+                let ok = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    ok = health_ping(&inner, &mut checker) => ok,
+                };
+                if checks.record(ok) {
+                    warn!(
+                        failures = inner.config.health_failures,
+                        "redis health checks failed in a row"
+                    );
+                    checker = None;
                     inner.mark_broken();
                 }
             }
@@ -450,11 +593,18 @@ async fn subscribe(
     inner: Arc<Inner>,
     cancel: CancellationToken,
     channel: String,
-    inbound: mpsc::Sender<InboundBatch>,
+    inbound: mpsc::Sender<Sealed>,
 ) {
     let mut backoff = Backoff::new(&inner.config);
     let health = Duration::from_millis(inner.config.health_check_ms);
     let mut subscribed_before = false;
+    let queued = QueueBytes {
+        used: Arc::new(AtomicUsize::new(0)),
+        max: inner.config.inbound_queue_bytes,
+    };
+    // No batch larger than this can decode (its inflated form is bounded by it); refused
+    // before it takes any room in the queues.
+    let largest = inner.config.max_inbound_batch_bytes + SIGNED_HEADER;
     loop {
         if cancel.is_cancelled() {
             return;
@@ -465,12 +615,22 @@ async fn subscribe(
         let sender = {
             let inbound = inbound.clone();
             let metrics = Arc::clone(&inner.metrics);
+            let queued = queued.clone();
             move |push: PushInfo| -> Result<(), ()> {
                 match push.kind {
                     PushKind::Message | PushKind::SMessage => {
-                        if let Some(Value::BulkString(bytes)) = push.data.into_iter().nth(1)
-                            && inbound.try_send(bytes).is_err()
-                        {
+                        let Some(Value::BulkString(bytes)) = push.data.into_iter().nth(1) else {
+                            return Ok(());
+                        };
+                        if bytes.len() > largest {
+                            metrics.shared().remote_dropped(RemoteDrop::BadBatch, 1);
+                            return Ok(());
+                        }
+                        let queued = queued.take(bytes.len()).and_then(|budget| {
+                            let bytes = Bytes::from(bytes);
+                            inbound.try_send(Sealed { bytes, budget }).ok()
+                        });
+                        if queued.is_none() {
                             metrics.shared().remote_inbound_dropped();
                         }
                         Ok(())
@@ -506,6 +666,7 @@ async fn subscribe(
             continue;
         };
         inner.metrics.set_redis_subscribed(true);
+        inner.subscribed.store(true, Ordering::Release);
         if subscribed_before {
             // Whatever was published meanwhile is lost: count the gap.
             inner.metrics.shared().redis_resubscribe();
@@ -515,6 +676,8 @@ async fn subscribe(
         }
         subscribed_before = true;
         backoff.reset();
+        let mut checks = Health::new(inner.config.health_failures);
+        let ping_timeout = Duration::from_millis(inner.config.command_timeout_ms);
 
         loop {
             let event = tokio::select! {
@@ -539,14 +702,18 @@ async fn subscribe(
                 }
                 SubEvent::Push(_) => {}
                 SubEvent::HealthCheck => {
-                    let ping =
-                        tokio::time::timeout(health.max(Duration::from_millis(100)), link.ping());
-                    if !matches!(ping.await, Ok(Ok(()))) {
+                    let (ok, broken) = match tokio::time::timeout(ping_timeout, link.ping()).await {
+                        Ok(Ok(())) => (true, false),
+                        Ok(Err(e)) => (false, is_broken(&e)),
+                        Err(_) => (false, false),
+                    };
+                    if broken || checks.record(ok) {
                         break;
                     }
                 }
             }
         }
+        inner.subscribed.store(false, Ordering::Release);
         inner.metrics.set_redis_subscribed(false);
         warn!(channel, "redis subscriber link lost; reconnecting");
     }
@@ -587,7 +754,7 @@ async fn connect_subscriber(
                     .redis_settings()
                     .clone()
                     .set_protocol(ProtocolVersion::RESP3);
-                let client = Client::open(info.clone().set_redis_settings(settings))?;
+                let client = inner.client((**info).clone().set_redis_settings(settings))?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(connect))
                     .set_response_timeout(Some(response))
@@ -599,7 +766,8 @@ async fn connect_subscriber(
                 ))
             }
             Target::Cluster(nodes) => {
-                let client = cluster_builder(nodes, connect, response)
+                let client = inner
+                    .cluster_builder(nodes, connect, response)
                     .use_protocol(ProtocolVersion::RESP3)
                     .push_sender(sender)
                     .build()?;

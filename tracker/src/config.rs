@@ -1,18 +1,21 @@
 //! The tracker's configuration tree and its loader.
 //!
 //! Precedence: defaults < TOML file < environment (`TRACKER__SECTION__KEY`) < command line.
-//! Secrets never come from the file: the admin token is read from `TRACKER_ADMIN_TOKEN` and
-//! redacted from `Debug` and `print-config`.
+//! Secrets never come from the file: the admin token (`TRACKER_ADMIN_TOKEN`), the Redis
+//! password (`TRACKER_REDIS_PASSWORD`) and the fleet keys (`TRACKER_FLEET_KEY`,
+//! `TRACKER_FLEET_KEY_PREVIOUS`) are read from the environment and redacted from `Debug` and
+//! `print-config`.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::fleet_key::FleetKeys;
 use swarmtrack_protocol::{DecodeLimits, MAX_SWARM_ID_BYTES};
 
 /// The environment variable that holds the admin bearer token.
@@ -39,24 +42,61 @@ pub struct Config {
     /// Admin bearer token, from the environment only.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
-    /// Redis password, from the environment only (`TRACKER_REDIS_PASSWORD`).
+    /// Redis password, from the environment only (`TRACKER_REDIS_PASSWORD`); overrides one in
+    /// the URL.
     #[serde(skip)]
     pub redis_password: Option<Secret>,
+    /// Redis ACL user, from the environment (`TRACKER_REDIS_USERNAME`); overrides one in the
+    /// URL. Without either, Redis' `default` user.
+    #[serde(skip)]
+    pub redis_username: Option<String>,
+    /// The fleet key every relay batch is signed with, from the environment only
+    /// (`TRACKER_FLEET_KEY`, at least 32 bytes, e.g. `openssl rand -hex 32`). Required with
+    /// Redis unless `redis.allow_unsigned` is set.
+    #[serde(skip)]
+    pub fleet_key: Option<Secret>,
+    /// The fleet key before a rotation, still accepted (`TRACKER_FLEET_KEY_PREVIOUS`).
+    #[serde(skip)]
+    pub fleet_key_previous: Option<Secret>,
 }
 
 /// The environment variable that holds the Redis password.
 pub const REDIS_PASSWORD_ENV: &str = "TRACKER_REDIS_PASSWORD";
+/// The environment variable that holds the Redis ACL user name.
+pub const REDIS_USERNAME_ENV: &str = "TRACKER_REDIS_USERNAME";
+/// The environment variable that holds the fleet key.
+pub const FLEET_KEY_ENV: &str = "TRACKER_FLEET_KEY";
+/// The environment variable that holds the previous fleet key, during a rotation.
+pub const FLEET_KEY_PREVIOUS_ENV: &str = "TRACKER_FLEET_KEY_PREVIOUS";
 
 /// Redis: the cross-instance relay and the global swarm membership.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// A single Redis server, `redis://host:port[/db]` (no TLS); the password, if any, comes
-    /// from `TRACKER_REDIS_PASSWORD`.
+    /// A single Redis server, `redis://[user:password@]host:port[/db]`, or `rediss://...` for
+    /// TLS; user and password are better given as `TRACKER_REDIS_USERNAME` and
+    /// `TRACKER_REDIS_PASSWORD`, which override the URL's.
     pub url: Option<String>,
-    /// Seed nodes of a Redis Cluster (`redis://host:port` each); instance channels then use
-    /// sharded pub/sub. Exclusive with `url`.
+    /// Seed nodes of a Redis Cluster (`redis://host:port` or `rediss://host:port` each);
+    /// instance channels then use sharded pub/sub. Exclusive with `url`.
     pub cluster: Vec<String>,
+    /// PEM file of the CA(s) that sign the Redis server's certificate (`rediss://` only);
+    /// without it, the system's trust store.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM certificate this tracker presents to Redis (`tls-auth-clients yes`); with
+    /// `tls_client_key_file`.
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_client_cert_file`.
+    pub tls_client_key_file: Option<PathBuf>,
+    /// A relay batch whose signed time is further than this from ours (either way) is refused
+    /// as stale, milliseconds, 100..=60000; the trackers' clocks must agree better than this
+    /// (NTP). Also how long a replayed batch could be taken for new if its sequence were
+    /// forgotten, which it isn't within twice this.
+    pub replay_window_ms: u64,
+    /// INSECURE: with no `TRACKER_FLEET_KEY`, run anyway, sending unsigned batches and
+    /// accepting any; only for a Redis nothing but this fleet can reach (a loopback bench).
+    /// Without it, a tracker with Redis and no key refuses to start.
+    pub allow_unsigned: bool,
     /// Prefix of every key and channel, so fleets can share a Redis.
     pub key_prefix: String,
     /// A member not refreshed for this long is no longer handed out, seconds.
@@ -79,6 +119,9 @@ pub struct RedisConfig {
     /// Received batches waiting to be delivered; beyond it they are dropped (counted), so the
     /// subscriber connection is never slowed (Redis drops subscribers that fall behind).
     pub inbound_queue: usize,
+    /// Bytes of received batches waiting to be opened and decoded, at most (at least
+    /// `max_inbound_batch_bytes`); beyond it they are dropped (counted) like a full queue.
+    pub inbound_queue_bytes: usize,
     /// Publishes in flight at once.
     pub max_inflight_publishes: usize,
     /// Timeout of every Redis command, milliseconds.
@@ -89,8 +132,17 @@ pub struct RedisConfig {
     pub reconnect_min_backoff_ms: u64,
     /// Longest wait between reconnect attempts (retried forever), milliseconds.
     pub reconnect_max_backoff_ms: u64,
-    /// How often a quiet connection is checked with PING, milliseconds.
+    /// How often each link is checked with PING, milliseconds (the command link's on a
+    /// connection of its own, so a busy pipeline doesn't delay it).
     pub health_check_ms: u64,
+    /// Consecutive failed health PINGs (error or no answer within `command_timeout_ms`) before
+    /// a link is declared down, 1..=100; a broken connection counts at once.
+    pub health_failures: u32,
+    /// How often an instance says it is alive (a signed heartbeat in `{prefix}:live`), ms.
+    pub liveness_interval_ms: u64,
+    /// An instance whose last heartbeat is older than this is dead: none of its members is
+    /// handed out and no signal to it is queued, ms (more than twice `liveness_interval_ms`).
+    pub liveness_ttl_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -98,6 +150,11 @@ impl Default for RedisConfig {
         Self {
             url: None,
             cluster: Vec::new(),
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
+            replay_window_ms: 5_000,
+            allow_unsigned: false,
             key_prefix: "st".into(),
             membership_ttl_secs: 30,
             refresh_interval_secs: 10,
@@ -108,12 +165,16 @@ impl Default for RedisConfig {
             max_inbound_batch_bytes: 1 << 20,
             outbound_queue: 65_536,
             inbound_queue: 4_096,
+            inbound_queue_bytes: 32 << 20,
             max_inflight_publishes: 64,
             command_timeout_ms: 2_000,
             connect_timeout_ms: 2_000,
             reconnect_min_backoff_ms: 100,
             reconnect_max_backoff_ms: 5_000,
             health_check_ms: 1_000,
+            health_failures: 3,
+            liveness_interval_ms: 500,
+            liveness_ttl_ms: 1_500,
         }
     }
 }
@@ -412,16 +473,44 @@ impl Config {
         if let Some(nodes) = &overrides.redis_cluster {
             config.redis.cluster = nodes.clone();
         }
-        config.redis_password = std::env::var(REDIS_PASSWORD_ENV)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(Secret::new);
+        let env = |name: &str| std::env::var(name).ok().filter(|t| !t.is_empty());
+        config.redis_password = env(REDIS_PASSWORD_ENV).map(Secret::new);
+        config.redis_username = env(REDIS_USERNAME_ENV);
+        config.fleet_key = env(FLEET_KEY_ENV).map(Secret::new);
+        config.fleet_key_previous = env(FLEET_KEY_PREVIOUS_ENV).map(Secret::new);
         config.admin_token = std::env::var(ADMIN_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty())
             .map(Secret::new);
         config.validate()?;
+        config.fleet_keys()?;
         Ok(config)
+    }
+
+    /// The keys relay batches are signed and checked with: `None` without Redis, or with
+    /// `redis.allow_unsigned` and no key.
+    ///
+    /// # Errors
+    /// Redis configured without a key (and without `allow_unsigned`), a previous key without
+    /// a current one, or a key shorter than 32 bytes.
+    pub(crate) fn fleet_keys(&self) -> anyhow::Result<Option<FleetKeys>> {
+        if !self.redis.enabled() {
+            return Ok(None);
+        }
+        match (&self.fleet_key, &self.fleet_key_previous) {
+            (Some(current), previous) => Ok(Some(
+                FleetKeys::new(current.expose(), previous.as_ref().map(Secret::expose))
+                    .with_context(|| format!("{FLEET_KEY_ENV} or {FLEET_KEY_PREVIOUS_ENV}"))?,
+            )),
+            (None, Some(_)) => bail!("{FLEET_KEY_PREVIOUS_ENV} is set but {FLEET_KEY_ENV} is not"),
+            (None, None) if self.redis.allow_unsigned => Ok(None),
+            (None, None) => bail!(
+                "redis is configured but {FLEET_KEY_ENV} is not set: every tracker of a fleet \
+                 needs the same key (e.g. `openssl rand -hex 32`) so that nothing published \
+                 into Redis by anyone else is relayed; redis.allow_unsigned = true runs \
+                 without one (INSECURE: only for a Redis nothing else can reach)"
+            ),
+        }
     }
 
     /// Parses a TOML document on top of the defaults, without environment or overrides.
@@ -522,7 +611,7 @@ impl Config {
             }
         }
         let r = &self.redis;
-        let redis_checks: [(bool, &str); 7] = [
+        let redis_checks: [(bool, &str); 12] = [
             (
                 r.url.is_none() || r.cluster.is_empty(),
                 "redis.url and redis.cluster are exclusive",
@@ -530,6 +619,10 @@ impl Config {
             (
                 r.refresh_interval_secs > 0 && r.membership_ttl_secs > r.refresh_interval_secs,
                 "redis.membership_ttl_secs must be > redis.refresh_interval_secs > 0",
+            ),
+            (
+                r.liveness_interval_ms > 0 && r.liveness_ttl_ms > 2 * r.liveness_interval_ms,
+                "redis.liveness_ttl_ms must be > 2 * redis.liveness_interval_ms > 0",
             ),
             (
                 r.batch_max_messages > 0,
@@ -552,21 +645,43 @@ impl Config {
                     && r.reconnect_max_backoff_ms >= r.reconnect_min_backoff_ms,
                 "redis.reconnect_max_backoff_ms must be >= reconnect_min_backoff_ms > 0",
             ),
+            (
+                (100..=60_000).contains(&r.replay_window_ms),
+                "redis.replay_window_ms must be 100..=60000",
+            ),
+            (
+                (1..=100).contains(&r.health_failures),
+                "redis.health_failures must be 1..=100",
+            ),
+            (
+                r.inbound_queue_bytes >= r.max_inbound_batch_bytes,
+                "redis.inbound_queue_bytes must be >= redis.max_inbound_batch_bytes",
+            ),
+            (
+                r.tls_client_cert_file.is_some() == r.tls_client_key_file.is_some(),
+                "redis.tls_client_cert_file and redis.tls_client_key_file go together",
+            ),
         ];
         for (ok, msg) in redis_checks {
             if !ok {
                 bail!("{msg}");
             }
         }
+        let tls_files = r.tls_ca_file.is_some() || r.tls_client_cert_file.is_some();
         for url in r.url.iter().chain(&r.cluster) {
-            if url.starts_with("rediss://") {
-                // Fail at start rather than retry a connection that can never succeed.
+            // Fail at start rather than retry a connection that can never succeed. URLs may
+            // hold a password: never echo one.
+            let tls = url.starts_with("rediss://");
+            if !tls && !url.starts_with("redis://") {
+                bail!("redis URLs must start with redis:// or rediss://");
+            }
+            if tls && url.contains("#insecure") {
                 bail!(
-                    "redis URL {url:?}: TLS to Redis is not built in; use redis:// on a private network or a TLS proxy"
+                    "rediss:// URLs with #insecure are refused: the server's certificate is always checked (redis.tls_ca_file names a private CA)"
                 );
             }
-            if !url.starts_with("redis://") {
-                bail!("redis URL {url:?} must start with redis://");
+            if tls_files && !tls {
+                bail!("redis.tls_* files are set but a redis URL is not rediss://");
             }
         }
         Ok(())
@@ -596,7 +711,12 @@ mod tests {
         assert!(Config::from_toml("[limits]\nmax_want = 0\n").is_err());
         assert!(Config::from_toml("[limits]\nmax_swarm_id_bytes = 300\n").is_err());
         assert!(Config::from_toml("[server]\nlisten = \"nope\"\n").is_err());
-        assert!(Config::from_toml("[redis]\nurl = \"rediss://h:6380\"\n").is_err());
+        assert!(Config::from_toml("[redis]\nurl = \"rediss://h:6380\"\n").is_ok());
+        assert!(Config::from_toml("[redis]\nurl = \"rediss://h:6380/#insecure\"\n").is_err());
+        assert!(
+            Config::from_toml("[redis]\nurl = \"redis://h:6379\"\ntls_ca_file = \"/ca.pem\"\n")
+                .is_err()
+        );
         assert!(Config::from_toml("[redis]\nurl = \"http://h\"\n").is_err());
         assert!(
             Config::from_toml("[redis]\nurl = \"redis://a:1\"\ncluster = [\"redis://b:1\"]\n")
@@ -620,6 +740,26 @@ mod tests {
         assert_eq!(back.server.admin_listen, c.server.admin_listen);
         assert_eq!(back.limits.allowed_origins, c.limits.allowed_origins);
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn redis_without_a_fleet_key_refuses_unless_explicitly_insecure() {
+        const KEY: &str = "0123456789abcdef0123456789abcdef";
+        let mut c = Config::default();
+        assert!(c.fleet_keys().expect("no redis, no key needed").is_none());
+        c.redis.url = Some("redis://127.0.0.1:6379".into());
+        let refused = c.fleet_keys().expect_err("redis without a key");
+        assert!(format!("{refused:#}").contains(FLEET_KEY_ENV));
+        c.redis.allow_unsigned = true;
+        assert!(c.fleet_keys().expect("insecure on request").is_none());
+        c.fleet_key_previous = Some(Secret::new(KEY));
+        assert!(c.fleet_keys().is_err(), "a previous key alone");
+        c.fleet_key = Some(Secret::new("short"));
+        assert!(c.fleet_keys().is_err(), "a short key");
+        c.fleet_key = Some(Secret::new(KEY));
+        assert!(c.fleet_keys().expect("keyed").is_some());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(KEY) && !c.to_toml().expect("toml").contains(KEY));
     }
 
     #[test]

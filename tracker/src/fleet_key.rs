@@ -10,9 +10,6 @@
 //! Tags are truncated to 128 bits (as RFC 4868 allows for HMAC-SHA256): that is ample against
 //! forgery and keeps a signed member short in a sorted set.
 
-// Until the backplane and the directory sign with it (issue 14 work in progress).
-#![allow(dead_code)]
-
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 

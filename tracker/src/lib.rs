@@ -8,6 +8,7 @@
 //! listeners and calls `run`; tests call `run` with listeners on `127.0.0.1:0`.
 
 pub(crate) mod backplane;
+pub(crate) mod batch_seal;
 pub mod config;
 pub(crate) mod connections;
 pub(crate) mod fleet_key;

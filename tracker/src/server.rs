@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backplane::Backplane;
+use crate::backplane::{Access, Backplane};
 use crate::config::Config;
 use crate::connections::{AwaitLimits, Connections, OutboxLimits};
 use crate::http;
@@ -29,7 +29,7 @@ use crate::instance::Instance;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::relay::{Relay, remote};
-use crate::swarm::{Directory, Membership, SwarmIndex};
+use crate::swarm::{Directory, DirectoryParts, Liveness, Membership, SwarmIndex};
 use crate::worker::Worker;
 use swarmtrack_protocol::InstanceId;
 
@@ -113,11 +113,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    let keys = config.fleet_keys()?;
+    if config.redis.enabled() && keys.is_none() {
+        warn!(
+            "INSECURE: redis.allow_unsigned without TRACKER_FLEET_KEY; anyone who can publish \
+             on this Redis can hand signals to any viewer"
+        );
+    }
     let backplane = match config.redis.enabled() {
         true => Some(
             Backplane::new(
                 &config.redis,
-                config.redis_password.as_ref(),
+                Access {
+                    username: config.redis_username.as_deref(),
+                    password: config.redis_password.as_ref(),
+                    keys: keys.clone(),
+                },
                 Arc::clone(&metrics),
             )
             .context("redis configuration")?,
@@ -161,6 +172,7 @@ pub async fn run(
             let channel = remote::channel_name(&config.redis.key_prefix, id);
             info!(%channel, cluster = backplane.is_cluster(), "scale-out through redis");
             backplane.start(&background, stop_background.clone(), channel, inbound_tx);
+            let live = Arc::new(Liveness::new(id, &config.redis));
             let remote = remote::start(
                 &background,
                 stop_background.clone(),
@@ -169,6 +181,7 @@ pub async fn run(
                 remote::Local {
                     index: Arc::clone(&index),
                     connections: Arc::clone(&connections),
+                    live: Arc::clone(&live),
                 },
                 Arc::clone(metrics.shared()),
                 inbound_rx,
@@ -178,17 +191,26 @@ pub async fn run(
                 stop_background.clone(),
                 backplane,
                 &config.redis,
-                (id, instance_token),
-                Arc::clone(&index),
-                Arc::clone(metrics.shared()),
+                DirectoryParts {
+                    live,
+                    claim: (id, instance_token),
+                    keys,
+                    index: Arc::clone(&index),
+                    draining: lifecycle.draining.clone(),
+                    metrics: Arc::clone(metrics.shared()),
+                },
             );
             (Some(remote), Some(directory))
         }
         None => (None, None),
     };
+    let mut relay = Relay::new(Arc::clone(&connections), remote);
+    if let Some(d) = &directory {
+        relay = relay.with_liveness(d.liveness());
+    }
     let instance = Arc::new(Instance {
         membership: Membership::new(index, Arc::clone(&connections), directory),
-        relay: Relay::new(Arc::clone(&connections), remote),
+        relay,
         connections,
         lifecycle: Arc::clone(&lifecycle),
         metrics,

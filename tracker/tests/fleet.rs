@@ -260,6 +260,10 @@ async fn viewers_through_haproxy_land_on_every_instance_and_signal_across() {
     let first = viewers[0].peer;
     join_until_paired(&mut viewers[1], "v", first).await;
     join_until_paired(&mut viewers[2], "v", first).await;
+    // Each signals only peers it was handed (a signal to an instance not yet known live, e.g.
+    // one that started after this one last read the heartbeats, is refused as unknown_peer).
+    let third = viewers[2].peer;
+    join_until_paired(&mut viewers[0], "v", third).await;
     for (a, b) in [(0, 1), (1, 2), (2, 0)] {
         let [x, y] = viewers.get_disjoint_mut([a, b]).expect("two viewers");
         exchange_across(x, y, "v").await;

@@ -253,7 +253,8 @@ impl LocalProvider {
             .try_clone()
             .map_err(io(format!("clone {}", log_path.display())))?;
         let env: &BTreeMap<String, String> = &self.config.env;
-        // TRACKER_ADMIN_TOKEN and RUST_LOG pass through from the autoscaler's environment.
+        // TRACKER_ADMIN_TOKEN, TRACKER_FLEET_KEY and RUST_LOG pass through from the
+        // autoscaler's environment.
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(MACHINE)

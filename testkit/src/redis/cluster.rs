@@ -28,6 +28,17 @@ impl RedisCluster {
     /// Starts `n` (at least 3) nodes, joins them with `redis-cli --cluster create` and waits
     /// until every node reports `cluster_state:ok` with all slots assigned and the same map.
     pub fn start(n: usize) -> Self {
+        Self::start_nodes(n, false)
+    }
+
+    /// As [`start`](Self::start), with every node also serving TLS on a port of its own
+    /// (`tls-cluster yes`: the bus is TLS too, and `CLUSTER SLOTS` asked over TLS names the TLS
+    /// ports), all with certificates of one CA ([`RedisServer::ca_file`] of any node).
+    pub fn start_tls(n: usize) -> Self {
+        Self::start_nodes(n, true)
+    }
+
+    fn start_nodes(n: usize, tls: bool) -> Self {
         assert!(n >= 3, "a Redis Cluster needs at least 3 masters");
         // Older servers fail later with a vaguer "Bad directive" on --cluster-port.
         let version = Command::new("redis-server")
@@ -42,17 +53,31 @@ impl RedisCluster {
             major >= Some(7),
             "Redis Cluster tests need redis-server >= 7 (--cluster-port, sharded pub/sub): {version}"
         );
+        let certs = tls.then(super::CertificateSet::new);
         let nodes: Vec<RedisServer> = thread::scope(|s| {
             let starting: Vec<_> = (0..n)
-                .map(|_| s.spawn(|| RedisServer::start_with(true)))
+                .map(|_| {
+                    let certs = certs.as_ref();
+                    s.spawn(move || match certs {
+                        Some(c) => RedisServer::start_in(c.copy_to_new_dir(), true, true),
+                        None => RedisServer::start_with(true),
+                    })
+                })
                 .collect();
             starting.into_iter().map(|h| h.join().unwrap()).collect()
         });
+        // With tls-cluster, nodes meet at their TLS ports.
         let addrs: Vec<String> = nodes
             .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
+            .map(|n| format!("127.0.0.1:{}", n.tls_port.unwrap_or(n.port)))
             .collect();
-        let mut args = vec!["--cluster", "create"];
+        let ca = nodes[0].ca_file().display().to_string();
+        let mut args = if tls {
+            vec!["--tls", "--cacert", ca.as_str()]
+        } else {
+            Vec::new()
+        };
+        args.extend(["--cluster", "create"]);
         args.extend(addrs.iter().map(String::as_str));
         args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
         run("redis-cli", &args, nodes[0].dir(), CLUSTER_DEADLINE);
@@ -68,6 +93,11 @@ impl RedisCluster {
     /// `redis://127.0.0.1:PORT` of every node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT` of every node of a [`start_tls`](Self::start_tls) cluster.
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::tls_url).collect()
     }
 
     /// Number of nodes.

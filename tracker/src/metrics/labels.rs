@@ -110,6 +110,43 @@ label_enum! {
 }
 
 label_enum! {
+    /// Why a membership write (a register or a removal in Redis) was dropped.
+    MembershipDrop {
+        /// The writer's queue was full.
+        QueueFull => "queue_full",
+        /// Redis was down, or the write failed or timed out.
+        Failed => "failed",
+    }
+}
+
+label_enum! {
+    /// Why a member read from the fleet's directory in Redis was not handed out.
+    DirectorySkip {
+        /// No tag, or not a peer id: not written by a tracker.
+        Unsigned => "unsigned",
+        /// A tag that doesn't verify under the fleet key (forged, or moved from another swarm).
+        BadSignature => "bad_signature",
+        /// Its instance's heartbeat has lapsed (dead, or its subscription down).
+        DeadInstance => "dead_instance",
+    }
+}
+
+label_enum! {
+    /// Why a batch received from Redis was refused before it was decoded (see `batch_seal`).
+    BatchRefusal {
+        /// Not a signed envelope: published without the fleet key.
+        Unsigned => "unsigned",
+        /// Its tag doesn't verify under the current or the previous fleet key: forged, changed
+        /// on the way, or meant for another instance's channel.
+        BadTag => "bad_tag",
+        /// Its sender's sequence number was already seen: published again.
+        Replay => "replay",
+        /// Its signed time is further from ours than `redis.replay_window_ms`.
+        Stale => "stale",
+    }
+}
+
+label_enum! {
     /// What a received message was.
     ReceivedKind {
         /// `join`

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 pub use histogram::{BATCH_BYTES_BUCKETS, BATCH_MESSAGES_BUCKETS, Histogram, LATENCY_BUCKETS};
 pub use labels::{
-    CloseReason, DropReason, FailureKind, Origin, ReceivedKind, RefuseReason, RelayPath,
-    RemoteDrop, SignalKind,
+    BatchRefusal, CloseReason, DirectorySkip, DropReason, FailureKind, MembershipDrop, Origin,
+    ReceivedKind, RefuseReason, RelayPath, RemoteDrop, SignalKind,
 };
 
 use swarmtrack_protocol::{ErrorCode, Format};
@@ -91,6 +91,10 @@ pub struct Shard {
     dropped: Family<{ DropReason::COUNT }>,
     errors: Family<{ ErrorCode::ALL.len() }>,
     remote_dropped: Family<{ RemoteDrop::COUNT }>,
+    directory_skipped: Family<{ DirectorySkip::COUNT }>,
+    liveness_refused: Counter,
+    membership_dropped: Family<{ MembershipDrop::COUNT }>,
+    batches_refused: Family<{ BatchRefusal::COUNT }>,
     frames_sent: Counter,
     messages_sent: Counter,
     bytes_received: Counter,
@@ -131,6 +135,10 @@ impl Shard {
             dropped: family(),
             errors: family(),
             remote_dropped: family(),
+            directory_skipped: family(),
+            liveness_refused: Counter::default(),
+            membership_dropped: family(),
+            batches_refused: family(),
             frames_sent: Counter::default(),
             messages_sent: Counter::default(),
             bytes_received: Counter::default(),
@@ -226,6 +234,26 @@ impl Shard {
     /// Counts `n` signals to or from another instance that were dropped.
     pub fn remote_dropped(&self, reason: RemoteDrop, n: u64) {
         self.inc(&self.remote_dropped[reason as usize], n);
+    }
+
+    /// Counts `n` members read from the fleet's directory and not handed out.
+    pub fn directory_skipped(&self, reason: DirectorySkip, n: u64) {
+        self.inc(&self.directory_skipped[reason as usize], n);
+    }
+
+    /// Counts a heartbeat read from Redis that doesn't verify under the fleet key.
+    pub fn liveness_refused(&self) {
+        self.inc(&self.liveness_refused, 1);
+    }
+
+    /// Counts `n` membership writes dropped.
+    pub fn membership_dropped(&self, reason: MembershipDrop, n: u64) {
+        self.inc(&self.membership_dropped[reason as usize], n);
+    }
+
+    /// Counts a batch from Redis refused before decoding (unsigned, forged, replayed, stale).
+    pub fn batch_refused(&self, reason: BatchRefusal) {
+        self.inc(&self.batches_refused[reason as usize], 1);
     }
 
     /// Counts an error reply.

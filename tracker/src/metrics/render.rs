@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{
-    CloseReason, Counter, DropReason, FailureKind, Histogram, Levels, Origin, ReceivedKind,
-    RefuseReason, RelayPath, RemoteDrop, Shard, SignalKind, process,
+    BatchRefusal, CloseReason, Counter, DirectorySkip, DropReason, FailureKind, Histogram, Levels,
+    MembershipDrop, Origin, ReceivedKind, RefuseReason, RelayPath, RemoteDrop, Shard, SignalKind,
+    process,
 };
 use swarmtrack_protocol::{ErrorCode, Format};
 
@@ -312,6 +313,11 @@ fn render_redis(o: &mut Out<'_>, levels: &Levels) {
             "Refreshes that found this instance's id held by another tracker.",
             |s| &s.instance_id_conflicts,
         ),
+        (
+            "tracker_liveness_refused_total",
+            "Instance heartbeats read from Redis that don't verify under the fleet key.",
+            |s| &s.liveness_refused,
+        ),
     ] {
         o.counter(name, help, f);
     }
@@ -324,6 +330,36 @@ fn render_redis(o: &mut Out<'_>, levels: &Levels) {
         RemoteDrop::ALL,
         RemoteDrop::as_str,
         |s, r| &s.remote_dropped[r as usize],
+    );
+    o.labeled(
+        (
+            "tracker_membership_writes_dropped_total",
+            "reason",
+            "Membership writes to Redis dropped, by reason.",
+        ),
+        MembershipDrop::ALL,
+        MembershipDrop::as_str,
+        |s, r| &s.membership_dropped[r as usize],
+    );
+    o.labeled(
+        (
+            "tracker_remote_batches_refused_total",
+            "reason",
+            "Batches received from Redis refused before decoding (their signals never counted), by reason.",
+        ),
+        BatchRefusal::ALL,
+        BatchRefusal::as_str,
+        |s, r| &s.batches_refused[r as usize],
+    );
+    o.labeled(
+        (
+            "tracker_directory_skipped_total",
+            "reason",
+            "Members read from Redis and not handed out, by reason.",
+        ),
+        DirectorySkip::ALL,
+        DirectorySkip::as_str,
+        |s, r| &s.directory_skipped[r as usize],
     );
     o.histogram(
         "tracker_batch_messages",

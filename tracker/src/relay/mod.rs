@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::connections::{Connections, DeliverError};
 use crate::metrics::{DropReason, RelayPath, Shard};
 use crate::signal::Signal;
+use crate::swarm::Liveness;
 
 /// Why a signal could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +34,8 @@ pub enum SendError {
 pub struct Relay {
     connections: Arc<Connections>,
     remote: Option<remote::RemoteRelay>,
+    /// The live instances: a signal to any other is refused before it is queued.
+    live: Option<Arc<Liveness>>,
 }
 
 impl Relay {
@@ -41,7 +44,14 @@ impl Relay {
         Self {
             connections,
             remote,
+            live: None,
         }
+    }
+
+    /// Refuses signals to instances `live` doesn't know as live (dead, or made up).
+    pub fn with_liveness(mut self, live: Arc<Liveness>) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// Sends a signal towards its target without waiting; drops are counted in `metrics`.
@@ -49,7 +59,14 @@ impl Relay {
     /// # Errors
     /// [`SendError`] when the signal is dropped.
     pub fn send(&self, signal: Signal, metrics: &Shard) -> Result<(), SendError> {
-        if signal.to.instance() != self.connections.instance() {
+        let target = signal.to.instance();
+        if target != self.connections.instance() {
+            if self.live.as_ref().is_some_and(|l| !l.is_live(target)) {
+                // A dead or invented instance: refused as one would refuse a gone viewer,
+                // before it takes a slot in the queue or a publish.
+                metrics.dropped(DropReason::UnknownPeer, 1);
+                return Err(SendError::UnknownPeer);
+            }
             return match &self.remote {
                 Some(remote) => remote.send(signal),
                 None => {

@@ -28,7 +28,7 @@ use crate::config::RedisConfig;
 use crate::connections::Connections;
 use crate::metrics::{DropReason, RelayPath, RemoteDrop, Shard};
 use crate::signal::Signal;
-use crate::swarm::SwarmIndex;
+use crate::swarm::{Liveness, SwarmIndex};
 use swarmtrack_protocol::InstanceId;
 
 /// The relay channel of an instance.
@@ -67,6 +67,8 @@ pub struct Local {
     pub index: Arc<SwarmIndex>,
     /// The targets.
     pub connections: Arc<Connections>,
+    /// A batch that opened under the fleet key proves its sending instance alive.
+    pub live: Arc<Liveness>,
 }
 
 /// Starts the batcher and the inbound task; returns the sending side.
@@ -255,6 +257,10 @@ async fn deliver_inbound(
                 continue;
             }
         };
+        // One sending instance per batch: it can be answered before its next heartbeat is read.
+        if let Some(first) = signals.first() {
+            local.live.heard_from(first.from.instance());
+        }
         for mut signal in signals {
             let Some(swarm) = local.index.id_of(&signal.swarm_key()) else {
                 metrics.dropped(DropReason::TargetNotInSwarm, 1);

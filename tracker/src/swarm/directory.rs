@@ -1,20 +1,38 @@
 //! Global swarm membership in Redis, so a viewer on one instance is paired with viewers on
 //! others.
 //!
-//! Layout: one sorted set per swarm, `{prefix}:swarm:{<swarm id>}`, member = peer id, score =
-//! the time (Unix ms) until which the member counts. The swarm id is the key's hash tag, so on
-//! a Redis Cluster a swarm lives in one slot and a join stays ONE round trip: a pipeline of
-//! ZADD (register), ZREMRANGEBYSCORE (forget the expired), PEXPIRE (forget abandoned swarms)
-//! and ZRANDMEMBER (sample). Every instance refreshes its members' scores every
-//! `refresh_interval_secs`, in pipelines; a dead instance stops refreshing, so its members
-//! expire after `membership_ttl_secs` and are filtered out (and removed) from then on.
-//! Instances' clocks must agree to well within the TTL (NTP).
+//! Layout: one sorted set per swarm, `{prefix}:swarm:{<swarm id>}`, member
+//! `<peer id>.<tag>`, score the time (Unix ms) until which the member counts. The tag is the
+//! fleet key's HMAC over the set's key and the peer id ([`FleetKeys`]): without the key nobody
+//! can add a member that a tracker hands out, and a member can't be moved to another swarm.
+//! Members drawn from Redis that are unsigned or badly signed are skipped and counted
+//! (`tracker_directory_skipped_total`), so are members of instances that are not live
+//! ([`Liveness`]): a killed instance's members are never handed out once its heartbeat lapses,
+//! long before they expire. The swarm id is the key's hash tag, so on a Redis Cluster a swarm
+//! lives in one slot.
 //!
-//! Leaves and registrations that don't need an answer are queued and written in pipelines by
-//! one writer task; when the queue is full they are dropped, which only delays their effect
-//! until the next refresh or expiry.
+//! Every write to a swarm's set is ONE command per key: a Lua script that adds any number of
+//! members, forgets the expired, keeps the key alive and returns a random sample. What Redis
+//! costs:
+//! - a viewer's first join of a swarm that needs remote peers (or a WebTorrent announce, which
+//!   must be findable fleet-wide once answered): one round trip, registering and sampling;
+//! - a first join whose peers are all local: its registration is queued;
+//! - a re-join of a swarm already joined: nothing. Its remote peers come from this instance's
+//!   last sample of that swarm, which every join round trip and every refresh renews;
+//! - leaves: queued; the writer task sends queued writes grouped per swarm key;
+//! - the refresh, every `refresh_interval_secs`: one script call per swarm key with local
+//!   members (not a command per member), which also renews the swarm's sample.
+//!
+//! An instance that drains withdraws its members at once and registers no new ones, so no
+//! other instance pairs with viewers it is about to let go. Instances' clocks must agree to
+//! well within the TTL (NTP).
 
+mod member;
+mod writer;
+
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -22,23 +40,63 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::SwarmIndex;
+use super::liveness::{Heartbeat, Liveness, live_key};
+use super::{BySwarm, SwarmIndex};
 use crate::backplane::{Backplane, instance_key};
 use crate::config::RedisConfig;
-use crate::metrics::Shard;
+use crate::fleet_key::FleetKeys;
+use crate::metrics::{DirectorySkip, MembershipDrop, Shard};
+pub(super) use member::{decode_tag, encode_tag};
+use member::{member, verify_sample};
 use swarmtrack_protocol::{InstanceId, PeerId};
+use writer::{Writer, register};
 
 /// Most queued membership writes.
 const WRITE_QUEUE: usize = 65_536;
-/// Most commands in one pipeline.
-const PIPELINE_MAX: usize = 512;
-/// Most members asked of Redis in one join.
-const SAMPLE_MAX: usize = 128;
+/// Most queued writes sent in one pipeline.
+pub(super) const WRITES_MAX: usize = 4_096;
+/// Swarm keys refreshed in one pipeline.
+pub(super) const KEYS_PER_PIPELINE: usize = 128;
+/// Most members added by one script call (its arguments stay far below Lua's stack limit).
+pub(super) const MEMBERS_PER_CALL: usize = 1_000;
+/// Longest a registration waits for this instance's first heartbeat after it subscribed.
+const FIRST_HEARTBEAT_WAIT: Duration = Duration::from_millis(250);
+/// Most members sampled per swarm, and so kept per swarm for re-joins.
+pub(super) const SAMPLE_MAX: usize = 128;
 
-enum Op {
+/// Adds the members `ARGV[5..]` with score `ARGV[1]`, removes members whose score is below
+/// `ARGV[3]` (expired), keeps the key `ARGV[2]` ms, and returns up to `ARGV[4]` members at
+/// random. One command per key, whatever the number of members.
+pub(super) const REGISTER: &str = r"
+local n = #ARGV
+local i = 5
+while i <= n do
+  local last = math.min(i + 499, n)
+  local args = {}
+  for j = i, last do
+    args[#args + 1] = ARGV[1]
+    args[#args + 1] = ARGV[j]
+  end
+  redis.call('ZADD', KEYS[1], unpack(args))
+  i = last + 1
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local want = tonumber(ARGV[4])
+if want > 0 then
+  return redis.call('ZRANDMEMBER', KEYS[1], want)
+end
+return {}
+";
+
+/// A queued membership write.
+pub(super) enum Op {
     Add(Arc<str>, PeerId),
     Remove(Arc<str>, PeerId),
 }
+
+/// Per swarm with local members: the last verified sample of its remote members.
+pub(super) type Samples = BySwarm<HashMap<Arc<str>, Vec<PeerId>>>;
 
 /// The Redis side of swarm membership.
 pub struct Directory {
@@ -46,239 +104,226 @@ pub struct Directory {
     prefix: String,
     ttl: Duration,
     instance: InstanceId,
+    keys: Option<FleetKeys>,
+    live: Arc<Liveness>,
     ops: mpsc::Sender<Op>,
+    /// Per swarm with local members: the last verified sample of its remote members.
+    samples: Arc<Samples>,
+    /// Set when the drain starts: members are withdrawn and no new one is registered.
+    withdrawn: Arc<AtomicBool>,
     metrics: Arc<Shard>,
 }
 
-fn now_ms() -> u64 {
+/// The Unix time, ms.
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
-fn key(prefix: &str, swarm: &str) -> String {
+/// The sorted set of swarm `swarm`.
+pub(super) fn key(prefix: &str, swarm: &str) -> String {
     format!("{prefix}:swarm:{{{swarm}}}")
 }
 
+/// What [`Directory::start`] needs besides the Redis links.
+pub struct DirectoryParts {
+    /// The live instances, kept by the heartbeat task.
+    pub live: Arc<Liveness>,
+    /// This instance's id and the token its claim on it holds.
+    pub claim: (InstanceId, String),
+    /// Signs and verifies members and heartbeats; `None` only with `redis.allow_unsigned`.
+    pub keys: Option<FleetKeys>,
+    /// The local members, refreshed in Redis.
+    pub index: Arc<SwarmIndex>,
+    /// Cancelled when the drain starts: members are withdrawn then.
+    pub draining: CancellationToken,
+    /// Where skips and failures are counted.
+    pub metrics: Arc<Shard>,
+}
+
 impl Directory {
-    /// Starts the writer (queued writes, and the periodic refresh of `index`'s members and of
-    /// the instance id's claim, held with `token`).
+    /// Starts the writer (queued writes, the periodic refresh of `index`'s members and of the
+    /// instance id's claim, the withdrawal at the drain) and the heartbeat; both stop at
+    /// `cancel`, the heartbeat removing this instance's.
     pub fn start(
         tasks: &TaskTracker,
         cancel: CancellationToken,
         backplane: Backplane,
         config: &RedisConfig,
-        (instance, token): (InstanceId, String),
-        index: Arc<SwarmIndex>,
-        metrics: Arc<Shard>,
+        parts: DirectoryParts,
     ) -> Self {
+        let (instance, token) = parts.claim;
         let (ops, rx) = mpsc::channel(WRITE_QUEUE);
+        let live = parts.live;
         let directory = Self {
             backplane: backplane.clone(),
             prefix: config.key_prefix.clone(),
             ttl: Duration::from_secs(config.membership_ttl_secs),
             instance,
+            keys: parts.keys.clone(),
+            live: Arc::clone(&live),
             ops,
-            metrics: Arc::clone(&metrics),
+            samples: Arc::new(BySwarm::new(64)),
+            withdrawn: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::clone(&parts.metrics),
         };
         let writer = Writer {
-            backplane,
+            backplane: backplane.clone(),
             claim: (instance_key(&config.key_prefix, instance), token),
             prefix: config.key_prefix.clone(),
             ttl: directory.ttl,
+            instance,
             refresh: Duration::from_secs(config.refresh_interval_secs),
-            index,
-            metrics,
+            keys: parts.keys.clone(),
+            index: parts.index,
+            samples: Arc::clone(&directory.samples),
+            withdrawn: Arc::clone(&directory.withdrawn),
+            metrics: Arc::clone(&parts.metrics),
         };
-        tasks.spawn(writer.run(rx, cancel));
+        tasks.spawn(writer.run(rx, parts.draining, cancel.clone()));
+        let heartbeat = Heartbeat {
+            live,
+            backplane,
+            keys: parts.keys,
+            key: live_key(&config.key_prefix),
+            interval: Duration::from_millis(config.liveness_interval_ms),
+            metrics: parts.metrics,
+        };
+        tasks.spawn(heartbeat.run(cancel));
         directory
     }
 
-    /// Registers `peer` in `swarm` and samples up to `want` members of other instances, in one
-    /// round trip (with `want` 0 it only registers, and returns once Redis has the member).
-    /// Redis down or slow: no remote peers (counted), never an error.
-    pub async fn join(&self, swarm: &str, peer: PeerId, want: usize) -> Vec<PeerId> {
+    /// The live instances, for the relay's check before it queues a signal.
+    pub fn liveness(&self) -> Arc<Liveness> {
+        Arc::clone(&self.live)
+    }
+
+    /// Registers the new member `peer` of `swarm` and samples up to `want` live members of
+    /// other instances, in one round trip (with `want` 0 it only registers, and returns once
+    /// Redis has the member). The sample is kept for re-joins. Redis down or slow: the last
+    /// sample (counted), never an error.
+    pub async fn join(&self, swarm: &Arc<str>, peer: PeerId, want: usize) -> Vec<PeerId> {
+        if self.withdrawn.load(Ordering::Acquire) {
+            return self.cached(swarm, peer, want);
+        }
         if !self.backplane.is_up() {
             self.metrics.redis_error();
+            // Registered again by the refresh after the reconnect.
+            self.metrics.membership_dropped(MembershipDrop::Failed, 1);
+            return self.cached(swarm, peer, want);
+        }
+        // Just subscribed: its heartbeat comes within a few ms; registered before it, the
+        // member would be skipped by others as one of an unknown instance.
+        if self.backplane.is_subscribed() {
+            self.live.advertised_within(FIRST_HEARTBEAT_WAIT).await;
+        }
+        let key = key(&self.prefix, swarm);
+        let mut pipe = redis::pipe();
+        // Sampled even when no peer is wanted now: the swarm's re-joins draw from it.
+        register(
+            &mut pipe,
+            &key,
+            now_ms(),
+            self.ttl_ms(),
+            SAMPLE_MAX,
+            &[member(self.keys.as_ref(), &key, peer)],
+        );
+        match self.backplane.query::<(Vec<String>,)>(&pipe).await {
+            Ok((sampled,)) => {
+                let verified = verify_sample(
+                    self.keys.as_ref(),
+                    &key,
+                    self.instance,
+                    &sampled,
+                    &self.metrics,
+                );
+                // An instance not live as last read may have started (or heartbeated late)
+                // since: read again before drawing.
+                if want > 0 && verified.iter().any(|p| !self.live.is_live(p.instance())) {
+                    self.live
+                        .read_now(
+                            &self.backplane,
+                            self.keys.as_ref(),
+                            &live_key(&self.prefix),
+                            &self.metrics,
+                        )
+                        .await;
+                }
+                self.samples.lock(swarm).insert(Arc::clone(swarm), verified);
+            }
+            Err(e) => {
+                debug!(error = %e, "registering a member failed; the refresh will retry");
+                self.metrics.redis_error();
+                self.metrics.membership_dropped(MembershipDrop::Failed, 1);
+            }
+        }
+        self.cached(swarm, peer, want)
+    }
+
+    /// Up to `want` live members of other instances from the last sample of `swarm`, at
+    /// random, without a Redis command.
+    pub fn cached(&self, swarm: &str, peer: PeerId, want: usize) -> Vec<PeerId> {
+        if want == 0 {
             return Vec::new();
         }
         let now = now_ms();
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        let key = key(&self.prefix, swarm);
-        let ask = (want * 2 + 8).min(SAMPLE_MAX);
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZADD")
-            .arg(&key)
-            .arg(now + ttl_ms)
-            .arg(peer.to_string())
-            .ignore();
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(&key)
-            .arg("-inf")
-            .arg(now)
-            .ignore();
-        pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms * 2).ignore();
-        if want == 0 {
-            if let Err(e) = self.backplane.query::<()>(&pipe).await {
-                debug!(error = %e, "registering a member failed; the refresh will retry");
-                self.metrics.redis_error();
-            }
-            return Vec::new();
-        }
-        pipe.cmd("ZRANDMEMBER").arg(&key).arg(ask).arg("WITHSCORES");
-        let sampled: Vec<(String, f64)> =
-            match self.backplane.query::<(Vec<(String, f64)>,)>(&pipe).await {
-                Ok((v,)) => v,
-                Err(e) => {
-                    debug!(error = %e, "remote pairing failed; local peers only");
-                    self.metrics.redis_error();
-                    return Vec::new();
-                }
+        let mut dead = 0;
+        let candidates: Vec<PeerId> = {
+            let samples = self.samples.lock(swarm);
+            let Some(sample) = samples.get(swarm) else {
+                return Vec::new();
             };
-        sampled
+            sample
+                .iter()
+                .filter(|p| **p != peer)
+                .filter(|p| {
+                    let live = self.live.is_live_at(p.instance(), now);
+                    dead += usize::from(!live);
+                    live
+                })
+                .copied()
+                .collect()
+        };
+        if dead > 0 {
+            self.metrics
+                .directory_skipped(DirectorySkip::DeadInstance, dead as u64);
+        }
+        let mut rng = rand::rng();
+        rand::seq::index::sample(&mut rng, candidates.len(), want.min(candidates.len()))
             .into_iter()
-            // A score in the past is a member whose instance stopped refreshing it.
-            .filter(|(_, expires)| *expires > now as f64)
-            .filter_map(|(id, _)| PeerId::parse(&id))
-            // This instance's members come from the local index, fresher and first.
-            .filter(|id| *id != peer && id.instance() != self.instance)
-            .take(want)
+            .map(|i| candidates[i])
             .collect()
     }
 
-    /// Registers `peer` in `swarm` without waiting.
+    /// Registers `peer` in `swarm` without waiting (not while withdrawn).
     pub fn add(&self, swarm: Arc<str>, peer: PeerId) {
-        let _ = self.ops.try_send(Op::Add(swarm, peer));
-    }
-
-    /// Removes `peer` from `swarm` without waiting.
-    pub fn remove(&self, swarm: Arc<str>, peer: PeerId) {
-        let _ = self.ops.try_send(Op::Remove(swarm, peer));
-    }
-}
-
-impl Writer {
-    /// Keeps the instance id claimed: re-claims it if Redis lost it, extends it if it is ours,
-    /// and says so loudly if another tracker holds it (signals would be misrouted).
-    async fn refresh_claim(&self) {
-        let (key, token) = &self.claim;
-        let ttl_ms = self.ttl_ms() * 3;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(key)
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .ignore();
-        pipe.cmd("GET").arg(key);
-        match self.backplane.query::<(Option<String>,)>(&pipe).await {
-            Ok((Some(holder),)) if holder == *token => {
-                let mut extend = redis::pipe();
-                extend.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
-                let _ = self.backplane.query::<()>(&extend).await;
-            }
-            Ok(_) => {
-                self.metrics.instance_id_conflict();
-                tracing::error!(%key, "another tracker holds this instance id: restart this one");
-            }
-            Err(_) => self.metrics.redis_error(),
+        if !self.withdrawn.load(Ordering::Acquire)
+            && self.ops.try_send(Op::Add(swarm, peer)).is_err()
+        {
+            self.metrics
+                .membership_dropped(MembershipDrop::QueueFull, 1);
         }
     }
-}
 
-struct Writer {
-    backplane: Backplane,
-    /// The instance id's key and this process's token in it.
-    claim: (String, String),
-    prefix: String,
-    ttl: Duration,
-    refresh: Duration,
-    index: Arc<SwarmIndex>,
-    metrics: Arc<Shard>,
-}
-
-impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<Op>, cancel: CancellationToken) {
-        let mut epoch = self.backplane.epoch();
-        let mut tick = tokio::time::interval(self.refresh);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                op = rx.recv() => {
-                    let Some(op) = op else { return };
-                    let mut ops = vec![op];
-                    while ops.len() < PIPELINE_MAX {
-                        match rx.try_recv() {
-                            Ok(op) => ops.push(op),
-                            Err(_) => break,
-                        }
-                    }
-                    self.write(ops).await;
-                }
-                _ = tick.tick() => self.refresh_all().await,
-                // Reconnected: Redis may have lost everything; register every member again.
-                changed = epoch.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    self.refresh_all().await;
-                }
-            }
+    /// Removes `peer` from `swarm` without waiting; `gone`: it was the swarm's last local
+    /// member, so its sample is forgotten.
+    pub fn remove(&self, swarm: Arc<str>, peer: PeerId, gone: bool) {
+        if gone {
+            self.samples.lock(&swarm).remove(&swarm);
+        }
+        if self.withdrawn.load(Ordering::Acquire) {
+            // Withdrawn already, with every member.
+            return;
+        }
+        if self.ops.try_send(Op::Remove(swarm, peer)).is_err() {
+            self.metrics
+                .membership_dropped(MembershipDrop::QueueFull, 1);
         }
     }
 
     fn ttl_ms(&self) -> u64 {
         u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
-    }
-
-    async fn write(&self, ops: Vec<Op>) {
-        if !self.backplane.is_up() {
-            return;
-        }
-        let expires = now_ms() + self.ttl_ms();
-        let mut pipe = redis::pipe();
-        for op in &ops {
-            match op {
-                Op::Add(swarm, peer) => {
-                    let key = key(&self.prefix, swarm);
-                    pipe.cmd("ZADD")
-                        .arg(&key)
-                        .arg(expires)
-                        .arg(peer.to_string())
-                        .ignore();
-                    pipe.cmd("PEXPIRE")
-                        .arg(&key)
-                        .arg(self.ttl_ms() * 2)
-                        .ignore();
-                }
-                Op::Remove(swarm, peer) => {
-                    pipe.cmd("ZREM")
-                        .arg(key(&self.prefix, swarm))
-                        .arg(peer.to_string())
-                        .ignore();
-                }
-            }
-        }
-        if self.backplane.query::<()>(&pipe).await.is_err() {
-            self.metrics.redis_error();
-        }
-    }
-
-    async fn refresh_all(&self) {
-        if !self.backplane.is_up() {
-            return;
-        }
-        self.refresh_claim().await;
-        let members = self.index.memberships();
-        for chunk in members.chunks(PIPELINE_MAX / 2) {
-            let ops = chunk
-                .iter()
-                .map(|(swarm, peer)| Op::Add(Arc::clone(swarm), *peer))
-                .collect();
-            self.write(ops).await;
-        }
     }
 }

@@ -11,9 +11,10 @@
 //! - with Redis, the fleet's directory ([`Directory`]), so other instances pair with it.
 //!
 //! Pairing is local first (that signaling never leaves the instance), then remote, with at
-//! most one Redis round trip per join.
+//! most one Redis round trip per new membership and none for a re-join.
 
 mod directory;
+mod liveness;
 
 mod index;
 mod sharded;
@@ -23,8 +24,9 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-pub use directory::Directory;
+pub use directory::{Directory, DirectoryParts};
 pub use index::{Counts, SwarmIndex, Taken, WtAnnounce};
+pub use liveness::Liveness;
 pub use sharded::BySwarm;
 pub use viewer::{Member, ViewerSwarms, WtMember};
 
@@ -104,11 +106,14 @@ impl Membership {
     }
 
     /// Adds the viewer to a swarm and returns peers to offer to: local ones first, then, if
-    /// fewer than `want`, members on other instances. A new member reaches Redis a moment later,
-    /// through the directory's writer, unless `register_now`: then it is in Redis when this
-    /// returns, so the next pairing anywhere in the fleet finds it (a WebTorrent client takes
-    /// its announce reply to mean "I am in the swarm"; the extra round trip is paid once per
-    /// swarm joined, not per announce).
+    /// fewer than `want`, live members on other instances. A new member that needs remote
+    /// peers registers and samples in one Redis round trip; one whose peers are all local
+    /// reaches Redis a moment later, through the directory's writer, unless `register_now`:
+    /// then it is in Redis when this returns, so the next pairing anywhere in the fleet finds
+    /// it (a WebTorrent client takes its announce reply to mean "I am in the swarm"; the extra
+    /// round trip is paid once per swarm joined, not per announce). A re-join of a swarm
+    /// already joined costs no Redis command: its remote peers come from the directory's last
+    /// sample of the swarm.
     ///
     /// # Errors
     /// [`JoinError`]; nothing changed.
@@ -156,11 +161,14 @@ impl Membership {
         let mut peers = local.peers;
         if let Some(directory) = &self.directory {
             let missing = want.saturating_sub(peers.len());
-            if missing > 0 || (req.register_now && local.new_member) {
+            if local.new_member && (missing > 0 || req.register_now) {
                 // Registers the viewer and samples, in one round trip.
                 peers.extend(directory.join(&local.key, peer, missing).await);
-            } else if local.new_member {
-                directory.add(Arc::clone(&local.key), peer);
+            } else {
+                if local.new_member {
+                    directory.add(Arc::clone(&local.key), peer);
+                }
+                peers.extend(directory.cached(&local.key, peer, missing));
             }
         }
         Ok(Joined {
@@ -202,7 +210,7 @@ impl Membership {
             self.connections.remove_swarm(peer, member.id);
             metrics.memberships(-1);
             if let Some(directory) = &self.directory {
-                directory.remove(Arc::clone(&member.key), peer);
+                directory.remove(Arc::clone(&member.key), peer, left.gone);
             }
         }
         if left.gone {

@@ -206,6 +206,8 @@ export async function startSwarmtrack (bin, { instances = 1, env = {} } = {}) {
   const target = new Target(instances === 1 ? 'swarmtrack' : 'swarmtrack x2 (redis)', [], stops)
   try {
     const extraArgs = []
+    // Trackers on Redis refuse to start without the fleet's key; both get the same one.
+    env = { TRACKER_FLEET_KEY: randomBytes(32).toString('hex'), ...env }
     if (instances > 1) {
       const redisPort = await freePort()
       const redis = startProcess('redis-server', 'redis-server',
