@@ -31,7 +31,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{RedisConfig, Secret};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RemoteDrop};
+use crate::relay::codec::batch_len;
 use swarmtrack_protocol::InstanceId;
 
 /// Why a Redis operation failed.
@@ -469,9 +470,13 @@ async fn subscribe(
                 match push.kind {
                     PushKind::Message | PushKind::SMessage => {
                         if let Some(Value::BulkString(bytes)) = push.data.into_iter().nth(1)
-                            && inbound.try_send(bytes).is_err()
+                            && let Err(e) = inbound.try_send(bytes)
                         {
-                            metrics.shared().remote_inbound_dropped();
+                            // Counted in batches and, read from the batch's header, signals.
+                            let signals = batch_len(&e.into_inner()).unwrap_or(1);
+                            let shared = metrics.shared();
+                            shared.remote_inbound_dropped();
+                            shared.remote_dropped(RemoteDrop::InboundFull, signals);
                         }
                         Ok(())
                     }

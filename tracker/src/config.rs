@@ -79,8 +79,13 @@ pub struct RedisConfig {
     /// Received batches waiting to be delivered; beyond it they are dropped (counted), so the
     /// subscriber connection is never slowed (Redis drops subscribers that fall behind).
     pub inbound_queue: usize,
-    /// Publishes in flight at once.
+    /// Publishes in flight at once, over all target instances; to any one instance there is
+    /// at most one, so its signals leave in the order they arrived.
     pub max_inflight_publishes: usize,
+    /// A signal still waiting for its publish after this long is dropped (counted as
+    /// `stale`) and its sender gets `overloaded`, milliseconds; keep it above
+    /// `command_timeout_ms`, the longest one publish can hold up the next.
+    pub max_signal_age_ms: u64,
     /// Timeout of every Redis command, milliseconds.
     pub command_timeout_ms: u64,
     /// Timeout of a connection attempt, milliseconds.
@@ -109,6 +114,7 @@ impl Default for RedisConfig {
             outbound_queue: 65_536,
             inbound_queue: 4_096,
             max_inflight_publishes: 64,
+            max_signal_age_ms: 3_000,
             command_timeout_ms: 2_000,
             connect_timeout_ms: 2_000,
             reconnect_min_backoff_ms: 100,
@@ -522,7 +528,7 @@ impl Config {
             }
         }
         let r = &self.redis;
-        let redis_checks: [(bool, &str); 7] = [
+        let redis_checks: [(bool, &str); 8] = [
             (
                 r.url.is_none() || r.cluster.is_empty(),
                 "redis.url and redis.cluster are exclusive",
@@ -542,6 +548,10 @@ impl Config {
             (
                 r.max_inflight_publishes > 0,
                 "redis.max_inflight_publishes must be > 0",
+            ),
+            (
+                r.max_signal_age_ms > 0,
+                "redis.max_signal_age_ms must be > 0",
             ),
             (
                 r.command_timeout_ms > 0 && r.connect_timeout_ms > 0 && r.health_check_ms > 0,

@@ -106,6 +106,24 @@ label_enum! {
         /// Published, but no instance was subscribed to that channel (the target instance is
         /// gone or resubscribing).
         NoSubscriber => "no_subscriber",
+        /// Waited longer than `redis.max_signal_age_ms` behind earlier publishes to its
+        /// instance.
+        Stale => "stale",
+        /// Received, but the inbound queue was full (counted in the signals the batch held).
+        InboundFull => "inbound_full",
+        /// The refusal of a signal could not be returned to its sender: the sender left, or
+        /// the queue back to its instance was full or Redis down.
+        RefusalUndelivered => "refusal_undelivered",
+    }
+}
+
+label_enum! {
+    /// Why a membership write (a register or a removal in Redis) was dropped.
+    MembershipDrop {
+        /// The writer's queue was full.
+        QueueFull => "queue_full",
+        /// Redis was down, or the write failed or timed out.
+        Failed => "failed",
     }
 }
 

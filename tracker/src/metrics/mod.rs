@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 pub use histogram::{BATCH_BYTES_BUCKETS, BATCH_MESSAGES_BUCKETS, Histogram, LATENCY_BUCKETS};
 pub use labels::{
-    CloseReason, DropReason, FailureKind, Origin, ReceivedKind, RefuseReason, RelayPath,
-    RemoteDrop, SignalKind,
+    CloseReason, DropReason, FailureKind, MembershipDrop, Origin, ReceivedKind, RefuseReason,
+    RelayPath, RemoteDrop, SignalKind,
 };
 
 use swarmtrack_protocol::{ErrorCode, Format};
@@ -91,6 +91,8 @@ pub struct Shard {
     dropped: Family<{ DropReason::COUNT }>,
     errors: Family<{ ErrorCode::ALL.len() }>,
     remote_dropped: Family<{ RemoteDrop::COUNT }>,
+    remote_unconfirmed: Counter,
+    membership_dropped: Family<{ MembershipDrop::COUNT }>,
     frames_sent: Counter,
     messages_sent: Counter,
     bytes_received: Counter,
@@ -131,6 +133,8 @@ impl Shard {
             dropped: family(),
             errors: family(),
             remote_dropped: family(),
+            remote_unconfirmed: Counter::default(),
+            membership_dropped: family(),
             frames_sent: Counter::default(),
             messages_sent: Counter::default(),
             bytes_received: Counter::default(),
@@ -226,6 +230,17 @@ impl Shard {
     /// Counts `n` signals to or from another instance that were dropped.
     pub fn remote_dropped(&self, reason: RemoteDrop, n: u64) {
         self.inc(&self.remote_dropped[reason as usize], n);
+    }
+
+    /// Counts `n` signals whose publish timed out or lost its link before Redis answered:
+    /// Redis may have delivered them, so they are neither dropped nor refused.
+    pub fn remote_unconfirmed(&self, n: u64) {
+        self.inc(&self.remote_unconfirmed, n);
+    }
+
+    /// Counts `n` membership writes dropped.
+    pub fn membership_dropped(&self, reason: MembershipDrop, n: u64) {
+        self.inc(&self.membership_dropped[reason as usize], n);
     }
 
     /// Counts an error reply.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{
-    CloseReason, Counter, DropReason, FailureKind, Histogram, Levels, Origin, ReceivedKind,
-    RefuseReason, RelayPath, RemoteDrop, Shard, SignalKind, process,
+    CloseReason, Counter, DropReason, FailureKind, Histogram, Levels, MembershipDrop, Origin,
+    ReceivedKind, RefuseReason, RelayPath, RemoteDrop, Shard, SignalKind, process,
 };
 use swarmtrack_protocol::{ErrorCode, Format};
 
@@ -312,6 +312,11 @@ fn render_redis(o: &mut Out<'_>, levels: &Levels) {
             "Refreshes that found this instance's id held by another tracker.",
             |s| &s.instance_id_conflicts,
         ),
+        (
+            "tracker_remote_unconfirmed_total",
+            "Signals whose publish timed out or lost its link before Redis answered (delivered or not: unknown).",
+            |s| &s.remote_unconfirmed,
+        ),
     ] {
         o.counter(name, help, f);
     }
@@ -324,6 +329,16 @@ fn render_redis(o: &mut Out<'_>, levels: &Levels) {
         RemoteDrop::ALL,
         RemoteDrop::as_str,
         |s, r| &s.remote_dropped[r as usize],
+    );
+    o.labeled(
+        (
+            "tracker_membership_writes_dropped_total",
+            "reason",
+            "Membership writes to Redis dropped, by reason.",
+        ),
+        MembershipDrop::ALL,
+        MembershipDrop::as_str,
+        |s, r| &s.membership_dropped[r as usize],
     );
     o.histogram(
         "tracker_batch_messages",

@@ -25,7 +25,7 @@ use tracing::debug;
 use super::SwarmIndex;
 use crate::backplane::{Backplane, instance_key};
 use crate::config::RedisConfig;
-use crate::metrics::Shard;
+use crate::metrics::{MembershipDrop, Shard};
 use swarmtrack_protocol::{InstanceId, PeerId};
 
 /// Most queued membership writes.
@@ -101,6 +101,7 @@ impl Directory {
     pub async fn join(&self, swarm: &str, peer: PeerId, want: usize) -> Vec<PeerId> {
         if !self.backplane.is_up() {
             self.metrics.redis_error();
+            self.metrics.membership_dropped(MembershipDrop::Failed, 1);
             return Vec::new();
         }
         let now = now_ms();
@@ -123,6 +124,7 @@ impl Directory {
             if let Err(e) = self.backplane.query::<()>(&pipe).await {
                 debug!(error = %e, "registering a member failed; the refresh will retry");
                 self.metrics.redis_error();
+                self.metrics.membership_dropped(MembershipDrop::Failed, 1);
             }
             return Vec::new();
         }
@@ -133,6 +135,7 @@ impl Directory {
                 Err(e) => {
                     debug!(error = %e, "remote pairing failed; local peers only");
                     self.metrics.redis_error();
+                    self.metrics.membership_dropped(MembershipDrop::Failed, 1);
                     return Vec::new();
                 }
             };
@@ -149,12 +152,18 @@ impl Directory {
 
     /// Registers `peer` in `swarm` without waiting.
     pub fn add(&self, swarm: Arc<str>, peer: PeerId) {
-        let _ = self.ops.try_send(Op::Add(swarm, peer));
+        if self.ops.try_send(Op::Add(swarm, peer)).is_err() {
+            self.metrics
+                .membership_dropped(MembershipDrop::QueueFull, 1);
+        }
     }
 
     /// Removes `peer` from `swarm` without waiting.
     pub fn remove(&self, swarm: Arc<str>, peer: PeerId) {
-        let _ = self.ops.try_send(Op::Remove(swarm, peer));
+        if self.ops.try_send(Op::Remove(swarm, peer)).is_err() {
+            self.metrics
+                .membership_dropped(MembershipDrop::QueueFull, 1);
+        }
     }
 }
 
@@ -236,6 +245,8 @@ impl Writer {
 
     async fn write(&self, ops: Vec<Op>) {
         if !self.backplane.is_up() {
+            self.metrics
+                .membership_dropped(MembershipDrop::Failed, ops.len() as u64);
             return;
         }
         let expires = now_ms() + self.ttl_ms();
@@ -264,6 +275,8 @@ impl Writer {
         }
         if self.backplane.query::<()>(&pipe).await.is_err() {
             self.metrics.redis_error();
+            self.metrics
+                .membership_dropped(MembershipDrop::Failed, ops.len() as u64);
         }
     }
 
