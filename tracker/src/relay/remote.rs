@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use bytes::Bytes;
 
 pub use super::Local;
-use super::codec::decode_batch;
+use super::codec::{batch_len, decode_batch};
 use super::lanes::Batcher;
 pub use super::lanes::channel_name;
 use super::{SendError, deliver};
@@ -136,13 +136,16 @@ async fn deliver_inbound(
         };
         metrics.batch_received();
         let now = Instant::now();
-        let signals = match decode_batch(Bytes::from(batch), max_bytes, now) {
+        let batch = Bytes::from(batch);
+        let signals = match decode_batch(batch.clone(), max_bytes, now) {
             Ok(s) => s,
             Err(e) => {
                 // Debug, not warn: a rolling upgrade across a format change would flood the
-                // log; tracker_remote_dropped_total{reason="bad_batch"} shows it.
+                // log; tracker_remote_dropped_total{reason="bad_batch"} shows it, in signals
+                // when the batch's header says how many (else as one).
                 tracing::debug!(error = ?e, "a batch from Redis didn't decode; dropped");
-                metrics.remote_dropped(RemoteDrop::BadBatch, 1);
+                let n = batch_len(&batch).unwrap_or(1);
+                metrics.remote_dropped(RemoteDrop::BadBatch, n);
                 continue;
             }
         };
