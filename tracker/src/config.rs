@@ -67,8 +67,9 @@ pub struct RedisConfig {
     pub batch_max_messages: usize,
     /// A batch is published once it holds this many payload bytes.
     pub batch_max_bytes: usize,
-    /// A batch waits at most this long for more signals, microseconds; 0 publishes every
-    /// signal at once (no batching).
+    /// A batch waits at most this long for more signals, microseconds; 0 publishes at once
+    /// (signals that arrive while the previous publish to that instance awaits its answer
+    /// still go together).
     pub batch_window_us: u64,
     /// Batches whose MessagePack form is at least this long are deflated, bytes.
     pub compress_threshold_bytes: usize,

@@ -190,7 +190,9 @@ impl Batcher {
         open.bytes += bytes;
         open.signals.push(signal);
         self.held += 1;
-        if self.config.batch_window_us == 0
+        // Window 0 means "don't wait for more": sealed at once, unless the lane waits for an
+        // answer anyway, when what comes meanwhile goes together.
+        if (self.config.batch_window_us == 0 && !lane.busy)
             || open.signals.len() >= self.config.batch_max_messages
             || open.bytes >= self.config.batch_max_bytes
         {
