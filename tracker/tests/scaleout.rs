@@ -182,6 +182,49 @@ async fn a_signal_to_a_viewer_that_left_another_instance_comes_back_as_an_error_
     }
 }
 
+#[tokio::test]
+async fn signals_stuck_behind_a_slow_publish_go_stale_and_their_sender_is_told() {
+    let redis = RedisServer::start();
+    let mut config = redis_config(Some(redis.url()), vec![]);
+    config.redis.max_signal_age_ms = 200;
+    // A paused Redis answers nothing on the command link: neither the publish nor the health
+    // check may give up before the pause ends.
+    config.redis.command_timeout_ms = 20_000;
+    config.redis.health_check_ms = 60_000;
+    let (one, two) = two_trackers(config).await;
+    let mut a = Client::connect(&one, Format::Json).await;
+    let mut b = Client::connect(&two, Format::Json).await;
+    a.join("s", 8).await;
+    join_until_paired(&mut b, "s", a.peer).await;
+
+    // PUBLISH waits while writes are paused: the first signal's publish holds the lane, the
+    // others wait behind it and are over 200 ms old when it is answered.
+    redis.command(&["CLIENT", "PAUSE", "3000", "WRITE"]);
+    b.send(&offer("s", a.peer, "first", "sdp")).await;
+    assert!(b.sync().await.is_empty());
+    // Its batch encoded: its publish is on its way, alone.
+    two.wait_metric("tracker_batch_messages_count", 1.0).await;
+    for sid in ["s2", "s3", "s4"] {
+        b.send(&offer("s", a.peer, sid, "sdp")).await;
+    }
+    let mut refused = Vec::new();
+    while refused.len() < 3 {
+        let m = b.recv().await;
+        refused.push(error_sid(&m, "overloaded").unwrap_or_else(|| panic!("{m:?}")));
+    }
+    assert_eq!(refused, ["s2", "s3", "s4"]);
+    match a.recv().await {
+        ServerMsg::Offer(s) => assert_eq!(s.sid, "first"),
+        m => panic!("expected the first offer, got {m:?}"),
+    }
+    assert!(a.sync().await.is_empty(), "nothing but the first");
+    assert_eq!(
+        two.metric(r#"tracker_remote_dropped_total{reason="stale"}"#)
+            .await,
+        3.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_signals_across_instances_arrive_in_order() {
     const N: usize = 10_000;
