@@ -596,6 +596,45 @@ async fn answer_rules_and_seeding_hold_across_instances() {
     assert_eq!(a.scrape_sync(&ih).await.0["incomplete"], 1);
 }
 
+#[tokio::test]
+async fn an_answer_to_an_offerer_gone_from_another_instance_fails_as_on_one() {
+    let redis = RedisServer::start();
+    let s1 = TestServer::with_config(redis_config(&redis.url())).await;
+    let s2 = TestServer::with_config(redis_config(&redis.url())).await;
+    for s in [&s1, &s2] {
+        s.wait_metric("tracker_redis_subscribed", 1.0).await;
+    }
+    let ih = id('g', 12);
+    let (pa, pb) = (id('a', 12), id('b', 12));
+    let mut a = peer(&s1).await;
+    let mut b = peer(&s2).await;
+    join(&mut a, &ih, &pa).await;
+    let deadline = Deadline::new("an offer across instances");
+    let mut n = 0;
+    let offer_id = loop {
+        n += 1;
+        b.send(&announce(&ih, &pb, &[id('o', n)])).await;
+        b.recv().await;
+        if let Some(o) = a.recv_within(std::time::Duration::from_millis(200)).await {
+            break o["offer_id"].as_str().expect("offer_id").to_string();
+        }
+        deadline.tick().await;
+    };
+    // The offerer leaves; its instance refuses the answer, and the answerer, on the other
+    // instance, gets the failure it would get on one.
+    b.close().await;
+    s2.wait_metric("tracker_connections", 0.0).await;
+    a.send(&answer(&ih, &pa, &pb, &offer_id)).await;
+    let f = failure_skipping_offers(&mut a).await;
+    assert_eq!(f["failure reason"], "the offering peer is gone", "{f}");
+    assert_eq!(f["info_hash"], ih);
+    assert_eq!(
+        s1.metric(r#"tracker_webtorrent_failures_total{reason="peer_gone"}"#)
+            .await,
+        1.0
+    );
+}
+
 /// The next failure, skipping offers still arriving from earlier announces.
 async fn failure_skipping_offers(c: &mut WtClient) -> Value {
     loop {
