@@ -165,16 +165,25 @@ impl Batcher {
             self.seal_due(window);
             self.start_publishes();
         }
-        // Shutting down: what is queued still goes, in order, lane by lane.
+        // Shutting down: what is queued still goes, in order, lane by lane, for at most one
+        // command timeout; what is left then is dropped and counted.
         for lane in self.lanes.values_mut() {
             lane.seal();
         }
-        loop {
-            self.start_publishes();
-            match self.inflight.join_next_with_id().await {
-                Some(done) => self.finished(done),
-                None => break,
+        let deadline = Instant::now() + Duration::from_millis(self.config.command_timeout_ms);
+        let drained = tokio::time::timeout_at(deadline, async {
+            loop {
+                self.start_publishes();
+                match self.inflight.join_next_with_id().await {
+                    Some(done) => self.finished(done),
+                    None => break,
+                }
             }
+        })
+        .await;
+        if drained.is_err() {
+            self.metrics
+                .remote_dropped(RemoteDrop::PublishFailed, self.held as u64);
         }
     }
 
