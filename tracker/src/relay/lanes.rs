@@ -395,3 +395,38 @@ async fn sleep_until_opt(when: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    #[test]
+    fn a_publish_that_may_have_reached_redis_is_unconfirmed_not_failed() {
+        let io = |kind| RedisError::from(std::io::Error::new(kind, "link"));
+        let cases = [
+            (BackplaneError::Timeout, Outcome::Unconfirmed),
+            (
+                BackplaneError::Redis(io(std::io::ErrorKind::ConnectionReset)),
+                Outcome::Unconfirmed,
+            ),
+            (
+                BackplaneError::Redis(io(std::io::ErrorKind::TimedOut)),
+                Outcome::Unconfirmed,
+            ),
+            // Never sent.
+            (BackplaneError::Down, Outcome::Failed),
+            // Answered: Redis refused it.
+            (
+                BackplaneError::Redis(RedisError::from((
+                    ErrorKind::Server(ServerErrorKind::ResponseError),
+                    "ERR",
+                ))),
+                Outcome::Failed,
+            ),
+        ];
+        for (error, want) in cases {
+            assert_eq!(classify(&error), want, "{error:?}");
+        }
+    }
+}
