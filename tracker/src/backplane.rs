@@ -49,6 +49,7 @@ use crate::batch_seal::{Opener, SIGNED_HEADER, Sealer, unix_ms};
 use crate::config::{RedisConfig, Secret};
 use crate::fleet_key::FleetKeys;
 use crate::metrics::{Metrics, RemoteDrop};
+use crate::relay::codec::batch_len;
 use swarmtrack_protocol::InstanceId;
 
 mod health;
@@ -626,12 +627,21 @@ async fn subscribe(
                             metrics.shared().remote_dropped(RemoteDrop::BadBatch, 1);
                             return Ok(());
                         }
-                        let queued = queued.take(bytes.len()).and_then(|budget| {
-                            let bytes = Bytes::from(bytes);
-                            inbound.try_send(Sealed { bytes, budget }).ok()
-                        });
-                        if queued.is_none() {
-                            metrics.shared().remote_inbound_dropped();
+                        let bytes = Bytes::from(bytes);
+                        let queued = match queued.take(bytes.len()) {
+                            Some(budget) => inbound
+                                .try_send(Sealed { bytes, budget })
+                                .map_err(|e| e.into_inner().bytes),
+                            None => Err(bytes),
+                        };
+                        if let Err(bytes) = queued {
+                            // Counted in batches and, read from the batch's header, signals.
+                            let signals = crate::batch_seal::unverified_batch(&bytes)
+                                .and_then(batch_len)
+                                .unwrap_or(1);
+                            let shared = metrics.shared();
+                            shared.remote_inbound_dropped();
+                            shared.remote_dropped(RemoteDrop::InboundFull, signals);
                         }
                         Ok(())
                     }

@@ -52,6 +52,16 @@ const WINDOW_BITS: u64 = 1024;
 /// Senders remembered at most; far above any fleet (only verified batches add one).
 pub(crate) const MAX_SENDERS: usize = 4096;
 
+/// The batch inside an envelope, not verified: only to count the signals of one dropped unread
+/// (its header says how many), never to deliver them.
+pub(crate) fn unverified_batch(envelope: &[u8]) -> Option<&[u8]> {
+    match envelope.get(..2)? {
+        [MAGIC, SIGNED] => envelope.get(SIGNED_HEADER..),
+        [MAGIC, UNSIGNED] => envelope.get(UNSIGNED_HEADER..),
+        _ => None,
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()

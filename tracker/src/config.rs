@@ -107,8 +107,9 @@ pub struct RedisConfig {
     pub batch_max_messages: usize,
     /// A batch is published once it holds this many payload bytes.
     pub batch_max_bytes: usize,
-    /// A batch waits at most this long for more signals, microseconds; 0 publishes every
-    /// signal at once (no batching).
+    /// A batch waits at most this long for more signals, microseconds; 0 publishes at once
+    /// (signals that arrive while the previous publish to that instance awaits its answer
+    /// still go together).
     pub batch_window_us: u64,
     /// Batches whose MessagePack form is at least this long are deflated, bytes.
     pub compress_threshold_bytes: usize,
@@ -122,8 +123,13 @@ pub struct RedisConfig {
     /// Bytes of received batches waiting to be opened and decoded, at most (at least
     /// `max_inbound_batch_bytes`); beyond it they are dropped (counted) like a full queue.
     pub inbound_queue_bytes: usize,
-    /// Publishes in flight at once.
+    /// Publishes in flight at once, over all target instances; to any one instance there is
+    /// at most one, so its signals leave in the order they arrived.
     pub max_inflight_publishes: usize,
+    /// A signal still waiting for its publish after this long is dropped (counted as
+    /// `stale`) and its sender gets `overloaded`, milliseconds; keep it above
+    /// `command_timeout_ms`, the longest one publish can hold up the next.
+    pub max_signal_age_ms: u64,
     /// Timeout of every Redis command, milliseconds.
     pub command_timeout_ms: u64,
     /// Timeout of a connection attempt, milliseconds.
@@ -167,6 +173,7 @@ impl Default for RedisConfig {
             inbound_queue: 4_096,
             inbound_queue_bytes: 32 << 20,
             max_inflight_publishes: 64,
+            max_signal_age_ms: 3_000,
             command_timeout_ms: 2_000,
             connect_timeout_ms: 2_000,
             reconnect_min_backoff_ms: 100,
@@ -611,7 +618,7 @@ impl Config {
             }
         }
         let r = &self.redis;
-        let redis_checks: [(bool, &str); 12] = [
+        let redis_checks: [(bool, &str); 13] = [
             (
                 r.url.is_none() || r.cluster.is_empty(),
                 "redis.url and redis.cluster are exclusive",
@@ -635,6 +642,10 @@ impl Config {
             (
                 r.max_inflight_publishes > 0,
                 "redis.max_inflight_publishes must be > 0",
+            ),
+            (
+                r.max_signal_age_ms > 0,
+                "redis.max_signal_age_ms must be > 0",
             ),
             (
                 r.command_timeout_ms > 0 && r.connect_timeout_ms > 0 && r.health_check_ms > 0,

@@ -249,6 +249,35 @@ impl WtPayload {
     }
 }
 
+/// Why a signal could not be sent (the relay's answer to its sender, here or, through a
+/// [`Refusal`], from another instance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The target is gone, never existed, or is not in that swarm.
+    #[error("target peer is gone or not in that swarm")]
+    UnknownPeer,
+    /// The target can't keep up; the signal was dropped.
+    #[error("target peer is not keeping up")]
+    Overloaded,
+    /// A WebTorrent answer to an offer the target didn't send to the answerer, or that expired.
+    #[error("no such offer awaits an answer")]
+    UnexpectedAnswer,
+}
+
+/// A signal refused where it was to be delivered (on another instance, or after it was queued
+/// for Redis), on its way back to its sender so the sender gets the error it would get on one
+/// instance. Carried as a [`Signal`] whose `from` is the refused signal's target, `to` its
+/// sender and `kind` its kind.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Why it was refused.
+    pub error: SendError,
+    /// The swarm's key.
+    pub swarm_key: Box<str>,
+    /// The refused signal's `sid` (WebTorrent: the offer id and the sender's `peer_id`).
+    pub sid: Box<str>,
+}
+
 /// What a signal relays.
 #[derive(Debug, Clone)]
 pub enum Payload {
@@ -256,6 +285,8 @@ pub enum Payload {
     Native(NativePayload),
     /// The WebTorrent tracker protocol.
     WebTorrent(WtPayload),
+    /// Not a signal: the refusal of one, for its sender.
+    Refused(Refusal),
 }
 
 /// A signal on its way from one viewer to another.
@@ -298,6 +329,7 @@ impl Signal {
             }
             Payload::WebTorrent(WtPayload::Parts { head, sdp, .. }) => head.len() + sdp.len() + 40,
             Payload::WebTorrent(WtPayload::Frame { text, .. }) => text.len(),
+            Payload::Refused(r) => r.swarm_key.len() + r.sid.len(),
         }
     }
 
@@ -310,6 +342,42 @@ impl Signal {
                 Cow::Owned(webtorrent_key(info_hash, &mut buf).to_string())
             }
             Payload::WebTorrent(WtPayload::Frame { key, .. }) => String::from_utf8_lossy(key),
+            Payload::Refused(r) => Cow::Borrowed(&r.swarm_key),
+        }
+    }
+
+    /// The negotiation id as its sender wrote it: native `sid`; WebTorrent, the offer id and
+    /// the sender's `peer_id` (40 characters of at most U+00FF).
+    pub fn sid(&self) -> Cow<'_, str> {
+        match &self.payload {
+            Payload::Native(n) => n.text(n.sid),
+            Payload::WebTorrent(w) => {
+                let (offer_id, peer_id) = w.ids();
+                Cow::Owned(
+                    offer_id
+                        .iter()
+                        .chain(peer_id)
+                        .map(|&b| char::from(b))
+                        .collect(),
+                )
+            }
+            Payload::Refused(r) => Cow::Borrowed(&r.sid),
+        }
+    }
+
+    /// The refusal of this signal, addressed to its sender.
+    pub fn refusal(&self, error: SendError, now: Instant) -> Signal {
+        Signal {
+            kind: self.kind,
+            swarm: self.swarm,
+            from: self.to,
+            to: self.from,
+            received_at: now,
+            payload: Payload::Refused(Refusal {
+                error,
+                swarm_key: self.swarm_key().into(),
+                sid: self.sid().into(),
+            }),
         }
     }
 

@@ -104,23 +104,195 @@ async fn local_peers_come_first_then_remote_ones() {
     assert_eq!(joiner.join("v", 1).await, vec![local.peer]);
 }
 
+/// The sid of an `error`, if it is one with `code`.
+fn error_sid(m: &ServerMsg<'_>, code: &str) -> Option<String> {
+    match m {
+        ServerMsg::Error { code: c, sid, .. } if c.as_str() == code => {
+            sid.as_ref().map(|s| s.to_string())
+        }
+        _ => None,
+    }
+}
+
 #[tokio::test]
-async fn a_signal_to_a_viewer_that_left_is_counted_not_delivered() {
+async fn a_signal_to_a_viewer_that_left_another_instance_comes_back_as_an_error_with_its_sid() {
     let redis = RedisServer::start();
     let (one, two) = two_trackers(redis_config(Some(redis.url()), vec![])).await;
     let mut a = Client::connect(&one, Format::Json).await;
-    let mut b = Client::connect(&two, Format::Json).await;
+    let mut b = Client::connect(&two, Format::MsgPack).await;
     a.join("v", 8).await;
     join_until_paired(&mut b, "v", a.peer).await;
+
+    // A left the swarm: refused on A's instance as `target_not_in_swarm`, and B, on the other
+    // instance, gets the `unknown_peer` it would get if both were on one.
     a.send(&ClientMsg::Leave { swarm: "v".into() }).await;
     assert!(a.sync().await.is_empty());
     b.send(&offer("v", a.peer, "late", "sdp")).await;
+    let back = b.recv().await;
+    assert_eq!(
+        error_sid(&back, "unknown_peer").as_deref(),
+        Some("late"),
+        "{back:?}"
+    );
     one.wait_metric(
         r#"tracker_messages_dropped_total{reason="target_not_in_swarm"}"#,
         1.0,
     )
     .await;
     assert!(a.sync().await.is_empty(), "nothing delivered to A");
+
+    // A disconnected: the same, as `unknown_peer` on A's instance.
+    let mut c = Client::connect(&one, Format::Json).await;
+    c.join("w", 8).await;
+    join_until_paired(&mut b, "w", c.peer).await;
+    let gone = c.peer;
+    c.close().await;
+    one.wait_metric("tracker_connections", 1.0).await;
+    b.send(&ClientMsg::Cands(tracker::protocol::Cands {
+        swarm: "w".into(),
+        to: gone,
+        sid: "gone".into(),
+        c: vec!["candidate:1 1 udp 2113937151 192.0.2.1 5000 typ host".into()],
+        end: None,
+    }))
+    .await;
+    let back = b.recv().await;
+    assert_eq!(
+        error_sid(&back, "unknown_peer").as_deref(),
+        Some("gone"),
+        "{back:?}"
+    );
+    // Its swarm has no member left on A's instance: refused before the target is looked up.
+    one.wait_metric(
+        r#"tracker_messages_dropped_total{reason="target_not_in_swarm"}"#,
+        2.0,
+    )
+    .await;
+    assert_eq!(
+        two.metric(r#"tracker_errors_sent_total{code="unknown_peer"}"#)
+            .await,
+        2.0
+    );
+    for t in [&one, &two] {
+        assert_eq!(
+            t.metric(r#"tracker_remote_dropped_total{reason="refusal_undelivered"}"#)
+                .await,
+            0.0
+        );
+    }
+}
+
+#[tokio::test]
+async fn signals_stuck_behind_a_slow_publish_go_stale_and_their_sender_is_told() {
+    let redis = RedisServer::start();
+    let mut config = redis_config(Some(redis.url()), vec![]);
+    config.redis.max_signal_age_ms = 200;
+    // A paused Redis answers nothing on the command link: neither the publish nor the health
+    // check may give up before the pause ends.
+    config.redis.command_timeout_ms = 20_000;
+    config.redis.health_check_ms = 60_000;
+    let (one, two) = two_trackers(config).await;
+    let mut a = Client::connect(&one, Format::Json).await;
+    let mut b = Client::connect(&two, Format::Json).await;
+    a.join("s", 8).await;
+    join_until_paired(&mut b, "s", a.peer).await;
+
+    // PUBLISH waits while writes are paused: the first signal's publish holds the lane, the
+    // others wait behind it and are over 200 ms old when it is answered.
+    redis.command(&["CLIENT", "PAUSE", "3000", "WRITE"]);
+    b.send(&offer("s", a.peer, "first", "sdp")).await;
+    assert!(b.sync().await.is_empty());
+    // Its batch encoded: its publish is on its way, alone.
+    two.wait_metric("tracker_batch_messages_count", 1.0).await;
+    for sid in ["s2", "s3", "s4"] {
+        b.send(&offer("s", a.peer, sid, "sdp")).await;
+    }
+    let mut refused = Vec::new();
+    while refused.len() < 3 {
+        let m = b.recv().await;
+        refused.push(error_sid(&m, "overloaded").unwrap_or_else(|| panic!("{m:?}")));
+    }
+    assert_eq!(refused, ["s2", "s3", "s4"]);
+    match a.recv().await {
+        ServerMsg::Offer(s) => assert_eq!(s.sid, "first"),
+        m => panic!("expected the first offer, got {m:?}"),
+    }
+    assert!(a.sync().await.is_empty(), "nothing but the first");
+    assert_eq!(
+        two.metric(r#"tracker_remote_dropped_total{reason="stale"}"#)
+            .await,
+        3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_signals_across_instances_arrive_in_order() {
+    const N: usize = 10_000;
+    const PER_FRAME: usize = 50;
+    let redis = RedisServer::start();
+    let mut config = redis_config(Some(redis.url()), vec![]);
+    // Room for all of them at once: this checks order, not the bounds.
+    config.limits.messages_per_sec = 1_000_000;
+    config.limits.burst = 1_000_000;
+    config.websocket.outbox_capacity = 2 * N;
+    config.websocket.outbox_bytes = 64 << 20;
+    // No batching window: the most publishes to one instance, where concurrent publish tasks
+    // could overtake each other (on 15c545d, 9,982 of the 10,000 arrived out of place).
+    config.redis.batch_window_us = 0;
+    // A loaded test machine must not make them stale: this checks order.
+    config.redis.max_signal_age_ms = 60_000;
+    let (one, two) = two_trackers(config).await;
+    let mut a = Client::connect(&one, Format::MsgPack).await;
+    let mut b = Client::connect(&two, Format::MsgPack).await;
+    a.join("o", 8).await;
+    join_until_paired(&mut b, "o", a.peer).await;
+
+    let (from, to) = (b.peer, a.peer);
+    let receiver = tokio::spawn(async move {
+        let mut sids = Vec::with_capacity(N);
+        while sids.len() < N {
+            match a.recv().await {
+                ServerMsg::Cands(c) => {
+                    assert_eq!(c.from, from);
+                    sids.push(c.sid.parse::<usize>().expect("a number"));
+                }
+                m => panic!("expected candidates, got {m:?}"),
+            }
+        }
+        sids
+    });
+    for start in (0..N).step_by(PER_FRAME) {
+        let msgs: Vec<ClientMsg<'_>> = (start..start + PER_FRAME)
+            .map(|i| {
+                ClientMsg::Cands(tracker::protocol::Cands {
+                    swarm: "o".into(),
+                    to,
+                    sid: i.to_string().into(),
+                    c: vec![
+                        format!("candidate:{i} 1 udp 2113937151 192.0.2.1 5000 typ host").into(),
+                    ],
+                    end: None,
+                })
+            })
+            .collect();
+        b.send(&ClientMsg::Batch { msgs }).await;
+    }
+    let sids = testkit::wait::within_for("10,000 signals", testkit::wait::LONG_DEADLINE, receiver)
+        .await
+        .expect("the receiver");
+    let misplaced = sids.iter().enumerate().filter(|(i, s)| i != *s).count();
+    assert_eq!(misplaced, 0, "{misplaced} signals out of order");
+    assert!(b.sync().await.is_empty(), "no error for any of them");
+    assert!(two.metric("tracker_batches_published_total").await >= 1.0);
+    for t in [&one, &two] {
+        let text = t.metrics().await;
+        for line in text.lines().filter(|l| {
+            l.starts_with("tracker_remote_dropped_total")
+                || l.starts_with("tracker_remote_unconfirmed_total")
+        }) {
+            assert!(line.ends_with(" 0"), "{line}");
+        }
+    }
 }
 
 #[tokio::test]

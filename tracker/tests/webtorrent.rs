@@ -495,14 +495,20 @@ fn redis_config(url: &str) -> Config {
     c
 }
 
-#[tokio::test]
-async fn offers_and_answers_cross_instances_through_redis() {
-    let redis = RedisServer::start();
+/// Two trackers on `redis`, both subscribed to their relay channels.
+async fn two_instances(redis: &RedisServer) -> (TestServer, TestServer) {
     let s1 = TestServer::with_config(redis_config(&redis.url())).await;
     let s2 = TestServer::with_config(redis_config(&redis.url())).await;
     for s in [&s1, &s2] {
         s.wait_metric("tracker_redis_subscribed", 1.0).await;
     }
+    (s1, s2)
+}
+
+#[tokio::test]
+async fn offers_and_answers_cross_instances_through_redis() {
+    let redis = RedisServer::start();
+    let (s1, s2) = two_instances(&redis).await;
     let ih = id('i', 11);
     let (pa, pb) = (id('a', 11), id('b', 11));
     let mut a = peer(&s1).await;
@@ -549,11 +555,7 @@ async fn offers_and_answers_cross_instances_through_redis() {
 #[tokio::test]
 async fn answer_rules_and_seeding_hold_across_instances() {
     let redis = RedisServer::start();
-    let s1 = TestServer::with_config(redis_config(&redis.url())).await;
-    let s2 = TestServer::with_config(redis_config(&redis.url())).await;
-    for s in [&s1, &s2] {
-        s.wait_metric("tracker_redis_subscribed", 1.0).await;
-    }
+    let (s1, s2) = two_instances(&redis).await;
     let ih = id('i', 12);
     let (pa, pb, pc) = (id('a', 12), id('b', 12), id('c', 12));
     let mut a = peer(&s1).await;
@@ -596,6 +598,41 @@ async fn answer_rules_and_seeding_hold_across_instances() {
     assert_eq!(a.scrape_sync(&ih).await.0["incomplete"], 1);
 }
 
+#[tokio::test]
+async fn an_answer_to_an_offerer_gone_from_another_instance_fails_as_on_one() {
+    let redis = RedisServer::start();
+    let (s1, s2) = two_instances(&redis).await;
+    let ih = id('g', 12);
+    let (pa, pb) = (id('a', 12), id('b', 12));
+    let mut a = peer(&s1).await;
+    let mut b = peer(&s2).await;
+    join(&mut a, &ih, &pa).await;
+    let deadline = Deadline::new("an offer across instances");
+    let mut n = 0;
+    let offer_id = loop {
+        n += 1;
+        b.send(&announce(&ih, &pb, &[id('o', n)])).await;
+        b.recv().await;
+        if let Some(o) = a.recv_within(std::time::Duration::from_millis(200)).await {
+            break o["offer_id"].as_str().expect("offer_id").to_string();
+        }
+        deadline.tick().await;
+    };
+    // The offerer leaves; its instance refuses the answer, and the answerer, on the other
+    // instance, gets the failure it would get on one.
+    b.close().await;
+    s2.wait_metric("tracker_connections", 0.0).await;
+    a.send(&answer(&ih, &pa, &pb, &offer_id)).await;
+    let f = failure_skipping_offers(&mut a).await;
+    assert_eq!(f["failure reason"], "the offering peer is gone", "{f}");
+    assert_eq!(f["info_hash"], ih);
+    assert_eq!(
+        s1.metric(r#"tracker_webtorrent_failures_total{reason="peer_gone"}"#)
+            .await,
+        1.0
+    );
+}
+
 /// The next failure, skipping offers still arriving from earlier announces.
 async fn failure_skipping_offers(c: &mut WtClient) -> Value {
     loop {
@@ -610,11 +647,7 @@ async fn failure_skipping_offers(c: &mut WtClient) -> Value {
 #[tokio::test]
 async fn a_peer_is_in_the_fleet_swarm_once_its_announce_is_answered() {
     let redis = RedisServer::start();
-    let s1 = TestServer::with_config(redis_config(&redis.url())).await;
-    let s2 = TestServer::with_config(redis_config(&redis.url())).await;
-    for s in [&s1, &s2] {
-        s.wait_metric("tracker_redis_subscribed", 1.0).await;
-    }
+    let (s1, s2) = two_instances(&redis).await;
     // Many rounds, each in a fresh swarm: a join without offers is written to Redis before
     // its reply, so an offer announced on the other instance right after always finds it.
     for n in 0..20 {

@@ -11,6 +11,8 @@ use tracing::debug;
 
 use super::Inner;
 use crate::batch_seal::{Opener, unix_ms};
+use crate::metrics::RemoteDrop;
+use crate::relay::codec::batch_len;
 
 /// A received batch, opened (its envelope checked and stripped), as the relay codec reads it.
 /// It holds its bytes' share of `redis.inbound_queue_bytes` until it is turned into [`Bytes`]
@@ -96,8 +98,11 @@ pub(super) async fn open_batches(
                     bytes,
                     _budget: batch.budget,
                 };
-                if inbound.try_send(opened).is_err() {
+                if let Err(e) = inbound.try_send(opened) {
+                    // Counted in batches and, read from the batch's header, signals.
+                    let signals = batch_len(&e.into_inner().bytes).unwrap_or(1);
                     metrics.remote_inbound_dropped();
+                    metrics.remote_dropped(RemoteDrop::InboundFull, signals);
                 }
             }
             Err(reason) => {

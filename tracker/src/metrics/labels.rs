@@ -106,6 +106,14 @@ label_enum! {
         /// Published, but no instance was subscribed to that channel (the target instance is
         /// gone or resubscribing).
         NoSubscriber => "no_subscriber",
+        /// Waited longer than `redis.max_signal_age_ms` behind earlier publishes to its
+        /// instance.
+        Stale => "stale",
+        /// Received, but the inbound queue was full (counted in the signals the batch held).
+        InboundFull => "inbound_full",
+        /// The refusal of a signal could not be returned to its sender: the sender left, or
+        /// the queue back to its instance was full or Redis down.
+        RefusalUndelivered => "refusal_undelivered",
     }
 }
 

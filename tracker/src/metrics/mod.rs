@@ -95,6 +95,7 @@ pub struct Shard {
     liveness_refused: Counter,
     membership_dropped: Family<{ MembershipDrop::COUNT }>,
     batches_refused: Family<{ BatchRefusal::COUNT }>,
+    remote_unconfirmed: Counter,
     frames_sent: Counter,
     messages_sent: Counter,
     bytes_received: Counter,
@@ -139,6 +140,7 @@ impl Shard {
             liveness_refused: Counter::default(),
             membership_dropped: family(),
             batches_refused: family(),
+            remote_unconfirmed: Counter::default(),
             frames_sent: Counter::default(),
             messages_sent: Counter::default(),
             bytes_received: Counter::default(),
@@ -244,6 +246,12 @@ impl Shard {
     /// Counts a heartbeat read from Redis that doesn't verify under the fleet key.
     pub fn liveness_refused(&self) {
         self.inc(&self.liveness_refused, 1);
+    }
+
+    /// Counts `n` signals whose publish timed out or lost its link before Redis answered:
+    /// Redis may have delivered them, so they are neither dropped nor refused.
+    pub fn remote_unconfirmed(&self, n: u64) {
+        self.inc(&self.remote_unconfirmed, n);
     }
 
     /// Counts `n` membership writes dropped.

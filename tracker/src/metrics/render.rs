@@ -318,6 +318,11 @@ fn render_redis(o: &mut Out<'_>, levels: &Levels) {
             "Instance heartbeats read from Redis that don't verify under the fleet key.",
             |s| &s.liveness_refused,
         ),
+        (
+            "tracker_remote_unconfirmed_total",
+            "Signals whose publish timed out or lost its link before Redis answered (delivered or not: unknown).",
+            |s| &s.remote_unconfirmed,
+        ),
     ] {
         o.counter(name, help, f);
     }

@@ -80,10 +80,27 @@ impl Protocol for Native {
     }
 
     fn on_signals(&mut self, cx: &mut Conn<'_>, signals: &mut Vec<Signal>) {
+        // Signals this viewer sent that were refused after they left this instance: the same
+        // error a refusal here gets.
+        let refused: Vec<ServerMsg<'static>> = signals
+            .iter()
+            .filter_map(|s| match &s.payload {
+                Payload::Refused(r) => Some(send_error(r.error, s.kind, &r.sid)),
+                _ => None,
+            })
+            .collect();
+        for r in &refused {
+            if let ServerMsg::Error { code, .. } = r {
+                cx.metrics().error_sent(*code);
+            }
+        }
+        write::replies(cx.out(), self.format, refused);
         write::signals(cx.out(), self.format, signals);
         let metrics = cx.metrics();
         for s in signals.drain(..) {
-            metrics.relay_seconds(s.received_at.elapsed().as_secs_f64());
+            if !matches!(s.payload, Payload::Refused(_)) {
+                metrics.relay_seconds(s.received_at.elapsed().as_secs_f64());
+            }
         }
     }
 
@@ -319,18 +336,25 @@ fn relay(
     };
     match cx.instance().relay.send(signal, metrics) {
         Ok(()) => None,
-        Err(SendError::UnknownPeer | SendError::UnexpectedAnswer) => Some(signal_error(
+        Err(e) => Some(send_error(e, kind, sid)),
+    }
+}
+
+/// The `error` a refused signal's sender gets, here or from another instance.
+fn send_error(e: SendError, kind: SignalKind, sid: &str) -> ServerMsg<'static> {
+    match e {
+        SendError::UnknownPeer | SendError::UnexpectedAnswer => signal_error(
             ErrorCode::UnknownPeer,
             "target peer is gone or not in that swarm",
             kind,
             sid,
-        )),
-        Err(SendError::Overloaded) => Some(signal_error(
+        ),
+        SendError::Overloaded => signal_error(
             ErrorCode::Overloaded,
             "target peer is not keeping up; the message was dropped",
             kind,
             sid,
-        )),
+        ),
     }
 }
 

@@ -50,7 +50,8 @@ pub fn signals(out: &mut Outgoing, format: Format, signals: &[Signal]) {
         .iter()
         .filter_map(|s| match &s.payload {
             Payload::Native(n) => Some((s, n)),
-            Payload::WebTorrent(_) => None,
+            // Refusals are written as `error` replies by the session.
+            Payload::WebTorrent(_) | Payload::Refused(_) => None,
         })
         .collect();
     let n = native.len();

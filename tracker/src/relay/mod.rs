@@ -2,33 +2,25 @@
 //!
 //! A signal for a viewer of this instance goes straight into the target's bounded outbox in
 //! [`Connections`]. A signal for a viewer of another instance (its peer id names the instance)
-//! goes to the Redis relay ([`remote`]), batched per target instance; on the embedded default
-//! there is no Redis, so such a target can't exist and the sender gets `unknown_peer`. Sessions
-//! only call [`Relay::send`] either way.
+//! goes to the Redis relay ([`remote`]), published in order in one lane per target instance
+//! ([`lanes`]); a refusal there comes back to the sender as the same error it would get here.
+//! On the embedded default there is no Redis, so such a target can't exist and the sender gets
+//! `unknown_peer`. Sessions only call [`Relay::send`] either way.
 
 pub mod codec;
+mod lanes;
 pub mod remote;
 
 use std::sync::Arc;
 
 use crate::connections::{Connections, DeliverError};
-use crate::metrics::{DropReason, RelayPath, Shard};
-use crate::signal::Signal;
-use crate::swarm::Liveness;
+use crate::metrics::{DropReason, RelayPath, RemoteDrop, Shard};
+use crate::signal::{Payload, Signal, SignalKind};
+use crate::swarm::{Liveness, SwarmIndex};
+use crate::swarm_key::WEBTORRENT_KEY_PREFIX;
+use codec::parse_offer_sid;
 
-/// Why a signal could not be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The target is gone, never existed, or is not in that swarm.
-    #[error("target peer is gone or not in that swarm")]
-    UnknownPeer,
-    /// The target can't keep up; the signal was dropped.
-    #[error("target peer is not keeping up")]
-    Overloaded,
-    /// A WebTorrent answer to an offer the target didn't send to the answerer, or that expired.
-    #[error("no such offer awaits an answer")]
-    UnexpectedAnswer,
-}
+pub use crate::signal::SendError;
 
 /// Routes signals to their targets, here or on another instance.
 pub struct Relay {
@@ -111,6 +103,54 @@ pub fn deliver(
             };
             metrics.dropped(reason, 1);
             Err(err)
+        }
+    }
+}
+
+/// What the relay delivers to: this instance's swarms and connections.
+#[derive(Clone)]
+pub struct Local {
+    /// To find a signal's swarm by its key.
+    pub index: Arc<SwarmIndex>,
+    /// The targets.
+    pub connections: Arc<Connections>,
+    /// A batch that opened under the fleet key proves its sending instance alive.
+    pub live: Arc<Liveness>,
+}
+
+impl Local {
+    /// Hands a refusal to its addressee, a sender of this instance, the way a refusal on this
+    /// instance reaches it: a native sender gets an `error` with the `sid` (through its
+    /// outbox); a WebTorrent answerer a `failure reason`; a WebTorrent offerer gets nothing,
+    /// but its offer no longer awaits an answer. Counted when the sender is gone.
+    pub fn return_refusal(&self, mut refusal: Signal, metrics: &Shard) {
+        let Payload::Refused(r) = &refusal.payload else {
+            return;
+        };
+        let forget = (refusal.kind == SignalKind::Offer
+            && r.swarm_key.starts_with(WEBTORRENT_KEY_PREFIX))
+        .then(|| parse_offer_sid(r.sid.as_bytes()))
+        .flatten();
+        if let Some((offer_id, _)) = forget {
+            let connections = &self.connections;
+            let awaited = (
+                connections.peer_fingerprint(refusal.from),
+                connections.offer_fingerprint(&offer_id),
+            );
+            connections.forget_answers(refusal.to, &[awaited]);
+            return;
+        }
+        if refusal.swarm.0 == 0 {
+            // From another instance: find the swarm by its key.
+            let Some(id) = self.index.id_of(&r.swarm_key) else {
+                metrics.remote_dropped(RemoteDrop::RefusalUndelivered, 1);
+                return;
+            };
+            refusal.swarm = id;
+        }
+        // Gone, left the swarm, or its outbox full (its session is not keeping up either).
+        if self.connections.deliver(refusal).is_err() {
+            metrics.remote_dropped(RemoteDrop::RefusalUndelivered, 1);
         }
     }
 }

@@ -1,43 +1,34 @@
-//! Signals that cross instances: batched towards Redis, and delivered from it.
+//! Signals that cross instances: queued for Redis, delivered from it, and refused back.
 //!
 //! Sending never waits: `RemoteRelay::send` puts the signal on a bounded queue (full: dropped
-//! and counted). One batcher task groups queued signals by target instance and publishes each
-//! group as ONE message on that instance's channel when it reaches `batch_max_messages` or
-//! `batch_max_bytes`, or `batch_window_us` after its first signal; unpipelined publishes top
-//! out near 40k/s whatever their size, so signals per publish multiply the fleet's capacity.
-//! Publishes run concurrently (redis-rs pipelines them), at most `max_inflight_publishes`.
-//! The inbound task decodes batches from this instance's channel and hands each signal to its
-//! target's outbox, which checks that the target is still here and in that swarm.
+//! and counted). The batcher ([`super::lanes`]) publishes it in the order it arrived, in one
+//! ordered lane per target instance. The inbound task decodes batches from this instance's
+//! channel and hands each signal to its target's outbox, which checks that the target is still
+//! here and in that swarm. A signal refused there goes back to its sender's instance as a
+//! [`Refusal`](crate::signal::Refusal) in the next batch to that instance, so the sender gets
+//! the `error` (with its `sid`) it would get if both viewers were on one instance.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use bytes::Bytes;
 
-use super::codec::{decode_batch, encode_batch};
+pub use super::Local;
+use super::codec::{batch_len, decode_batch};
+use super::lanes::Batcher;
+pub use super::lanes::channel_name;
 use super::{SendError, deliver};
 use crate::backplane::{Backplane, InboundBatch};
 use crate::config::RedisConfig;
-use crate::connections::Connections;
 use crate::metrics::{DropReason, RelayPath, RemoteDrop, Shard};
-use crate::signal::Signal;
-use crate::swarm::{Liveness, SwarmIndex};
-use swarmtrack_protocol::InstanceId;
-
-/// The relay channel of an instance.
-pub fn channel_name(prefix: &str, instance: InstanceId) -> String {
-    // The hash tag keeps the channel in one slot; sharded pub/sub routes by it.
-    format!("{prefix}:relay:{{{instance}}}")
-}
+use crate::signal::{NativeBody, NativePayload, Payload, Signal, Text};
 
 /// The sending side of the cross-instance relay.
+#[derive(Clone)]
 pub struct RemoteRelay {
     tx: mpsc::Sender<Signal>,
     backplane: Backplane,
@@ -59,16 +50,15 @@ impl RemoteRelay {
             SendError::Overloaded
         })
     }
-}
 
-/// What the inbound side delivers to: this instance's swarms and connections.
-pub struct Local {
-    /// To find a signal's swarm by its key.
-    pub index: Arc<SwarmIndex>,
-    /// The targets.
-    pub connections: Arc<Connections>,
-    /// A batch that opened under the fleet key proves its sending instance alive.
-    pub live: Arc<Liveness>,
+    /// Queues the refusal of a signal from another instance, back to its sender's instance;
+    /// counted when it can't be.
+    fn send_refusal(&self, refusal: Signal) {
+        if !self.backplane.is_up() || self.tx.try_send(refusal).is_err() {
+            self.metrics
+                .remote_dropped(RemoteDrop::RefusalUndelivered, 1);
+        }
+    }
 }
 
 /// Starts the batcher and the inbound task; returns the sending side.
@@ -83,160 +73,58 @@ pub fn start(
 ) -> RemoteRelay {
     let (tx, rx) = mpsc::channel(config.outbound_queue);
     tasks.spawn(
-        Batcher {
+        Batcher::new(
             rx,
-            backplane: backplane.clone(),
-            config: config.clone(),
-            metrics: Arc::clone(&metrics),
-            pending: HashMap::new(),
-            inflight: JoinSet::new(),
-        }
+            backplane.clone(),
+            config.clone(),
+            local.clone(),
+            Arc::clone(&metrics),
+        )
         .run(cancel.clone()),
     );
+    let relay = RemoteRelay {
+        tx,
+        backplane,
+        metrics: Arc::clone(&metrics),
+    };
     tasks.spawn(deliver_inbound(
         inbound,
         local,
-        Arc::clone(&metrics),
+        relay.clone(),
+        metrics,
         config.max_inbound_batch_bytes,
         cancel,
     ));
-    RemoteRelay {
-        tx,
-        backplane,
-        metrics,
-    }
+    relay
 }
 
-/// Signals waiting for one target instance.
-// Boxed signals move from the sender through here without copying ~100-byte structs.
-#[allow(clippy::vec_box)]
-struct Pending {
-    signals: Vec<Signal>,
-    bytes: usize,
-    since: Instant,
-}
-
-struct Batcher {
-    rx: mpsc::Receiver<Signal>,
-    backplane: Backplane,
-    config: RedisConfig,
-    metrics: Arc<Shard>,
-    pending: HashMap<InstanceId, Pending>,
-    inflight: JoinSet<()>,
-}
-
-impl Batcher {
-    async fn run(mut self, cancel: CancellationToken) {
-        let window = Duration::from_micros(self.config.batch_window_us);
-        loop {
-            let due = self.pending.values().map(|p| p.since + window).min();
-            tokio::select! {
-                // The timer before the queue: under steady load the queue is always ready, and
-                // a batch for a quiet instance must still leave at the end of its window.
-                biased;
-                () = cancel.cancelled() => break,
-                () = sleep_until_opt(due), if due.is_some() => {}
-                signal = self.rx.recv() => {
-                    let Some(signal) = signal else { break };
-                    self.add(signal);
-                    // Take what is already queued too, so one wake-up fills batches.
-                    while let Ok(s) = self.rx.try_recv() {
-                        self.add(s);
-                    }
-                }
-                Some(_) = self.inflight.join_next(), if !self.inflight.is_empty() => {}
-            }
-            self.flush_due(window);
-            while self.inflight.len() >= self.config.max_inflight_publishes {
-                self.inflight.join_next().await;
-            }
-        }
-        let all: Vec<InstanceId> = self.pending.keys().copied().collect();
-        for instance in all {
-            self.flush(instance);
-        }
-        while self.inflight.join_next().await.is_some() {}
-    }
-
-    /// Publishes every batch whose window is over.
-    fn flush_due(&mut self, window: Duration) {
-        let now = Instant::now();
-        let due: Vec<InstanceId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.since + window <= now)
-            .map(|(i, _)| *i)
-            .collect();
-        for instance in due {
-            self.flush(instance);
-        }
-    }
-
-    fn add(&mut self, signal: Signal) {
-        let instance = signal.to.instance();
-        let bytes = signal.payload_len() + 64;
-        let p = self.pending.entry(instance).or_insert_with(|| Pending {
-            signals: Vec::new(),
-            bytes: 0,
-            since: Instant::now(),
-        });
-        p.bytes += bytes;
-        p.signals.push(signal);
-        if self.config.batch_window_us == 0
-            || p.signals.len() >= self.config.batch_max_messages
-            || p.bytes >= self.config.batch_max_bytes
-        {
-            self.flush(instance);
-        }
-    }
-
-    /// Hands a batch to a publish task: encoding (deflate with the dictionary: ~20 µs a signal)
-    /// runs there, concurrently with other publishes, not in this loop.
-    fn flush(&mut self, instance: InstanceId) {
-        let Some(p) = self.pending.remove(&instance) else {
-            return;
-        };
-        let channel = channel_name(&self.config.key_prefix, instance);
-        let backplane = self.backplane.clone();
-        let metrics = Arc::clone(&self.metrics);
-        let threshold = self.config.compress_threshold_bytes;
-        self.inflight.spawn(async move {
-            let n = p.signals.len() as u64;
-            let mut buf = Vec::with_capacity(p.bytes);
-            let stats = match encode_batch(p.signals.iter(), threshold, &mut buf) {
-                Ok(stats) => stats,
-                Err(e) => {
-                    tracing::warn!(error = %e, "a batch failed to encode; dropped");
-                    metrics.remote_dropped(RemoteDrop::PublishFailed, n);
-                    return;
-                }
-            };
-            drop(p);
-            metrics.batch_encoded(
-                stats.signals,
-                stats.raw_bytes,
-                stats.wire_bytes,
-                stats.compressed,
-            );
-            match backplane.publish(&channel, &buf).await {
-                Ok(0) => metrics.remote_dropped(RemoteDrop::NoSubscriber, n),
-                Ok(_) => metrics.batch_published(),
-                Err(_) => metrics.remote_dropped(RemoteDrop::PublishFailed, n),
-            }
-        });
-    }
-}
-
-async fn sleep_until_opt(when: Option<Instant>) {
-    match when {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
+/// What a refusal needs of a signal (its routing, swarm key and `sid`), kept without its body
+/// so that nothing is copied unless the signal is refused.
+fn routing_of(s: &Signal) -> Signal {
+    let payload = match &s.payload {
+        Payload::Native(n) => Payload::Native(NativePayload {
+            frame: n.frame.clone(),
+            swarm: n.swarm,
+            sid: n.sid,
+            body: NativeBody::Sdp(Text::default()),
+        }),
+        // A received WebTorrent signal is a frame and two ids: cheap to clone.
+        other => other.clone(),
+    };
+    Signal {
+        kind: s.kind,
+        swarm: s.swarm,
+        from: s.from,
+        to: s.to,
+        received_at: s.received_at,
+        payload,
     }
 }
 
 async fn deliver_inbound(
     mut inbound: mpsc::Receiver<InboundBatch>,
     local: Local,
+    relay: RemoteRelay,
     metrics: Arc<Shard>,
     max_bytes: usize,
     cancel: CancellationToken,
@@ -247,13 +135,17 @@ async fn deliver_inbound(
             b = inbound.recv() => match b { Some(b) => b, None => return },
         };
         metrics.batch_received();
-        let signals = match decode_batch(Bytes::from(batch), max_bytes, Instant::now()) {
+        let now = Instant::now();
+        let batch = Bytes::from(batch);
+        let signals = match decode_batch(batch.clone(), max_bytes, now) {
             Ok(s) => s,
             Err(e) => {
                 // Debug, not warn: a rolling upgrade across a format change would flood the
-                // log; tracker_remote_dropped_total{reason="bad_batch"} shows it.
+                // log; tracker_remote_dropped_total{reason="bad_batch"} shows it, in signals
+                // when the batch's header says how many (else as one).
                 tracing::debug!(error = ?e, "a batch from Redis didn't decode; dropped");
-                metrics.remote_dropped(RemoteDrop::BadBatch, 1);
+                let n = batch_len(&batch).unwrap_or(1);
+                metrics.remote_dropped(RemoteDrop::BadBatch, n);
                 continue;
             }
         };
@@ -262,13 +154,22 @@ async fn deliver_inbound(
             local.live.heard_from(first.from.instance());
         }
         for mut signal in signals {
+            if matches!(signal.payload, Payload::Refused(_)) {
+                local.return_refusal(signal, &metrics);
+                continue;
+            }
             let Some(swarm) = local.index.id_of(&signal.swarm_key()) else {
                 metrics.dropped(DropReason::TargetNotInSwarm, 1);
+                relay.send_refusal(signal.refusal(SendError::UnknownPeer, now));
                 continue;
             };
             signal.swarm = swarm;
-            // Counted by `deliver`; nobody here to tell.
-            let _ = deliver(&local.connections, signal, RelayPath::Remote, &metrics);
+            let routing = routing_of(&signal);
+            // Counted by `deliver` as on one instance; the sender learns of a refusal the way
+            // it would there.
+            if let Err(e) = deliver(&local.connections, signal, RelayPath::Remote, &metrics) {
+                relay.send_refusal(routing.refusal(e, now));
+            }
         }
     }
 }

@@ -134,7 +134,7 @@ fn join_request<'k>(
     }
 }
 
-fn failure_text(kind: FailureKind) -> &'static str {
+pub(super) fn failure_text(kind: FailureKind) -> &'static str {
     match kind {
         FailureKind::PeerGone => "the offering peer is gone",
         _ => "no unexpired offer with that offer_id from to_peer_id was sent to this peer",

@@ -25,8 +25,8 @@ use tracing::debug;
 
 use crate::metrics::{FailureKind, ReceivedKind};
 use crate::session::{Conn, Ending, Protocol};
-use crate::signal::{Payload, Signal, SignalKind};
-use crate::swarm_key::WEBTORRENT_KEY_LEN;
+use crate::signal::{Payload, Refusal, SendError, Signal, SignalKind};
+use crate::swarm_key::{WEBTORRENT_KEY_LEN, WEBTORRENT_KEY_PREFIX};
 use crate::viewer::Viewer;
 use crate::ws::Message;
 use crate::ws::frame::Opcode;
@@ -70,9 +70,14 @@ impl Protocol for WebTorrent {
     fn on_signals(&mut self, cx: &mut Conn<'_>, signals: &mut Vec<Signal>) {
         let metrics = cx.metrics();
         for s in signals.iter() {
-            let Payload::WebTorrent(w) = &s.payload else {
+            let w = match &s.payload {
+                Payload::WebTorrent(w) => w,
+                Payload::Refused(r) => {
+                    refused_on_another_instance(cx, s.kind, r);
+                    continue;
+                }
                 // Only WebTorrent sessions are members of WebTorrent swarms.
-                continue;
+                Payload::Native(_) => continue,
             };
             if s.kind == SignalKind::Offer {
                 // Its answer finds the offerer by this, on another instance or once it left.
@@ -83,7 +88,9 @@ impl Protocol for WebTorrent {
             cx.out().frame(Opcode::Text, 1, |buf| w.write_frame(buf));
         }
         for s in signals.drain(..) {
-            metrics.relay_seconds(s.received_at.elapsed().as_secs_f64());
+            if !matches!(s.payload, Payload::Refused(_)) {
+                metrics.relay_seconds(s.received_at.elapsed().as_secs_f64());
+            }
         }
     }
 
@@ -196,6 +203,34 @@ fn scrape(cx: &mut Conn<'_>, hashes: &[Id20]) {
     cx.out().frame(Opcode::Text, 1, |buf| {
         response::scrape(buf, &files, interval)
     });
+}
+
+/// An answer this client sent was refused on its offerer's instance: the `failure reason` it
+/// would get if both were on this one (an offer refused there only stops awaiting its answer,
+/// which the relay did; an answer dropped for a full outbox gets nothing, as here).
+fn refused_on_another_instance(cx: &mut Conn<'_>, kind: SignalKind, r: &Refusal) {
+    let failure = match (kind, r.error) {
+        (SignalKind::Answer, SendError::UnknownPeer) => FailureKind::PeerGone,
+        (SignalKind::Answer, SendError::UnexpectedAnswer) => FailureKind::UnknownOffer,
+        _ => return,
+    };
+    let info_hash = r
+        .swarm_key
+        .strip_prefix(WEBTORRENT_KEY_PREFIX)
+        .and_then(|hex| {
+            let mut id = [0u8; 20];
+            for (i, b) in id.iter_mut().enumerate() {
+                *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(Id20(id))
+        });
+    let f = Failure {
+        kind: failure,
+        reason: announce::failure_text(failure).into(),
+        action: Some(request::Action::Announce),
+        info_hash,
+    };
+    send_failure(cx, &f);
 }
 
 fn send_failure(cx: &mut Conn<'_>, f: &Failure) {

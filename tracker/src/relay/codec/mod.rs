@@ -1,12 +1,14 @@
 //! The wire format of a batch of signals on the Redis hop: many [`Signal`]s in one publish.
 //!
 //! Only trackers of the same format version talk this format, so it is compact rather than
-//! self-describing. A batch is one flag byte followed by the payload:
+//! self-describing. A batch is one flag byte, the number of its elements, then the payload:
 //!
 //! ```text
-//! flag     bits 7..4: format version (FORMAT_VERSION = 1; anything else is refused)
+//! flag     bits 7..4: format version (FORMAT_VERSION = 2; anything else is refused)
 //!          bits 3..0: compression: 0 = none, 1 = raw deflate with the preset SDP dictionary
-//! payload  MessagePack: array of signals, each a 6-element array
+//! count    MessagePack uint, never compressed: the elements of the payload, so a receiver
+//!          that must drop a batch unread can count what it drops in signals
+//! payload  MessagePack: array of `count` elements, each a 6-element array, a signal
 //!            [kind, swarm, from, to, sid, body]
 //!            kind   uint: 0 offer, 1 answer, 2 cands
 //!            swarm  str
@@ -14,10 +16,15 @@
 //!            to     bin, 16 bytes
 //!            sid    str
 //!            body   str (the SDP) | [[str, ...] (candidates), nil | bool (end of candidates)]
+//!          or the refusal of a signal, on its way back to the signal's sender
+//!            [kind, swarm, from, to, sid, reason]
+//!            from   the refused signal's target; to: its sender
+//!            reason uint: 0 unknown peer, 1 overloaded, 2 unexpected answer
 //! ```
 //!
-//! So version 1 batches start with `0x10` (plain) or `0x11` (deflated). `received_at` is not
-//! sent: the receiver stamps its own clock, which is all a latency figure on one host can use.
+//! So version 2 batches start with `0x20` (plain) or `0x21` (deflated). Version 1 had no count
+//! and no refusals. `received_at` is not sent: the receiver stamps its own clock, which is all
+//! a latency figure on one host can use.
 //!
 //! Compression is raw deflate (RFC 1951): no zlib header, dictionary id or Adler-32 trailer,
 //! which would add 10 bytes to every publish (3 % of a single Chrome offer) for nothing: Redis
@@ -66,10 +73,10 @@ use tokio::time::Instant;
 
 use crate::signal::Signal;
 use deflate::{deflate_into, inflate};
-pub use wire::WireError;
+pub use wire::{WireError, parse_offer_sid};
 
 /// The batch format version, in the flag byte's high nibble.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// The preset deflate dictionary: recurring SDP and candidate text (see the module doc).
 pub static SDP_DICTIONARY: &[u8] = include_bytes!("sdp.dict");
@@ -135,6 +142,9 @@ pub enum CodecError {
     /// The payload is not a batch of signals (bad MessagePack, shape, kind, peer id, UTF-8).
     #[error("malformed batch")]
     Malformed(#[source] WireError),
+    /// The element count before the payload is missing or doesn't match the payload's.
+    #[error("batch element count missing or wrong")]
+    BadCount,
 }
 
 /// Appends one batch holding `signals` to `out`.
@@ -165,14 +175,16 @@ fn encode_with_level<'a>(
     let hint: usize = signals.iter().map(|s| s.payload_len() + 96).sum();
     out.reserve(hint + 6);
     out.push(flag(PLAIN));
+    let _ = rmp::encode::write_uint(out, signals.len() as u64);
+    let body = out.len();
     wire::encode(&signals, out);
-    let raw_bytes = out.len() - start - 1;
+    let raw_bytes = out.len() - body;
     let mut compressed = false;
     if raw_bytes >= compress_threshold {
-        // Deflate from a copy so the result can go straight after the flag byte; the copy is
+        // Deflate from a copy so the result can go straight after the count; the copy is
         // cheap next to deflating it.
-        let payload = out[start + 1..].to_vec();
-        out.truncate(start + 1);
+        let payload = out[body..].to_vec();
+        out.truncate(body);
         match deflate_into(&payload, level, out) {
             Ok(true) => compressed = true,
             Ok(false) => out.extend_from_slice(&payload),
@@ -207,11 +219,13 @@ pub fn decode_batch(
     received_at: Instant,
 ) -> Result<Vec<Signal>, CodecError> {
     let (&flag, _) = bytes.split_first().ok_or(CodecError::Empty)?;
-    let body = bytes.slice(1..);
     let version = flag >> 4;
     if version != FORMAT_VERSION {
         return Err(CodecError::UnsupportedVersion(version));
     }
+    let mut rest = &bytes[1..];
+    let count: u64 = rmp::decode::read_int(&mut rest).map_err(|_| CodecError::BadCount)?;
+    let body = bytes.slice(bytes.len() - rest.len()..);
     let payload = match flag & 0x0f {
         PLAIN if body.len() > max_decompressed => {
             return Err(CodecError::TooLarge {
@@ -222,10 +236,25 @@ pub fn decode_batch(
         DEFLATE_SDP => Bytes::from(inflate(&body, max_decompressed)?),
         other => return Err(CodecError::UnknownCompression(other)),
     };
-    wire::decode(&payload, received_at).map_err(|e| match e {
+    let signals = wire::decode(&payload, received_at).map_err(|e| match e {
         WireError::Malformed("trailing bytes") => CodecError::TrailingBytes,
         e => CodecError::Malformed(e),
-    })
+    })?;
+    if signals.len() as u64 != count {
+        return Err(CodecError::BadCount);
+    }
+    Ok(signals)
+}
+
+/// How many elements (signals and refusals) a batch says it holds, read without decoding it:
+/// what a receiver counts when it has to drop the batch unread. `None` for anything that is
+/// not a batch of this format version.
+pub fn batch_len(bytes: &[u8]) -> Option<u64> {
+    let (&flag, mut rest) = bytes.split_first()?;
+    if flag >> 4 != FORMAT_VERSION {
+        return None;
+    }
+    rmp::decode::read_int(&mut rest).ok()
 }
 
 fn to_usize(n: u64) -> usize {

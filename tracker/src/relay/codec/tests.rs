@@ -4,7 +4,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use swarmtrack_protocol::{self as protocol, ClientMsg, Format};
 
-use crate::signal::{CandList, NativeBody, NativePayload, Payload, PlainBody, SignalKind};
+use crate::signal::{
+    CandList, NativeBody, NativePayload, Payload, PlainBody, Refusal, SendError, SignalKind,
+};
 use crate::swarm_key::SwarmId;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use swarmtrack_protocol::{InstanceId, PeerId};
@@ -42,7 +44,12 @@ fn peer(instance: u32, slot: u32, nonce: u64) -> PeerId {
 #[derive(Debug, Clone, PartialEq)]
 enum Body {
     Sdp(String),
-    Cands { c: Vec<String>, end: Option<bool> },
+    Cands {
+        c: Vec<String>,
+        end: Option<bool>,
+    },
+    /// Not a signal: the refusal of one.
+    Refused(SendError),
 }
 
 fn signal(
@@ -54,11 +61,20 @@ fn signal(
     body: Body,
 ) -> Signal {
     let payload = match &body {
-        Body::Sdp(m) => NativePayload::from_plain(swarm, sid, PlainBody::Sdp(m)),
+        Body::Sdp(m) => Payload::Native(NativePayload::from_plain(swarm, sid, PlainBody::Sdp(m))),
         Body::Cands { c, end } => {
             let c: Vec<&str> = c.iter().map(String::as_str).collect();
-            NativePayload::from_plain(swarm, sid, PlainBody::Cands(&c, *end))
+            Payload::Native(NativePayload::from_plain(
+                swarm,
+                sid,
+                PlainBody::Cands(&c, *end),
+            ))
         }
+        Body::Refused(error) => Payload::Refused(Refusal {
+            error: *error,
+            swarm_key: swarm.into(),
+            sid: sid.into(),
+        }),
     };
     Signal {
         kind,
@@ -66,7 +82,7 @@ fn signal(
         from,
         to,
         received_at: Instant::now(),
-        payload: Payload::Native(payload),
+        payload,
     }
 }
 
@@ -75,8 +91,10 @@ fn sdp(m: &str) -> Body {
 }
 
 fn body(s: &Signal) -> Body {
-    let Payload::Native(n) = &s.payload else {
-        panic!("not a native signal")
+    let n = match &s.payload {
+        Payload::Native(n) => n,
+        Payload::Refused(r) => return Body::Refused(r.error),
+        Payload::WebTorrent(_) => panic!("not a native signal"),
     };
     match &n.body {
         NativeBody::Sdp(m) => Body::Sdp(n.text(*m).into_owned()),
@@ -95,15 +113,12 @@ fn body(s: &Signal) -> Body {
 type Fields = (SignalKind, String, PeerId, PeerId, String, Body);
 
 fn fields(s: &Signal) -> Fields {
-    let Payload::Native(n) = &s.payload else {
-        panic!("not a native signal")
-    };
     (
         s.kind,
         s.swarm_key().into_owned(),
         s.from,
         s.to,
-        n.text(n.sid).into_owned(),
+        s.sid().into_owned(),
         body(s),
     )
 }
@@ -146,6 +161,12 @@ fn arb_body() -> impl Strategy<Value = Body> {
             prop::option::of(any::<bool>())
         )
             .prop_map(|(c, end)| Body::Cands { c, end }),
+        prop::sample::select(vec![
+            SendError::UnknownPeer,
+            SendError::Overloaded,
+            SendError::UnexpectedAnswer
+        ])
+        .prop_map(Body::Refused),
     ]
 }
 
@@ -176,12 +197,14 @@ proptest! {
         let wire = &out[prefix.len()..];
         prop_assert_eq!(stats.signals, signals.len());
         prop_assert_eq!(stats.wire_bytes, wire.len());
-        prop_assert_eq!(wire[0], 0x10 | u8::from(stats.compressed));
+        prop_assert_eq!(wire[0], 0x20 | u8::from(stats.compressed));
+        prop_assert_eq!(batch_len(wire), Some(signals.len() as u64));
         if stats.compressed {
             prop_assert!(stats.raw_bytes >= threshold);
-            prop_assert!(stats.wire_bytes <= stats.raw_bytes);
+            prop_assert!(stats.wire_bytes <= stats.raw_bytes + 1);
         } else {
-            prop_assert_eq!(stats.wire_bytes, stats.raw_bytes + 1);
+            // The flag byte and the count (one byte under 128 elements).
+            prop_assert_eq!(stats.wire_bytes, stats.raw_bytes + 2);
         }
 
         let at = Instant::now();
@@ -199,7 +222,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(
-        flag in prop_oneof![Just(0x10u8), Just(0x11u8), any::<u8>()],
+        flag in prop_oneof![Just(0x20u8), Just(0x21u8), any::<u8>()],
         bytes in prop::collection::vec(any::<u8>(), 0..512),
     ) {
         let mut input = vec![flag];
@@ -214,7 +237,7 @@ fn empty_batch_round_trips_at_any_threshold() {
     for threshold in [0, 1, usize::MAX] {
         let (stats, wire) = encode(&[], threshold);
         // One byte of MessagePack (an empty array) never deflates smaller.
-        assert_eq!(wire, [0x10, 0x90]);
+        assert_eq!(wire, [0x20, 0x00, 0x90]);
         assert!(!stats.compressed);
         assert!(decode(&wire).expect("decodes").is_empty());
     }
@@ -283,10 +306,11 @@ fn unknown_flags_are_refused() {
     assert!(matches!(decode(&[]), Err(CodecError::Empty)));
     for (flag, want_version) in [
         (0x00, Some(0)),
-        (0x01, Some(0)),
-        (0x21, Some(2)),
-        (0x12, None),
-        (0x1f, None),
+        (0x10, Some(1)),
+        (0x11, Some(1)),
+        (0x31, Some(3)),
+        (0x22, None),
+        (0x2f, None),
     ] {
         let mut bad = wire.clone();
         bad[0] = flag;
@@ -298,9 +322,40 @@ fn unknown_flags_are_refused() {
     }
 }
 
-/// A plain batch holding `payload`, MessagePack built by hand.
+#[test]
+fn the_count_before_the_payload_must_match_it() {
+    let (_, wire) = encode(&fixture_batch(), 0);
+    assert_eq!(wire[1], 3);
+    assert_eq!(batch_len(&wire), Some(3));
+    assert_eq!(batch_len(&[0x10, 0x03]), None, "another format version");
+    assert_eq!(batch_len(&[0x20]), None);
+    for count in [0, 2, 4, 0x7f] {
+        let mut bad = wire.clone();
+        bad[1] = count;
+        assert!(matches!(decode(&bad), Err(CodecError::BadCount)), "{count}");
+    }
+    let mut no_count = wire.clone();
+    no_count[1] = 0xa1;
+    assert!(matches!(decode(&no_count), Err(CodecError::BadCount)));
+}
+
+#[test]
+fn a_refusal_travels_with_signals_and_keeps_its_sid() {
+    let (a, b) = (peer(1, 7, 99), peer(2, 8, 100));
+    let offer = signal(SignalKind::Offer, SWARM, a, b, SID, sdp(CHROME_OFFER));
+    let refused = offer.refusal(SendError::Overloaded, Instant::now());
+    assert_eq!((refused.from, refused.to), (b, a));
+    let (_, wire) = encode(&[offer.clone(), refused.clone()], 0);
+    let back = decode(&wire).expect("decodes");
+    assert_eq!(fields(&back[0]), fields(&offer));
+    assert_eq!(fields(&back[1]), fields(&refused));
+    assert_eq!(back[1].sid(), SID);
+    assert_eq!(body(&back[1]), Body::Refused(SendError::Overloaded));
+}
+
+/// A plain batch of one element holding `payload`, MessagePack built by hand.
 fn plain(payload: &[u8]) -> Vec<u8> {
-    let mut b = vec![0x10];
+    let mut b = vec![0x20, 0x01];
     b.extend_from_slice(payload);
     b
 }
@@ -336,6 +391,11 @@ fn malformed_payloads_are_refused() {
     let str_id = [0xa1, b'a'];
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("kind 3", batch(&[0x03], &id, &[0xa0])),
+        ("refusal reason 3", batch(&[0x00], &id, &[0x03])),
+        (
+            "refusal reason as a negative int",
+            batch(&[0x00], &id, &[0xff]),
+        ),
         ("negative kind", batch(&[0xff], &id, &[0xa0])),
         ("kind as string", batch(&[0xa1, b'0'], &id, &[0xa0])),
         ("15-byte peer id", batch(&[0x00], &short_id, &[0xa0])),
@@ -436,7 +496,7 @@ fn deflate_bombs_are_refused() {
     let mut deflater = Compress::new(Compression::best(), false);
     deflater.set_dictionary(SDP_DICTIONARY).expect("dictionary");
     let zeros = vec![0u8; 32 << 20];
-    let mut bomb = vec![0x11];
+    let mut bomb = vec![0x21, 0x01];
     bomb.reserve(64 << 10);
     let status = deflater
         .compress_vec(&zeros, &mut bomb, FlushCompress::Finish)
@@ -505,6 +565,7 @@ fn json_len(s: &Signal) -> usize {
             c: c.iter().map(|c| c.as_str().into()).collect(),
             end: *end,
         }),
+        Body::Refused(_) => panic!("a refusal is not sent by a viewer"),
     };
     protocol::encode_client(&msg, Format::Json)
         .expect("json")

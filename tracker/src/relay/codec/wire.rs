@@ -1,5 +1,6 @@
 //! The MessagePack shape of a batch payload: this module owns the layout documented in the
-//! [parent module](super) (`[kind, swarm, from, to, sid, body]` per signal). Encoding writes
+//! [parent module](super) (`[kind, swarm, from, to, sid, body]` per signal, `[kind, swarm,
+//! from, to, sid, reason]` per refusal). Encoding writes
 //! each signal's fields as plain strings (unescaping JSON tokens where the sender wrote JSON);
 //! decoding checks exactly that layout and builds signals whose spans point into the payload,
 //! so nothing is copied. Changing it needs a new [`FORMAT_VERSION`](super::FORMAT_VERSION).
@@ -10,7 +11,8 @@ use tokio::time::Instant;
 
 use super::PREALLOC_SIGNALS;
 use crate::signal::{
-    CandList, NativeBody, NativePayload, Payload, Signal, SignalKind, Span, Text, WtPayload,
+    CandList, NativeBody, NativePayload, Payload, Refusal, SendError, Signal, SignalKind, Span,
+    Text, WtPayload,
 };
 use crate::swarm_key::{SwarmId, WEBTORRENT_KEY_PREFIX};
 use swarmtrack_protocol::{PeerId, RawList};
@@ -44,6 +46,24 @@ fn kind_from_code(code: u64) -> Option<SignalKind> {
     }
 }
 
+// The wire code of a refusal's reason, spelled out for the same reason.
+fn reason_code(error: SendError) -> u8 {
+    match error {
+        SendError::UnknownPeer => 0,
+        SendError::Overloaded => 1,
+        SendError::UnexpectedAnswer => 2,
+    }
+}
+
+fn reason_from_code(code: u64) -> Option<SendError> {
+    match code {
+        0 => Some(SendError::UnknownPeer),
+        1 => Some(SendError::Overloaded),
+        2 => Some(SendError::UnexpectedAnswer),
+        _ => None,
+    }
+}
+
 /// Appends the payload (an array of signals) to `out`.
 pub(super) fn encode(signals: &[&Signal], out: &mut Vec<u8>) {
     // Writing to a Vec can't fail: the results below are all Ok.
@@ -56,7 +76,15 @@ pub(super) fn encode(signals: &[&Signal], out: &mut Vec<u8>) {
         let _ = rmp::encode::write_bin(out, s.to.as_bytes());
         match &s.payload {
             Payload::Native(n) => encode_native(n, out),
-            Payload::WebTorrent(w) => encode_webtorrent(w, out),
+            Payload::WebTorrent(w) => {
+                // The offer id and the sender's peer id, 40 characters of at most U+00FF.
+                let _ = rmp::encode::write_str(out, &s.sid());
+                encode_webtorrent(w, out);
+            }
+            Payload::Refused(r) => {
+                let _ = rmp::encode::write_str(out, &r.sid);
+                let _ = rmp::encode::write_uint(out, u64::from(reason_code(r.error)));
+            }
         }
     }
 }
@@ -95,23 +123,7 @@ fn encode_native(n: &NativePayload, out: &mut Vec<u8>) {
     }
 }
 
-/// The `sid` of a WebTorrent signal: the offer id and the sender's peer id, 40 characters of at
-/// most U+00FF.
-fn push_offer_sid(out: &mut Vec<u8>, offer_id: &[u8; 20], peer_id: &[u8; 20]) {
-    let mut text = String::with_capacity(80);
-    text.extend(offer_id.iter().chain(peer_id).map(|&b| char::from(b)));
-    let _ = rmp::encode::write_str(out, &text);
-}
-
 fn encode_webtorrent(w: &WtPayload, out: &mut Vec<u8>) {
-    match w {
-        WtPayload::Parts {
-            offer_id, peer_id, ..
-        }
-        | WtPayload::Frame {
-            offer_id, peer_id, ..
-        } => push_offer_sid(out, offer_id, peer_id),
-    }
     let mut frame = Vec::new();
     w.write_frame(&mut frame);
     let _ = rmp::encode::write_str_len(out, u32::try_from(frame.len()).unwrap_or(u32::MAX));
@@ -232,7 +244,23 @@ fn decode_signal(
     let to = r.peer_id("to")?;
     let sid = r.str("sid")?;
     let key = swarm.get(payload);
-    let body = if key.starts_with(WEBTORRENT_KEY_PREFIX.as_bytes()) {
+    let refused = matches!(
+        r.peek()?,
+        Marker::FixPos(_) | Marker::U8 | Marker::U16 | Marker::U32 | Marker::U64
+    );
+    let body = if refused {
+        let error = reason_from_code(r.uint("reason")?).ok_or(WireError::Malformed("reason"))?;
+        let text = |span: Span| {
+            std::str::from_utf8(span.get(payload))
+                .unwrap_or_default()
+                .into()
+        };
+        Payload::Refused(Refusal {
+            error,
+            swarm_key: text(swarm),
+            sid: text(sid),
+        })
+    } else if key.starts_with(WEBTORRENT_KEY_PREFIX.as_bytes()) {
         let text = r.str("webtorrent frame")?;
         let (offer_id, peer_id) =
             parse_offer_sid(sid.get(payload)).ok_or(WireError::Malformed("webtorrent sid"))?;
@@ -287,7 +315,7 @@ fn plain(span: Span) -> Text {
 }
 
 /// Unpacks a WebTorrent `sid`: 40 characters of at most U+00FF.
-fn parse_offer_sid(sid: &[u8]) -> Option<([u8; 20], [u8; 20])> {
+pub fn parse_offer_sid(sid: &[u8]) -> Option<([u8; 20], [u8; 20])> {
     let text = std::str::from_utf8(sid).ok()?;
     let mut bytes = [0u8; 40];
     let mut n = 0;
