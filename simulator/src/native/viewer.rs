@@ -265,7 +265,7 @@ impl Session<'_> {
         ctx.stats.connected(true);
         let _connected = Connected(ctx);
         let (tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
-        let _registered = ctx.registry.register(tx);
+        let _registered = ctx.renegotiating.then(|| ctx.registry.register(tx));
         let mut live = Live {
             ctx,
             swarm: self.swarm,
@@ -363,7 +363,7 @@ impl Session<'_> {
                         return Outcome::Broken;
                     }
                 }
-                Some(Command::Renegotiate) = commands.recv(), if !live.quiet => {
+                Some(Command::Renegotiate) = commands.recv(), if ctx.renegotiating && !live.quiet => {
                     ctx.stats.count(C::Renegotiations, 1);
                     if live.join(1).is_err() {
                         return Outcome::Broken;
