@@ -7,11 +7,13 @@
 //! the plot), two modes over it, [`native`] (swarmtrack's protocol) and [`webtorrent`] (the
 //! WebTorrent tracker protocol), [`pairs`] (fixed pairs relaying closed loop, outside the
 //! harness: the relay's throughput per core, against swarmtrack or the bare relay), [`target`]
-//! (where connections go), and [`cli`] (the command line, above everything).
+//! (where connections go), [`websocket`] (a viewer's WebSocket, client side), and [`cli`] (the
+//! command line, above everything).
 
 pub mod cli;
 pub mod harness;
 pub mod native;
 pub mod pairs;
 pub mod target;
+pub mod websocket;
 pub mod webtorrent;

@@ -88,6 +88,11 @@ impl Target {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// The address connections go to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 /// Source address `i` of worker `worker`: 127.0.`worker`.1 ..= 127.0.`worker`.`count`.
@@ -129,7 +134,7 @@ impl ConnectError {
         }
     }
 
-    fn io(e: &io::Error) -> Self {
+    pub(crate) fn io(e: &io::Error) -> Self {
         // EMFILE / ENFILE: the descriptor limit, which the report must name.
         match (e.kind(), e.raw_os_error()) {
             (_, Some(23 | 24)) => ConnectError::FdLimit,

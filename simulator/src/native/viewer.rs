@@ -13,20 +13,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use swarmtrack_protocol::{ClientMsg, Format, PeerId};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
-use tokio_tungstenite::tungstenite::Message;
 
 use super::ledger::{Dir, Key, Receipt};
 use super::measure::{C, Kind, L, M};
 use super::payload::Browser;
 use super::shared::{Command, Ctx};
 use super::wire::{self, Incoming, Relayed};
-use crate::target::{Ws, connect, source_addr};
+use crate::target::source_addr;
+use crate::websocket::{Frame, Kind as WsKind, Outbox, WsClient};
 
 /// How long a leaving viewer keeps reading what is still in flight to it.
 const LINGER: Duration = Duration::from_millis(500);
@@ -74,7 +73,8 @@ pub async fn run(ctx: Arc<Ctx>, id: u64) {
         }
         let started = Instant::now();
         let this_url = if moved { &moved_url } else { &url };
-        let ws = match connect(target, this_url, source, CONNECT_TIMEOUT).await {
+        let ws = match WsClient::connect(target, this_url, source, CONNECT_TIMEOUT, &mut rng).await
+        {
             Ok(ws) => ws,
             Err(e) => {
                 ctx.stats.count(C::ConnectFailures, 1);
@@ -196,7 +196,8 @@ struct Live<'a> {
     swarm: &'a str,
     browser: Browser,
     format: Format,
-    ws: Ws,
+    /// Frames queued by the handlers, written once per wake-up.
+    out: Outbox,
     negos: HashMap<u64, Nego>,
     due: BinaryHeap<Reverse<Due>>,
     seq: u64,
@@ -243,14 +244,14 @@ impl Drop for Connected<'_> {
 }
 
 impl Session<'_> {
-    async fn run(self, mut ws: Ws) -> Outcome {
+    async fn run(self, mut ws: WsClient) -> Outcome {
         let ctx = self.ctx;
         // welcome first; anything else is a broken tracker.
         let welcome = tokio::time::timeout(CONNECT_TIMEOUT, ws.next()).await;
         let ok = match welcome {
-            Ok(Some(Ok(frame))) => {
+            Ok(Ok(frame)) => {
                 count_in(ctx, &frame);
-                decode(&frame).is_some_and(|m| m.t == "welcome")
+                decode(&ws, &frame).is_some_and(|m| m.t == "welcome")
             }
             _ => false,
         };
@@ -264,7 +265,7 @@ impl Session<'_> {
         ctx.stats.connected(true);
         let _connected = Connected(ctx);
         let (tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
-        let _registered = ctx.registry.register(tx);
+        let _registered = ctx.renegotiating.then(|| ctx.registry.register(tx));
         let mut live = Live {
             ctx,
             swarm: self.swarm,
@@ -274,7 +275,7 @@ impl Session<'_> {
             } else {
                 Format::Json
             },
-            ws,
+            out: Outbox::new(self.rng),
             negos: HashMap::new(),
             due: BinaryHeap::new(),
             seq: 0,
@@ -283,7 +284,7 @@ impl Session<'_> {
             finishing: false,
             busy: false,
         };
-        if live.join(ctx.spec().want).await.is_err() {
+        if live.join(ctx.spec().want).is_err() || ws.flush(&mut live.out).await.is_err() {
             return Outcome::Broken;
         }
         // One timer for everything due (a message, the end of the watch time, the end of the
@@ -314,10 +315,10 @@ impl Session<'_> {
             }
             tokio::select! {
                 biased;
-                frame = live.ws.next() => {
+                frame = ws.next() => {
                     let frame = match frame {
-                        Some(Ok(f)) => f,
-                        Some(Err(_)) | None => {
+                        Ok(f) => f,
+                        Err(_) => {
                             if linger_until.is_some() {
                                 return Outcome::Done;
                             }
@@ -327,58 +328,57 @@ impl Session<'_> {
                         }
                     };
                     count_in(ctx, &frame);
-                    if let Message::Close(close) = &frame {
+                    if let WsKind::Close(code) = frame.kind {
                         if linger_until.is_some() {
                             return Outcome::Done;
                         }
-                        let code = close.as_ref().map_or(1005, |c| u16::from(c.code));
                         ctx.stats.count(C::Disconnects, 1);
                         ctx.stats.bump(M::Closes, &code.to_string());
                         return Outcome::Broken;
                     }
-                    match decode(&frame) {
+                    match decode(&ws, &frame) {
                         Some(msg) => {
                             if let Some(after) = live.on_message(msg, self.rng) {
-                                live.close().await;
+                                live.out.close();
+                                let _ = ws.flush(&mut live.out).await;
                                 return Outcome::Reconnect(after);
                             }
                         }
-                        None if matches!(frame, Message::Text(_) | Message::Binary(_)) => {
-                            ctx.stats.count(C::BadFrames, 1);
-                        }
-                        None => {}
+                        None => ctx.stats.count(C::BadFrames, 1),
                     }
                 }
                 () = &mut timer, if wake.is_some() => {
                     let now = Instant::now();
                     if linger_until.is_some_and(|l| now >= l) {
-                        live.close().await;
+                        live.out.close();
+                        let _ = ws.flush(&mut live.out).await;
                         return Outcome::Done;
                     }
                     if !live.finishing && now >= self.deadline {
                         live.finish();
                     }
-                    if live.send_due(now).await.is_err() {
+                    if live.send_due(now).is_err() {
                         ctx.stats.count(C::Disconnects, 1);
                         ctx.stats.bump(M::Closes, "eof");
                         return Outcome::Broken;
                     }
                 }
-                Some(Command::Renegotiate) = commands.recv(), if !live.quiet => {
+                Some(Command::Renegotiate) = commands.recv(), if ctx.renegotiating && !live.quiet => {
                     ctx.stats.count(C::Renegotiations, 1);
-                    if live.join(1).await.is_err() {
+                    if live.join(1).is_err() {
                         return Outcome::Broken;
                     }
                 }
                 () = &mut quiesce, if !live.quiet => live.quiet = true,
                 () = &mut finish, if !live.finishing => live.finish(),
             }
-            // What the frame just read asked for goes out now, in one write.
+            // What the frame just read asked for goes out now, with everything queued, in one
+            // write.
             if live
                 .due
                 .peek()
                 .is_some_and(|Reverse(d)| d.at <= Instant::now())
-                && live.send_due(Instant::now()).await.is_err()
+                && live.send_due(Instant::now()).is_err()
             {
                 ctx.stats.count(C::Disconnects, 1);
                 ctx.stats.bump(M::Closes, "eof");
@@ -394,25 +394,33 @@ impl Session<'_> {
                 let leave = ClientMsg::Leave {
                     swarm: Cow::Borrowed(live.swarm),
                 };
-                if live.send(&leave).await.is_err() || live.ws.flush().await.is_err() {
+                if live.send(&leave).is_err() || ws.flush(&mut live.out).await.is_err() {
                     return Outcome::Done;
                 }
                 linger_until = Some(Instant::now() + LINGER);
+            }
+            if ws.flush(&mut live.out).await.is_err() {
+                if linger_until.is_some() {
+                    return Outcome::Done;
+                }
+                ctx.stats.count(C::Disconnects, 1);
+                ctx.stats.bump(M::Closes, "eof");
+                return Outcome::Broken;
             }
         }
     }
 }
 
-fn count_in(ctx: &Ctx, frame: &Message) {
+fn count_in(ctx: &Ctx, frame: &Frame) {
     ctx.stats.count(C::FramesIn, 1);
-    ctx.stats.count(C::BytesIn, frame.len() as u64);
+    ctx.stats.count(C::BytesIn, frame.wire_len as u64);
 }
 
-fn decode(frame: &Message) -> Option<Incoming<'_>> {
-    match frame {
-        Message::Text(t) => Incoming::json(t.as_str()),
-        Message::Binary(b) => Incoming::msgpack(b),
-        _ => None,
+fn decode<'w>(ws: &'w WsClient, frame: &Frame) -> Option<Incoming<'w>> {
+    match frame.kind {
+        WsKind::Text => Incoming::json_bytes(ws.payload(frame)),
+        WsKind::Binary => Incoming::msgpack(ws.payload(frame)),
+        WsKind::Close(_) => None,
     }
 }
 
@@ -426,29 +434,22 @@ impl Live<'_> {
         self.finishing = true;
     }
 
-    async fn send(&mut self, msg: &ClientMsg<'_>) -> Result<(), ()> {
-        let frame = wire::control(self.format, msg).map_err(|_| ())?;
-        let len = frame.len();
-        self.ws.feed(frame).await.map_err(|_| ())?;
+    fn send(&mut self, msg: &ClientMsg<'_>) -> Result<(), ()> {
+        let len = wire::control_into(&mut self.out, self.format, msg).map_err(|_| ())?;
         self.ctx.stats.count(C::FramesOut, 1);
         self.ctx.stats.count(C::BytesOut, len as u64);
         Ok(())
     }
 
-    async fn join(&mut self, want: u32) -> Result<(), ()> {
+    fn join(&mut self, want: u32) -> Result<(), ()> {
         let msg = ClientMsg::Join {
             swarm: Cow::Borrowed(self.swarm),
             want,
         };
-        self.send(&msg).await?;
-        self.ws.flush().await.map_err(|_| ())?;
+        self.send(&msg)?;
         self.ctx.stats.count(C::Joins, 1);
         self.joins.push_back(Instant::now());
         Ok(())
-    }
-
-    async fn close(&mut self) {
-        let _ = self.ws.send(Message::Close(None)).await;
     }
 
     /// Schedules this side's SDP now and its candidate batches on the capture's timeline.
@@ -491,9 +492,8 @@ impl Live<'_> {
         self.schedule(id, true);
     }
 
-    /// Sends every message due by `now`, in one write.
-    async fn send_due(&mut self, now: Instant) -> Result<(), ()> {
-        let mut any = false;
+    /// Queues every message due by `now` (the loop writes them in one write).
+    fn send_due(&mut self, now: Instant) -> Result<(), ()> {
         while let Some(Reverse(d)) = self.due.peek() {
             if d.at > now {
                 break;
@@ -501,21 +501,18 @@ impl Live<'_> {
             let Some(Reverse(d)) = self.due.pop() else {
                 break;
             };
-            any |= self.send_one(&d).await?;
-        }
-        if any {
-            self.ws.flush().await.map_err(|_| ())?;
+            self.send_one(&d)?;
         }
         Ok(())
     }
 
-    async fn send_one(&mut self, d: &Due) -> Result<bool, ()> {
+    fn send_one(&mut self, d: &Due) -> Result<(), ()> {
         let ctx = self.ctx;
         let Some(nego) = self.negos.get_mut(&d.nego) else {
-            return Ok(false);
+            return Ok(());
         };
         if nego.abandoned {
-            return Ok(false);
+            return Ok(());
         }
         let (side, encoded) = ctx.side(self.browser, nego.offerer);
         let (kind, what) = match d.batch {
@@ -523,7 +520,9 @@ impl Live<'_> {
             None => (Kind::Answer, Relayed::Sdp { offer: false }),
             Some(i) => (Kind::Cands, Relayed::Cands(i)),
         };
-        let frame = wire::relayed(
+        // In the ledger before it is written, so even the fastest receiver finds it.
+        let len = wire::relayed_into(
+            &mut self.out,
             self.format,
             side,
             encoded,
@@ -540,13 +539,11 @@ impl Live<'_> {
         };
         nego.sent.push_back((nego.sent_n, kind));
         nego.sent_n += 1;
-        // In the ledger before it leaves, so even the fastest receiver finds it.
         ctx.ledger.sent(key, kind, std::time::Instant::now());
         ctx.stats.count(kind.sent(), 1);
         ctx.stats.count(C::FramesOut, 1);
-        ctx.stats.count(C::BytesOut, frame.len() as u64);
-        self.ws.feed(frame).await.map_err(|_| ())?;
-        Ok(true)
+        ctx.stats.count(C::BytesOut, len as u64);
+        Ok(())
     }
 
     /// Handles one message; returns the delay of a `reconnect`.

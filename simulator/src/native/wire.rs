@@ -10,13 +10,13 @@
 //! through the protocol crate's encoder (the unit tests hold the JSON splices to it too).
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use serde::Deserialize;
 use swarmtrack_protocol::{Cands, ClientMsg, Format, PeerId, Signal, encode_client};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::payload::{CandBatch, Side};
+use crate::websocket::Outbox;
 
 /// A side's SDP and candidate batches, JSON-encoded once.
 #[derive(Debug, Clone)]
@@ -71,31 +71,74 @@ pub fn relayed(
 ) -> Result<Message, String> {
     match format {
         Format::Json => {
-            let mut s = String::with_capacity(96 + swarm.len() + encoded.sdp.len());
-            match what {
-                Relayed::Sdp { offer } => {
-                    let t = if offer { "offer" } else { "answer" };
-                    let _ = write!(
-                        s,
-                        r#"{{"t":"{t}","swarm":"{swarm}","to":"{to}","sid":"{sid}","m":{}}}"#,
-                        encoded.sdp
-                    );
-                }
-                Relayed::Cands(i) => {
-                    let (Some(batch), Some(c)) = (side.batches.get(i), encoded.cands.get(i)) else {
-                        return Err(format!("no candidate batch {i}"));
-                    };
-                    let _ = write!(
-                        s,
-                        r#"{{"t":"cands","swarm":"{swarm}","to":"{to}","sid":"{sid}","c":{c}{}}}"#,
-                        if batch.end { r#","end":true"# } else { "" }
-                    );
-                }
-            }
-            Ok(Message::Text(s.into()))
+            let mut s = Vec::with_capacity(96 + swarm.len() + encoded.sdp.len());
+            relayed_json(&mut s, side, encoded, what, swarm, to, sid)?;
+            Ok(Message::Text(
+                String::from_utf8(s).map_err(|e| e.to_string())?.into(),
+            ))
         }
         Format::MsgPack => control(format, &message(side, what, swarm, to, sid)?),
     }
+}
+
+/// The same frame, queued in `out` (no allocation once the outbox has grown); returns its
+/// bytes on the wire.
+///
+/// # Errors
+/// As [`relayed`].
+#[allow(clippy::too_many_arguments)]
+pub fn relayed_into(
+    out: &mut Outbox,
+    format: Format,
+    side: &Side,
+    encoded: &Encoded,
+    what: Relayed,
+    swarm: &str,
+    to: PeerId,
+    sid: &str,
+) -> Result<usize, String> {
+    match format {
+        Format::Json => {
+            let mut s = out.scratch();
+            relayed_json(&mut s, side, encoded, what, swarm, to, sid)?;
+            Ok(out.text_scratch(s))
+        }
+        Format::MsgPack => control_into(out, format, &message(side, what, swarm, to, sid)?),
+    }
+}
+
+/// Writes the JSON of a relayed message: the pieces encoded once, spliced.
+fn relayed_json(
+    s: &mut Vec<u8>,
+    side: &Side,
+    encoded: &Encoded,
+    what: Relayed,
+    swarm: &str,
+    to: PeerId,
+    sid: &str,
+) -> Result<(), String> {
+    use std::io::Write as _;
+    let r = match what {
+        Relayed::Sdp { offer } => {
+            let t = if offer { "offer" } else { "answer" };
+            write!(
+                s,
+                r#"{{"t":"{t}","swarm":"{swarm}","to":"{to}","sid":"{sid}","m":{}}}"#,
+                encoded.sdp
+            )
+        }
+        Relayed::Cands(i) => {
+            let (Some(batch), Some(c)) = (side.batches.get(i), encoded.cands.get(i)) else {
+                return Err(format!("no candidate batch {i}"));
+            };
+            write!(
+                s,
+                r#"{{"t":"cands","swarm":"{swarm}","to":"{to}","sid":"{sid}","c":{c}{}}}"#,
+                if batch.end { r#","end":true"# } else { "" }
+            )
+        }
+    };
+    r.map_err(|e| e.to_string())
 }
 
 /// The same message as the protocol crate's type.
@@ -137,6 +180,23 @@ fn message<'a>(
                 end: batch.end.then_some(true),
             })
         }
+    })
+}
+
+/// Any message through the protocol crate's encoder, queued in `out`; returns its bytes on
+/// the wire.
+///
+/// # Errors
+/// An encoding failure.
+pub fn control_into(
+    out: &mut Outbox,
+    format: Format,
+    msg: &ClientMsg<'_>,
+) -> Result<usize, String> {
+    let bytes = encode_client(msg, format).map_err(|e| e.to_string())?;
+    Ok(match format {
+        Format::Json => out.text(&bytes),
+        Format::MsgPack => out.binary(&bytes),
     })
 }
 
@@ -187,6 +247,11 @@ impl<'a> Incoming<'a> {
     /// Reads a JSON text frame; `None` when it isn't a JSON object with a `t`.
     pub fn json(text: &'a str) -> Option<Self> {
         serde_json::from_str(text).ok()
+    }
+
+    /// Reads a JSON text frame from its bytes.
+    pub fn json_bytes(text: &'a [u8]) -> Option<Self> {
+        serde_json::from_slice(text).ok()
     }
 
     /// Reads a MessagePack binary frame.

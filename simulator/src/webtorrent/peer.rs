@@ -13,18 +13,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::{Instant, sleep_until};
-use tokio_tungstenite::tungstenite::Message;
 
 use super::ledger::Receipt;
 use super::measure::{Count, Latency, Reasons};
 use super::shared::Ctx;
 use super::wire::{self, Announce, Event, OfferId, Received};
 use crate::native::payload::Browser;
-use crate::target::{Ws, connect, source_addr};
+use crate::target::source_addr;
+use crate::websocket::{Frame, Kind as WsKind, Outbox, WsClient};
 
 /// How long the TCP + WebSocket handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,30 +83,33 @@ pub async fn run(ctx: Arc<Ctx>, conn: u32) {
             return;
         }
         let started = Instant::now();
-        let pause = match connect(target, target.url(), source, CONNECT_TIMEOUT).await {
-            Err(e) => {
-                ctx.stats.count(Count::ConnectFailures, 1);
-                ctx.stats.bump(Reasons::ConnectFailures, &e.label());
-                failures += 1;
-                backoff(failures, &mut peer.rng)
-            }
-            Ok(ws) => {
-                ctx.stats.count(Count::Connects, 1);
-                ctx.stats.latency(Latency::Connect, started.elapsed());
-                match peer.session(ws).await {
-                    Outcome::Done => return,
-                    Outcome::Reconnect => {
-                        ctx.stats.count(Count::Reconnects, 1);
-                        failures = 0;
-                        RECONNECT_MAX.mul_f64(peer.rng.random_range(0.0..=1.0))
-                    }
-                    Outcome::Broken => {
-                        failures += 1;
-                        backoff(failures, &mut peer.rng)
+        let pause =
+            match WsClient::connect(target, target.url(), source, CONNECT_TIMEOUT, &mut peer.rng)
+                .await
+            {
+                Err(e) => {
+                    ctx.stats.count(Count::ConnectFailures, 1);
+                    ctx.stats.bump(Reasons::ConnectFailures, &e.label());
+                    failures += 1;
+                    backoff(failures, &mut peer.rng)
+                }
+                Ok(ws) => {
+                    ctx.stats.count(Count::Connects, 1);
+                    ctx.stats.latency(Latency::Connect, started.elapsed());
+                    match peer.session(ws).await {
+                        Outcome::Done => return,
+                        Outcome::Reconnect => {
+                            ctx.stats.count(Count::Reconnects, 1);
+                            failures = 0;
+                            RECONNECT_MAX.mul_f64(peer.rng.random_range(0.0..=1.0))
+                        }
+                        Outcome::Broken => {
+                            failures += 1;
+                            backoff(failures, &mut peer.rng)
+                        }
                     }
                 }
-            }
-        };
+            };
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = ctx.winding.finish.cancelled() => return,
@@ -159,7 +161,8 @@ impl Peer {
 /// One connection's state.
 struct Session<'a> {
     peer: &'a mut Peer,
-    ws: Ws,
+    /// Frames queued by the handlers, written once per wake-up.
+    out: Outbox,
     /// Torrents announced in on this connection (bounded by the catalogue).
     joined: HashSet<u64>,
     pending: Option<Pending>,
@@ -169,16 +172,17 @@ struct Session<'a> {
 }
 
 impl Peer {
-    async fn session(&mut self, ws: Ws) -> Outcome {
+    async fn session(&mut self, mut ws: WsClient) -> Outcome {
         let ctx = Arc::clone(&self.ctx);
         ctx.stats.connected(true);
         let _open = Open(&ctx);
         let interval = ctx.interval();
         // A random first request time, so peers that connected together don't stay in step.
         let first = Instant::now() + interval.mul_f64(self.rng.random_range(0.0..1.0));
+        let out = Outbox::new(&mut self.rng);
         let mut s = Session {
             peer: self,
-            ws,
+            out,
             joined: HashSet::new(),
             pending: None,
             next_at: first,
@@ -207,18 +211,32 @@ impl Peer {
             let step = tokio::select! {
                 biased;
                 () = &mut finish => {
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.ws.close(None)).await;
+                    s.out.close();
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush(&mut s.out)).await;
                     return Outcome::Done;
                 }
-                frame = s.ws.next() => s.on_frame(frame).await,
+                frame = ws.next() => match frame {
+                    Ok(frame) => s.on_frame(&ws, &frame),
+                    Err(_) => {
+                        ctx.stats.count(Count::Disconnects, 1);
+                        ctx.stats.bump(Reasons::Closes, "eof");
+                        Err(Outcome::Broken)
+                    }
+                },
                 () = &mut quiesce, if !s.quiet => {
                     s.quiet = true;
                     Ok(())
                 }
-                () = &mut timer => s.on_timer().await,
+                () = &mut timer => s.on_timer(),
             };
             if let Err(outcome) = step {
                 return outcome;
+            }
+            // What this wake-up produced, in one write.
+            if ws.flush(&mut s.out).await.is_err() {
+                ctx.stats.count(Count::Disconnects, 1);
+                ctx.stats.bump(Reasons::Closes, "eof");
+                return Outcome::Broken;
             }
         }
     }
@@ -231,19 +249,15 @@ impl Session<'_> {
         &self.peer.ctx
     }
 
-    async fn send(&mut self, frame: String) -> Step {
-        let len = frame.len();
-        if self.ws.send(Message::Text(frame.into())).await.is_err() {
-            self.ctx().stats.count(Count::Disconnects, 1);
-            self.ctx().stats.bump(Reasons::Closes, "eof");
-            return Err(Outcome::Broken);
-        }
+    /// Queues a frame; the session loop writes it.
+    fn send(&mut self, frame: &str) -> Step {
+        let len = self.out.text(frame.as_bytes());
         self.ctx().stats.count(Count::FramesOut, 1);
         self.ctx().stats.count(Count::BytesOut, len as u64);
         Ok(())
     }
 
-    async fn on_timer(&mut self) -> Step {
+    fn on_timer(&mut self) -> Step {
         let now = Instant::now();
         if let Some(p) = &self.pending {
             if now >= p.at + Duration::from_millis(self.ctx().job.lost_after_ms) {
@@ -256,11 +270,11 @@ impl Session<'_> {
         if self.quiet || now < self.next_at {
             return Ok(());
         }
-        self.request(now).await
+        self.request(now)
     }
 
     /// Sends the next request: an announce with offers, or now and then a scrape.
-    async fn request(&mut self, now: Instant) -> Step {
+    fn request(&mut self, now: Instant) -> Step {
         self.next_at = now + self.ctx().interval();
         let ctx = Arc::clone(&self.peer.ctx);
         let plan = ctx.plan();
@@ -273,7 +287,7 @@ impl Session<'_> {
                 announce: None,
             });
             ctx.stats.count(Count::Scrapes, 1);
-            return self.send(wire::scrape(&hashes)).await;
+            return self.send(&wire::scrape(&hashes));
         }
         let rank = self.peer.torrent();
         self.peer.seq = self.peer.seq.wrapping_add(1);
@@ -318,7 +332,7 @@ impl Session<'_> {
         });
         ctx.stats.count(Count::Announces, 1);
         ctx.stats.count(Count::OffersSent, n);
-        self.send(frame).await
+        self.send(&frame)
     }
 
     /// The request in flight got its response: schedule the next.
@@ -326,33 +340,20 @@ impl Session<'_> {
         self.pending = None;
     }
 
-    async fn on_frame(
-        &mut self,
-        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-    ) -> Step {
+    fn on_frame(&mut self, ws: &WsClient, frame: &Frame) -> Step {
         let ctx = Arc::clone(&self.peer.ctx);
-        let frame = match frame {
-            Some(Ok(f)) => f,
-            Some(Err(_)) | None => {
-                ctx.stats.count(Count::Disconnects, 1);
-                ctx.stats.bump(Reasons::Closes, "eof");
-                return Err(Outcome::Broken);
-            }
-        };
         ctx.stats.count(Count::FramesIn, 1);
-        ctx.stats.count(Count::BytesIn, frame.len() as u64);
-        let text = match &frame {
-            Message::Text(t) => t.as_str(),
+        ctx.stats.count(Count::BytesIn, frame.wire_len as u64);
+        let text = match frame.kind {
             // The reference server accepts JSON in binary frames; a tracker may send them too.
-            Message::Binary(b) => match std::str::from_utf8(b) {
+            WsKind::Text | WsKind::Binary => match std::str::from_utf8(ws.payload(frame)) {
                 Ok(t) => t,
                 Err(_) => {
                     ctx.stats.count(Count::BadFrames, 1);
                     return Ok(());
                 }
             },
-            Message::Close(close) => {
-                let code = close.as_ref().map_or(1005, |c| u16::from(c.code));
+            WsKind::Close(code) => {
                 if code == 1012 {
                     return Err(Outcome::Reconnect);
                 }
@@ -360,7 +361,6 @@ impl Session<'_> {
                 ctx.stats.bump(Reasons::Closes, &code.to_string());
                 return Err(Outcome::Broken);
             }
-            _ => return Ok(()),
         };
         let now = Instant::now();
         match wire::parse(text) {
@@ -447,7 +447,7 @@ impl Session<'_> {
                     ctx.stats.count(Count::AnswersUntracked, 1);
                 }
                 ctx.stats.count(Count::AnswersSent, 1);
-                self.send(frame).await?;
+                self.send(&frame)?;
             }
             Some(Received::Answer { offer_id }) => {
                 let Some(id) = OfferId::decode(&offer_id, ctx.tag) else {
@@ -469,7 +469,7 @@ impl Session<'_> {
         }
         // Unpaced, or the pace allows it: the next request now.
         if self.pending.is_none() && !self.quiet && now >= self.next_at {
-            return self.request(now).await;
+            return self.request(now);
         }
         Ok(())
     }
