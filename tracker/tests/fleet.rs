@@ -154,8 +154,10 @@ fn the_example_config_is_the_template_rendered_and_haproxy_accepts_it() {
     let servers = ["10.0.0.11:8000", "10.0.0.12:8000", "10.0.0.13:8000"]
         .map(|s| format!("    server t{} {s}", &s[8..9]));
     let values = HashMap::from([
-        ("GLOBAL_MAXCONN", "9900".to_string()),
+        // From the descriptor budget of deploy/systemd's haproxy drop-in (checked below).
+        ("GLOBAL_MAXCONN", "100000".to_string()),
         ("RUNTIME_SOCKET", "/run/haproxy/admin.sock".to_string()),
+        ("SOCKET_OWNER", "user haproxy group haproxy ".to_string()),
         ("FRONT_BIND", ":80".to_string()),
         ("RUN_AS", String::new()),
         ("TLS", String::new()),
@@ -172,6 +174,12 @@ fn the_example_config_is_the_template_rendered_and_haproxy_accepts_it() {
         ("SERVER_MAXCONN", "17500".to_string()),
         ("SERVERS", servers.join("\n")),
         ("STATS_BIND", "10.0.0.10:8404".to_string()),
+        ("SRC_TABLE_SIZE", "200k".to_string()),
+        ("SRC_EXPIRE", "60s".to_string()),
+        ("SRC_RATE_PERIOD", "10s".to_string()),
+        ("SRC_MAX_CONN", "100".to_string()),
+        ("SRC_CONN_RATE", "60".to_string()),
+        ("SRC_UPGRADE_RATE", "30".to_string()),
     ]);
     let rendered = haproxy::render(&values);
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../haproxy/haproxy.cfg");

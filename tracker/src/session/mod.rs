@@ -128,21 +128,38 @@ struct Clock {
     next_ping: Instant,
     /// Set once the drain reached this session: when it must be gone.
     close_at: Option<Instant>,
+    /// Since when the connection has been in no swarm (from its start until it joins).
+    unjoined_since: Option<Instant>,
     ping_interval: Duration,
     idle_timeout: Duration,
     write_timeout: Duration,
+    join_timeout: Duration,
 }
 
 impl Clock {
-    fn new(config: &crate::config::WebSocketConfig) -> Self {
-        let ping_interval = Duration::from_secs(config.ping_interval_secs);
+    fn new(config: &crate::config::Config) -> Self {
+        let ws = &config.websocket;
+        let ping_interval = Duration::from_secs(ws.ping_interval_secs);
+        let now = Instant::now();
         Self {
-            next_ping: Instant::now() + ping_interval,
+            next_ping: now + ping_interval,
             close_at: None,
+            unjoined_since: Some(now),
             ping_interval,
-            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
-            write_timeout: Duration::from_secs(config.write_timeout_secs),
+            idle_timeout: Duration::from_secs(ws.idle_timeout_secs),
+            write_timeout: Duration::from_secs(ws.write_timeout_secs),
+            join_timeout: Duration::from_secs(config.limits.join_timeout_secs),
         }
+    }
+
+    /// Notes whether the connection is in a swarm now: a connection in none is closed after
+    /// `limits.join_timeout_secs`, so a socket that only answers pings can't hold a slot.
+    fn note_swarms(&mut self, in_none: bool) {
+        self.unjoined_since = match (in_none, self.unjoined_since) {
+            (false, _) => None,
+            (true, Some(since)) => Some(since),
+            (true, None) => Some(Instant::now()),
+        };
     }
 
     /// When the timer must fire next, output having waited since `stalled` and a fragmented
@@ -153,6 +170,7 @@ impl Clock {
             self.close_at,
             stalled.map(|t| t + self.write_timeout),
             fragments.map(|t| t + self.write_timeout),
+            self.unjoined_since.map(|t| t + self.join_timeout),
         ]
         .into_iter()
         .flatten()
@@ -250,7 +268,14 @@ impl<P: Protocol> Session<P> {
                             break;
                         }
                     }
-                    Event::Ping => worker.metrics.ping_received(),
+                    Event::Ping => {
+                        // A ping takes a token like a message: a ping flood eats the rate its
+                        // sender's messages would have (its pong is already written).
+                        worker.metrics.ping_received();
+                        if !cx.take_token() {
+                            worker.metrics.ping_rate_limited();
+                        }
+                    }
                     Event::Pong => {}
                     Event::Closed => {
                         result = Err(Ending::quiet(CloseReason::Client));
@@ -337,7 +362,7 @@ impl<P: Protocol> Session<P> {
             max_signals: ws_config.max_coalesce,
             max_bytes: ws_config.max_coalesce_bytes,
         };
-        let mut clock = Clock::new(ws_config);
+        let mut clock = Clock::new(&worker.instance.config);
         let timer = tokio::time::sleep_until(clock.next_ping);
         tokio::pin!(timer);
         let mut queued: Vec<Signal> = Vec::new();
@@ -365,8 +390,16 @@ impl<P: Protocol> Session<P> {
                     clock.close_at = Some(Instant::now() + delay);
                     sent
                 }
-                Wake::Timer => self.on_timer(&mut clock),
-                Wake::Work => self.work(&mut queued, &mut events).await,
+                Wake::Timer => {
+                    let r = self.on_timer(&mut clock);
+                    clock.note_swarms(self.swarms.is_empty());
+                    r
+                }
+                Wake::Work => {
+                    let r = self.work(&mut queued, &mut events).await;
+                    clock.note_swarms(self.swarms.is_empty());
+                    r
+                }
             };
             if let Err(e) = result {
                 return e;
@@ -459,6 +492,18 @@ impl<P: Protocol> Session<P> {
                 CloseReason::Protocol,
                 close::POLICY,
                 "message too slow",
+            ));
+        }
+        // In no swarm for too long: never joined or announced, or left every swarm and
+        // stayed (a socket that only answers pings).
+        if clock
+            .unjoined_since
+            .is_some_and(|t| now >= t + clock.join_timeout)
+        {
+            return Err(Ending::with(
+                CloseReason::NoJoin,
+                close::POLICY,
+                "no join within the time allowed",
             ));
         }
         if now < clock.next_ping {
