@@ -53,7 +53,7 @@ impl Fleet {
         }
         let mut instances = Vec::new();
         for t in &trackers {
-            redis_ready(t.addr).await;
+            redis_ready(t.admin).await;
             let probe = Client::connect_url(&t.ws_url(), Format::Json).await;
             instances.push(probe.instance);
             probe.close().await;
@@ -89,7 +89,7 @@ impl Fleet {
 
     /// The Prometheus text of tracker `i`.
     async fn metrics(&self, i: usize) -> String {
-        let (status, body) = http(self.trackers[i].addr, "GET", "/metrics", &[]).await;
+        let (status, body) = http(self.trackers[i].admin, "GET", "/metrics", &[]).await;
         assert_eq!(status, 200, "metrics: {body}");
         body
     }
@@ -420,7 +420,7 @@ async fn a_drained_tracker_gets_no_new_viewers_and_its_viewers_move_without_loss
     assert!(reply.trim().is_empty(), "{reply}");
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let (status, _) = http(
-        fleet.trackers[drained].addr,
+        fleet.trackers[drained].admin,
         "POST",
         "/admin/drain",
         &[("Authorization", &auth)],

@@ -314,10 +314,15 @@ async fn health_endpoints() {
 }
 
 #[tokio::test]
-async fn admin_endpoints_need_the_token_and_can_move_to_their_own_listener() {
-    let mut config = test_config();
-    config.server.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    let server = TestServer::with_config(config).await;
+async fn admin_endpoints_need_the_token_and_are_on_their_own_listener_by_default() {
+    // The default config: an admin listener (loopback), nothing of it on the public one.
+    assert!(
+        tracker::config::Config::default()
+            .server
+            .admin_listen
+            .is_some_and(|a| a.ip().is_loopback())
+    );
+    let server = TestServer::with_config(test_config()).await;
     let admin = server.admin.expect("admin listener");
     // Not on the public listener.
     assert_eq!(http(server.addr, "GET", "/metrics", &[]).await.0, 404);
@@ -334,7 +339,7 @@ async fn admin_endpoints_need_the_token_and_can_move_to_their_own_listener() {
     let auth = format!("Bearer {ADMIN_TOKEN}");
     assert_eq!(
         http(
-            server2.addr,
+            server2.admin_addr(),
             "POST",
             "/admin/drain",
             &[("Authorization", &auth)]
@@ -364,7 +369,7 @@ async fn drain_tells_viewers_to_reconnect_and_exits_when_they_left() {
     }
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let (status, _) = http(
-        server.addr,
+        server.admin_addr(),
         "POST",
         "/admin/drain",
         &[("Authorization", &auth)],
