@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use testkit::http::{metric_value, request as http};
+use testkit::http::metric_value;
 use testkit::native::{Client, Refused, connect_ws};
 use testkit::tracker::{TestServer, TrackerProcess, test_config};
 use testkit::{eventually, within};
@@ -31,6 +31,20 @@ async fn closed_by_server(s: &mut TcpStream) {
         }
     })
     .await;
+}
+
+/// `GET path` on a new connection, retried while the connection is cut at accept (the
+/// reserve still held by the previous request's connection, which the server sees close a
+/// moment later); status and trimmed body.
+async fn answer(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    eventually(&format!("an answer to {path}"), || async {
+        let (status, body) =
+            testkit::http::try_request(addr, "GET", path, &[], Duration::from_secs(2))
+                .await
+                .ok()?;
+        Some((status, body.trim().to_string()))
+    })
+    .await
 }
 
 #[tokio::test]
@@ -118,9 +132,12 @@ async fn http_connections_before_the_upgrade_hold_a_slot_until_their_timeouts() 
         Err(Refused::Status(503)) => {}
         other => panic!("expected 503, got {:?}", other.map(|_| ())),
     }
-    let (status, body) = http(server.addr, "GET", "/readyz", &[]).await;
-    assert_eq!((status, body.trim()), (503, "at max connections"));
-    assert_eq!(http(server.addr, "GET", "/healthz", &[]).await.0, 200);
+    // One request at a time fits the reserve: each waits until the last one's slot is back.
+    assert_eq!(
+        answer(server.addr, "/readyz").await,
+        (503, "at max connections".to_string())
+    );
+    assert_eq!(answer(server.addr, "/healthz").await.0, 200);
     // Idle past http_idle_timeout_secs: closed, the slots free.
     for s in &mut silent {
         closed_by_server(s).await;
@@ -195,7 +212,14 @@ async fn out_of_descriptors_the_listener_closes_what_it_cannot_serve_and_goes_on
             .then_some(())
     })
     .await;
-    // Descriptors back: a viewer connects and joins.
-    let mut viewer = Client::connect_url(&tracker.ws_url(), Format::Json).await;
+    // Descriptors back (once the tracker has seen the test's sockets close): a viewer
+    // connects and joins.
+    let url = tracker.ws_url();
+    let mut viewer = eventually("a viewer connects", || async {
+        Client::connect_from("127.0.0.1".parse().unwrap(), &url)
+            .await
+            .ok()
+    })
+    .await;
     viewer.join("after", 2).await;
 }

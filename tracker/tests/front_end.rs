@@ -35,7 +35,9 @@ fn table_entry(proxy: &Haproxy, source: &str) -> String {
         .to_string()
 }
 
-#[tokio::test]
+// Multi-threaded: starting and polling haproxy blocks the test's thread a moment, and the
+// in-process tracker's future must run meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_source_over_its_connection_cap_is_refused_while_another_connects_and_joins() {
     let options = Options {
         src_max_conn: 4,
@@ -75,7 +77,9 @@ async fn one_source_over_its_connection_cap_is_refused_while_another_connects_an
     .await;
 }
 
-#[tokio::test]
+// Multi-threaded: starting and polling haproxy blocks the test's thread a moment, and the
+// in-process tracker's future must run meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_source_over_its_connection_rate_is_refused_while_another_connects() {
     let options = Options {
         src_conn_rate: 3,
@@ -104,7 +108,9 @@ async fn one_source_over_its_connection_rate_is_refused_while_another_connects()
     viewer.join("v", 4).await;
 }
 
-#[tokio::test]
+// Multi-threaded: starting and polling haproxy blocks the test's thread a moment, and the
+// in-process tracker's future must run meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_source_over_its_upgrade_rate_gets_429_while_another_connects() {
     let options = Options {
         src_upgrade_rate: 3,
@@ -126,7 +132,12 @@ async fn one_source_over_its_upgrade_rate_gets_429_while_another_connects() {
         Err(other) => panic!("expected 429, got {other:?}"),
         Ok(_) => panic!("a fourth upgrade within the period got through"),
     }
-    assert!(table_entry(&proxy, "127.0.0.6").contains("conn_cur=0"));
+    assert!(
+        proxy
+            .runtime("show table per_source_upgrades")
+            .contains("key=::ffff:127.0.0.6 "),
+        "upgrades counted per source"
+    );
     let mut viewer = Client::connect_from(ip("127.0.0.7"), &url)
         .await
         .expect("another source");
