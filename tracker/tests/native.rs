@@ -412,14 +412,25 @@ async fn drain_over_the_admin_api_may_choose_its_window_within_the_deadline() {
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let bad = "/admin/drain?reconnect_window_ms=soon";
     assert_eq!(
-        http(server.addr, "POST", bad, &[("Authorization", &auth)])
-            .await
-            .0,
+        http(
+            server.admin_addr(),
+            "POST",
+            bad,
+            &[("Authorization", &auth)]
+        )
+        .await
+        .0,
         400
     );
     // Asked for 60 s: cut to the deadline less the close grace (9 s).
     let path = "/admin/drain?reconnect_window_ms=60000";
-    let (status, _) = http(server.addr, "POST", path, &[("Authorization", &auth)]).await;
+    let (status, _) = http(
+        server.admin_addr(),
+        "POST",
+        path,
+        &[("Authorization", &auth)],
+    )
+    .await;
     assert_eq!(status, 202);
     let mut delays = Vec::new();
     for v in &mut viewers {
