@@ -39,6 +39,10 @@ use swarmtrack_protocol::InstanceId;
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
 
+/// Descriptors a tracker uses besides its connections' (listeners, epoll and wake-ups per
+/// worker, Redis links, the accept loops' reserves, logs), allowed for in the startup check.
+const DESCRIPTOR_OVERHEAD: u64 = 200;
+
 /// A failed accept is logged at most this often per worker (it is always counted).
 const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -118,6 +122,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    check_descriptor_limit(&config);
     let metrics = Arc::new(Metrics::new());
     let backplane = match config.redis.enabled() {
         true => Some(
@@ -264,6 +269,33 @@ pub async fn run(
     }
     info!("tracker stopped");
     Ok(())
+}
+
+/// Warns at start when the process may open fewer descriptors than `limits.max_connections`
+/// needs: accepts would then fail (counted) before the limit is reached. Read from
+/// `/proc/self/limits` (Linux); elsewhere nothing is checked.
+fn check_descriptor_limit(config: &Config) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    // "Max open files            1024                 524288               files"
+    let soft = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    let need = (config.limits.max_connections as u64)
+        .saturating_add(config.server.reserve_connections as u64)
+        .saturating_add(DESCRIPTOR_OVERHEAD);
+    if let Some(soft) = soft
+        && soft < need
+    {
+        warn!(
+            limit = soft,
+            need,
+            "the descriptor limit is below limits.max_connections + server.reserve_connections + {DESCRIPTOR_OVERHEAD}: accepts will fail (tracker_accept_errors_total) before max_connections is reached; raise LimitNOFILE or lower max_connections"
+        );
+    }
 }
 
 /// Waits for the shutdown or a drain request, then drains the sessions.

@@ -77,6 +77,28 @@ async fn one_source_over_its_connection_cap_is_refused_while_another_connects_an
     .await;
 }
 
+/// `attacker` connects `rate` times (closing each) within the period, then once more: how that
+/// last one is refused. Then a viewer from `other` connects and joins.
+async fn over_the_rate(proxy: &Haproxy, rate: u32, attacker: &str, other: &str) -> Refused {
+    let url = proxy.ws_url();
+    for _ in 0..rate {
+        Client::connect_from(ip(attacker), &url)
+            .await
+            .expect("under the rate")
+            .close()
+            .await;
+    }
+    let refused = match Client::connect_from(ip(attacker), &url).await {
+        Err(refused) => refused,
+        Ok(_) => panic!("one more than the rate within the period got through"),
+    };
+    let mut viewer = Client::connect_from(ip(other), &url)
+        .await
+        .expect("another source");
+    viewer.join("v", 4).await;
+    refused
+}
+
 // Multi-threaded: starting and polling haproxy blocks the test's thread a moment, and the
 // in-process tracker's future must run meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,28 +110,13 @@ async fn one_source_over_its_connection_rate_is_refused_while_another_connects()
         ..Options::new(Routing::LeastConn)
     };
     let (_server, proxy) = front(options).await;
-    let url = proxy.ws_url();
-    let attacker = ip("127.0.0.4");
-    for _ in 0..3 {
-        Client::connect_from(attacker, &url)
-            .await
-            .expect("under the rate")
-            .close()
-            .await;
+    match over_the_rate(&proxy, 3, "127.0.0.4", "127.0.0.5").await {
+        Refused::Closed(_) => {}
+        other => panic!("expected the connection cut, got {other:?}"),
     }
-    match Client::connect_from(attacker, &url).await {
-        Err(Refused::Closed(_)) => {}
-        Err(other) => panic!("expected the connection cut, got {other:?}"),
-        Ok(_) => panic!("a fourth connection within the period got through"),
-    }
-    let mut viewer = Client::connect_from(ip("127.0.0.5"), &url)
-        .await
-        .expect("another source");
-    viewer.join("v", 4).await;
 }
 
-// Multi-threaded: starting and polling haproxy blocks the test's thread a moment, and the
-// in-process tracker's future must run meanwhile.
+// Multi-threaded: as above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_source_over_its_upgrade_rate_gets_429_while_another_connects() {
     let options = Options {
@@ -118,19 +125,9 @@ async fn one_source_over_its_upgrade_rate_gets_429_while_another_connects() {
         ..Options::new(Routing::LeastConn)
     };
     let (_server, proxy) = front(options).await;
-    let url = proxy.ws_url();
-    let attacker = ip("127.0.0.6");
-    for _ in 0..3 {
-        Client::connect_from(attacker, &url)
-            .await
-            .expect("under the rate")
-            .close()
-            .await;
-    }
-    match Client::connect_from(attacker, &url).await {
-        Err(Refused::Status(429)) => {}
-        Err(other) => panic!("expected 429, got {other:?}"),
-        Ok(_) => panic!("a fourth upgrade within the period got through"),
+    match over_the_rate(&proxy, 3, "127.0.0.6", "127.0.0.7").await {
+        Refused::Status(429) => {}
+        other => panic!("expected 429, got {other:?}"),
     }
     assert!(
         proxy
@@ -138,10 +135,6 @@ async fn one_source_over_its_upgrade_rate_gets_429_while_another_connects() {
             .contains("key=::ffff:127.0.0.6 "),
         "upgrades counted per source"
     );
-    let mut viewer = Client::connect_from(ip("127.0.0.7"), &url)
-        .await
-        .expect("another source");
-    viewer.join("v", 4).await;
 }
 
 /// The value of `key=` on the one line of `text` that starts with `key=` (a systemd unit).
