@@ -23,10 +23,13 @@ use crate::wait::{DEADLINE, Deadline, LONG_DEADLINE, eventually, within_for};
 /// The admin token test trackers get (`TRACKER_ADMIN_TOKEN` for processes).
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// A config for tests: loopback, an admin token, defaults otherwise.
+/// A config for tests: loopback, an admin token, no admin listener (so [`TestServer`] serves
+/// `/metrics` on the main listener, on the worker threads that serve the viewers: a test with
+/// one worker reads counters after the work it waited for), defaults otherwise.
 pub fn test_config() -> Config {
     let mut c = Config::default();
     c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.server.admin_listen = None;
     c.admin_token = Some(Secret::new(ADMIN_TOKEN));
     c
 }
