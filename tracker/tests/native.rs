@@ -1,12 +1,12 @@
 //! The native protocol v1 end to end: a real tracker, real WebSocket clients, real SDP.
 
 use testkit::eventually;
-use tracker::config::Config;
 use testkit::fixtures::{CHROME_CANDIDATES, CHROME_OFFER_COMPLETE, FIREFOX_ANSWER_COMPLETE};
 use testkit::http::{metric_value, request as http};
 use testkit::native::{Client, Refused, connect_ws, offer};
 use testkit::tracker::{ADMIN_TOKEN, TestServer, test_config};
 use tokio_tungstenite::tungstenite::Message;
+use tracker::config::Config;
 use tracker::protocol::{Cands, ClientMsg, Format, PeerId, ServerMsg, Signal};
 
 const OFFER_SDP: &str = CHROME_OFFER_COMPLETE;
