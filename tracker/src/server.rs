@@ -8,43 +8,33 @@
 //! runtime.
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::LocalSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::activity::Watched;
+use crate::accept;
 use crate::backplane::Backplane;
 use crate::config::Config;
 use crate::connections::{AwaitLimits, Connections, OutboxLimits};
-use crate::http::{self, SlotHandle};
+use crate::http;
 use crate::instance::Instance;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{AcceptError, Metrics, RefuseReason};
+use crate::metrics::Metrics;
 use crate::relay::{Relay, remote};
 use crate::swarm::{Directory, Membership, SwarmIndex};
 use crate::worker::Worker;
 use swarmtrack_protocol::InstanceId;
 
-/// `EMFILE` and `ENFILE` on Linux: out of descriptors, for the process or the system.
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
-
 /// Descriptors a tracker uses besides its connections' (listeners, epoll and wake-ups per
 /// worker, Redis links, the accept loops' reserves, logs), allowed for in the startup check.
 const DESCRIPTOR_OVERHEAD: u64 = 200;
-
-/// A failed accept is logged at most this often per worker (it is always counted).
-const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The sockets a tracker serves on, bound by the caller.
 pub struct Listeners {
@@ -353,7 +343,7 @@ fn spawn_worker(
             let local = LocalSet::new();
             local.block_on(&runtime, async {
                 let worker = Worker::enter(instance);
-                accept_loop(&worker, listener, router, stop).await;
+                accept::run(&worker, listener, router, stop).await;
             });
             // Connections still open (draining ones) run to their end.
             runtime.block_on(local);
@@ -361,151 +351,4 @@ fn spawn_worker(
         })
         .context("starting a worker thread")?;
     Ok(done_rx)
-}
-
-/// Accepts connections until `stop`: each takes a slot ([`Lifecycle::try_accept`]) or is
-/// closed at once. Out of descriptors, the reserve descriptor is given up to accept the
-/// waiting connection and close it, so the queue keeps moving instead of every client waiting
-/// in it (and the loop spinning on the same error); the reserve is taken again after.
-async fn accept_loop(
-    worker: &Rc<Worker>,
-    listener: std::net::TcpListener,
-    router: axum::Router,
-    stop: CancellationToken,
-) {
-    let listener = match listener
-        .set_nonblocking(true)
-        .and_then(|()| TcpListener::from_std(listener))
-    {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(error = %e, "a worker's listener failed");
-            return;
-        }
-    };
-    let instance = &worker.instance;
-    let metrics = &worker.metrics;
-    let timeouts = HttpTimeouts {
-        header: Duration::from_secs(instance.config.server.http_header_timeout_secs),
-        idle: Duration::from_secs(instance.config.server.http_idle_timeout_secs),
-    };
-    let mut reserve = reserve_descriptor();
-    let mut last_warn: Option<std::time::Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, _)) => match instance.lifecycle.try_accept(metrics) {
-                Some(slot) => {
-                    tokio::task::spawn_local(serve_http(
-                        stream,
-                        SlotHandle::new(slot),
-                        router.clone(),
-                        timeouts,
-                        stop.clone(),
-                    ));
-                }
-                None => {
-                    // Past max_connections and the reserve: closed without a word.
-                    metrics.refused(RefuseReason::Full);
-                    drop(stream);
-                }
-            },
-            Err(e) => {
-                let out_of_descriptors = matches!(e.raw_os_error(), Some(EMFILE | ENFILE));
-                let kind = if out_of_descriptors {
-                    AcceptError::Descriptors
-                } else {
-                    AcceptError::Other
-                };
-                metrics.accept_error(kind);
-                if last_warn.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_INTERVAL) {
-                    last_warn = Some(std::time::Instant::now());
-                    warn!(error = %e, "accept failed (counted in tracker_accept_errors_total)");
-                }
-                if out_of_descriptors && reserve.take().is_some() {
-                    // The reserve's descriptor is free now: take the waiting connection with
-                    // it and close it, then hold the reserve again.
-                    if let Ok((stream, _)) = listener.accept().await {
-                        drop(stream);
-                    }
-                    reserve = reserve_descriptor();
-                } else {
-                    // No reserve (or another error): back off a little rather than spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    if reserve.is_none() {
-                        reserve = reserve_descriptor();
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A descriptor held in reserve for the accept loop to give up when it runs out.
-fn reserve_descriptor() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null").ok()
-}
-
-/// The bounds of a connection before its upgrade.
-#[derive(Clone, Copy)]
-struct HttpTimeouts {
-    /// To send a whole request head, from when the server starts waiting for it.
-    header: Duration,
-    /// With no byte moving either way.
-    idle: Duration,
-}
-
-/// Serves HTTP on one accepted connection until it ends, is upgraded, idles past its timeout
-/// or the server stops. `slot` is its connection slot, handed to the session on an upgrade.
-async fn serve_http(
-    stream: TcpStream,
-    slot: SlotHandle,
-    router: axum::Router,
-    timeouts: HttpTimeouts,
-    stop: CancellationToken,
-) {
-    // Signals are small frames that must leave at once: without TCP_NODELAY, Nagle's
-    // algorithm holds a frame written while the previous one is unacknowledged until the
-    // viewer's delayed ACK (40 ms on Linux). The simulator found this: answers took 40 ms.
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!(error = %e, "TCP_NODELAY on an accepted connection");
-    }
-    let (stream, activity) = Watched::new(stream);
-    // Every request carries the connection's slot, so an upgrade can take it.
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(slot.clone());
-        let mut router = router.clone();
-        async move { tower_service::Service::call(&mut router, req).await }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let idle = tokio::time::sleep(timeouts.idle);
-    tokio::pin!(idle);
-    let result = loop {
-        tokio::select! {
-            r = conn.as_mut() => break r,
-            () = stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                break conn.await;
-            }
-            () = idle.as_mut() => {
-                let quiet = activity.quiet_for();
-                if quiet >= timeouts.idle {
-                    debug!(secs = quiet.as_secs(), "http connection idle: closed");
-                    return;
-                }
-                idle.as_mut().reset(tokio::time::Instant::now() + timeouts.idle - quiet);
-            }
-        }
-    };
-    if let Err(e) = result {
-        debug!(error = %e, "http connection ended with an error");
-    }
 }
