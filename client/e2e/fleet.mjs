@@ -224,6 +224,14 @@ export async function startFleet(opts = {}) {
       SERVER_MAXCONN: '200',
       SERVERS: servers,
       STATS_BIND: `127.0.0.1:${stats}`,
+      SOCKET_OWNER: '',
+      // Per-source limits out of the way: every viewer of these tests comes from 127.0.0.1.
+      SRC_TABLE_SIZE: '1k',
+      SRC_EXPIRE: '60s',
+      SRC_RATE_PERIOD: '10s',
+      SRC_MAX_CONN: '100000',
+      SRC_CONN_RATE: '100000',
+      SRC_UPGRADE_RATE: '100000',
     };
     let cfg = readFileSync(join(REPO, 'haproxy', 'haproxy.cfg.tmpl'), 'utf8');
     for (const [k, v] of Object.entries(values)) cfg = cfg.replaceAll(`@${k}@`, v);

@@ -64,6 +64,14 @@ pub struct Options {
     pub server_maxconn: u32,
     /// `global maxconn`.
     pub global_maxconn: u32,
+    /// Connections open at once from one source (IPv4 address, IPv6 /64).
+    pub src_max_conn: u32,
+    /// New connections from one source per `src_rate_period`.
+    pub src_conn_rate: u32,
+    /// WebSocket upgrades from one source per `src_rate_period`.
+    pub src_upgrade_rate: u32,
+    /// The period of both rates (HAProxy time syntax).
+    pub src_rate_period: &'static str,
 }
 
 impl Options {
@@ -80,6 +88,12 @@ impl Options {
             // Tests hold tens of viewers; HAProxy needs ~2 x maxconn descriptors at start.
             server_maxconn: 200,
             global_maxconn: 256,
+            // Out of the way: every viewer of most tests comes from 127.0.0.1. The per-source
+            // test sets its own.
+            src_max_conn: 100_000,
+            src_conn_rate: 100_000,
+            src_upgrade_rate: 100_000,
+            src_rate_period: "10s",
         }
     }
 }
@@ -148,6 +162,13 @@ pub fn values(
         ("SERVER_MAXCONN", options.server_maxconn.to_string()),
         ("SERVERS", servers.join("\n")),
         ("STATS_BIND", stats.to_string()),
+        ("SOCKET_OWNER", String::new()),
+        ("SRC_TABLE_SIZE", "10k".to_string()),
+        ("SRC_EXPIRE", "60s".to_string()),
+        ("SRC_RATE_PERIOD", options.src_rate_period.to_string()),
+        ("SRC_MAX_CONN", options.src_max_conn.to_string()),
+        ("SRC_CONN_RATE", options.src_conn_rate.to_string()),
+        ("SRC_UPGRADE_RATE", options.src_upgrade_rate.to_string()),
     ])
 }
 

@@ -4,12 +4,13 @@
 //! offer/answer/candidates round with real SDP).
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 
 use futures_util::{SinkExt, StreamExt};
 use swarmtrack_protocol::{
     Cands, ClientMsg, Format, InstanceId, PeerId, ServerMsg, Signal, encode_client,
 };
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::http::HeaderName;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
@@ -53,6 +54,51 @@ pub struct Client {
 pub enum Refused {
     /// HTTP status of a refused upgrade.
     Status(u16),
+    /// The connection was closed or reset before an answer (e.g. HAProxy's
+    /// `tcp-request connection reject`); what the client saw.
+    Closed(String),
+}
+
+/// Opens a WebSocket to a `ws://IP:PORT/...` URL from local address `source`, so a test can
+/// tell sources apart behind HAProxy (127.0.0.2, 127.0.0.3, ... are all loopback on Linux).
+///
+/// # Errors
+/// The HTTP status of a refused upgrade, or how the connection was cut before an answer.
+///
+/// # Panics
+/// When the URL has no `IP:PORT` or takes longer than [`crate::DEADLINE`].
+pub async fn connect_ws_from(source: IpAddr, url: &str) -> Result<Ws, Refused> {
+    let req = url.into_client_request().expect("request");
+    let addr: SocketAddr = req
+        .uri()
+        .authority()
+        .expect("a URL with IP:PORT")
+        .as_str()
+        .parse()
+        .expect("a URL with IP:PORT");
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .expect("socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind the source address");
+    let stream = within("tcp connect", socket.connect(addr))
+        .await
+        .map_err(|e| Refused::Closed(e.to_string()))?;
+    match within(
+        "websocket connect",
+        tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            Err(Refused::Status(resp.status().as_u16()))
+        }
+        Err(e) => Err(Refused::Closed(e.to_string())),
+    }
 }
 
 /// Opens a WebSocket to `url` with extra request headers.
@@ -93,6 +139,16 @@ impl Client {
         };
         let ws = connect_ws(&url, &[]).await.expect("upgrade refused");
         Self::from_ws(ws, format).await
+    }
+
+    /// Connects to a `/v1/ws` URL from local address `source` (see [`connect_ws_from`]) and
+    /// reads `welcome`.
+    ///
+    /// # Errors
+    /// How the connection was refused.
+    pub async fn connect_from(source: IpAddr, ws_url: &str) -> Result<Self, Refused> {
+        let ws = connect_ws_from(source, ws_url).await?;
+        Ok(Self::from_ws(ws, Format::Json).await)
     }
 
     /// Wraps an open socket and reads `welcome`.

@@ -27,10 +27,15 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// Redis needs one, and trackers of one fleet the same.
 pub const FLEET_KEY: &str = "test-fleet-key-0123456789abcdef0123456789abcdef";
 
-/// A config for tests: loopback, an admin token, the test fleet key, defaults otherwise.
+
+/// A config for tests: loopback, an admin token, the test fleet key, no admin listener (so
+/// [`TestServer`] serves `/metrics` on the main listener, on the worker threads that serve the
+/// viewers: a test with one worker reads counters after the work it waited for), defaults
+/// otherwise.
 pub fn test_config() -> Config {
     let mut c = Config::default();
     c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.server.admin_listen = None;
     c.admin_token = Some(Secret::new(ADMIN_TOKEN));
     c.fleet_key = Some(Secret::new(FLEET_KEY));
     c
@@ -200,6 +205,8 @@ impl Drop for TestServer {
 pub struct TrackerProcess {
     /// Its listener.
     pub addr: SocketAddr,
+    /// Its admin listener (`/metrics`, `/admin/*`).
+    pub admin: SocketAddr,
     /// Declared before `_dir`: the process is killed before its folder goes.
     process: Process,
     log: PathBuf,
@@ -207,23 +214,47 @@ pub struct TrackerProcess {
 }
 
 impl TrackerProcess {
-    /// Starts the tracker binary with these arguments (after `--listen`) and environment
-    /// (`RUST_LOG=warn` and `TRACKER_FLEET_KEY=`[`FLEET_KEY`] unless given), and waits until it
-    /// listens.
+    /// Starts the tracker binary with these arguments (after `--listen` and `--admin-listen`,
+    /// both on free loopback ports) and environment (`RUST_LOG=warn` and
+    /// `TRACKER_FLEET_KEY=`[`FLEET_KEY`] unless given), and waits until it listens.
     ///
     /// # Panics
     /// When it exits at start for another reason than a taken port, or doesn't listen within
     /// [`LONG_DEADLINE`].
     pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_with_limit(None, args, env).await
+    }
+
+    /// [`spawn`](Self::spawn) with its descriptor limit (soft and hard) set to `nofile`
+    /// (through `prlimit`, util-linux), when given.
+    ///
+    /// # Panics
+    /// As [`spawn`](Self::spawn).
+    pub async fn spawn_with_limit(
+        nofile: Option<u64>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let bin = workspace_bin("tracker");
         let dir = temp_dir("tracker");
         for attempt in 0..START_ATTEMPTS {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let log = dir.path().join(format!("tracker.{attempt}.log"));
             let (out, err) = log_file(&log);
-            let mut cmd = Command::new(&bin);
+            let mut cmd = match nofile {
+                // prlimit sets the limit and execs the tracker: the same pid.
+                Some(n) => {
+                    let mut c = Command::new("prlimit");
+                    c.arg(format!("--nofile={n}:{n}")).arg("--").arg(&bin);
+                    c
+                }
+                None => Command::new(&bin),
+            };
             cmd.arg("--listen")
                 .arg(addr.to_string())
+                .arg("--admin-listen")
+                .arg(admin.to_string())
                 .args(args)
                 .env("RUST_LOG", "warn")
                 .env("TRACKER_FLEET_KEY", FLEET_KEY)
@@ -245,9 +276,10 @@ impl TrackerProcess {
                 }
                 // Only our child counts: another test's server may listen on a port we both
                 // picked.
-                if process.listens_on(addr.port()) {
+                if process.listens_on(addr.port()) && process.listens_on(admin.port()) {
                     return Self {
                         addr,
+                        admin,
                         process,
                         log,
                         _dir: dir,

@@ -193,29 +193,46 @@ impl RedisConfig {
     }
 }
 
+/// The admin listener's default port, on 127.0.0.1.
+pub const DEFAULT_ADMIN_PORT: u16 = 8001;
+
 /// Where the tracker listens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address for viewers (`/v1/ws`) and health checks.
     pub listen: SocketAddr,
-    /// Optional separate address for `/metrics` and `/admin/*`; without it they are served on
-    /// `listen`.
+    /// Address for `/metrics` and `/admin/*` (and `/healthz`, `/readyz` again), never served on
+    /// `listen`. Loopback by default: give a private address for a Prometheus or autoscaler on
+    /// another host; port 0 picks a free port (logged).
     pub admin_listen: Option<SocketAddr>,
     /// Worker threads serving viewers, each with its own runtime and accept queue
     /// (`SO_REUSEPORT`); 0 means one per CPU the process may run on.
     pub workers: usize,
     /// Length of each listener's queue of connections not yet accepted.
     pub listen_backlog: u32,
+    /// A connection must have sent a whole request head within this long of starting to
+    /// wait for it (after the accept, or after the previous response), seconds.
+    pub http_header_timeout_secs: u64,
+    /// A connection not upgraded yet that moves no byte either way for this long is closed
+    /// (an idle keep-alive), seconds.
+    pub http_idle_timeout_secs: u64,
+    /// Connections served past `limits.max_connections`, only to answer health checks
+    /// (`/readyz` says 503) and refuse upgrades with 503; past these, connections are closed
+    /// at accept (counted in `tracker_connections_refused_total{reason="full"}`).
+    pub reserve_connections: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
-            admin_listen: None,
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT))),
             workers: 0,
             listen_backlog: 4096,
+            http_header_timeout_secs: 10,
+            http_idle_timeout_secs: 5,
+            reserve_connections: 64,
         }
     }
 }
@@ -234,9 +251,13 @@ impl ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Most WebSocket connections at once; beyond it upgrades get 503. Keep it below the
-    /// process's file descriptor limit.
+    /// Most connections at once, WebSockets and HTTP connections not upgraded yet together;
+    /// beyond it upgrades get 503. Keep it a few hundred below the process's file descriptor
+    /// limit (`LimitNOFILE` in deploy/systemd; a test checks they agree).
     pub max_connections: usize,
+    /// A connection in no swarm for this long is closed (`no_join`): one that never joined
+    /// (native) or announced (WebTorrent), or left every swarm and stayed, seconds.
+    pub join_timeout_secs: u64,
     /// Largest message accepted, in bytes; larger frames get `too_large` and are discarded.
     pub max_message_bytes: usize,
     /// Largest frame read at all, in bytes; larger frames close the connection with 1009.
@@ -262,6 +283,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_connections: 18_000,
+            join_timeout_secs: 30,
             max_message_bytes: 16 * 1024,
             max_frame_bytes: 64 * 1024,
             messages_per_sec: 50,
@@ -541,8 +563,16 @@ impl Config {
         let l = &self.limits;
         let w = &self.websocket;
         let wt = &self.webtorrent;
-        let checks: [(bool, &str); 22] = [
+        let checks: [(bool, &str); 24] = [
             (l.max_connections > 0, "limits.max_connections must be > 0"),
+            (
+                l.join_timeout_secs > 0,
+                "limits.join_timeout_secs must be > 0",
+            ),
+            (
+                self.server.http_header_timeout_secs > 0 && self.server.http_idle_timeout_secs > 0,
+                "server.http_header_timeout_secs and http_idle_timeout_secs must be > 0",
+            ),
             (
                 l.max_message_bytes >= 256,
                 "limits.max_message_bytes must be >= 256",

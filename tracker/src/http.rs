@@ -1,11 +1,12 @@
 //! HTTP surface: the WebSocket upgrade, health, metrics and admin endpoints.
 //!
 //! Handlers check, call the domain module and map the result. `/metrics` and `/admin/*` go on
-//! the admin listener when one is configured, else on the main one. An upgrade is answered
-//! here and the socket is then handed, as a plain TCP stream, to a session on the worker thread
-//! that accepted it.
+//! the admin listener (loopback by default); only a caller of `run` without one (tests) gets
+//! them on the main listener. An upgrade is answered here and the socket is then handed, as a
+//! plain TCP stream, to a session on the worker thread that accepted it, with the connection
+//! slot it took when it was accepted ([`SlotHandle`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
@@ -15,10 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use crate::activity::Watched;
 use crate::instance::Instance;
+use crate::lifecycle::ConnectionGuard;
 use crate::metrics::{Origin, RefuseReason};
 use crate::native::Native;
 use crate::session::{Protocol, Session};
@@ -27,6 +29,36 @@ use crate::webtorrent::WebTorrent;
 use crate::worker::Worker;
 use crate::ws::{WsConn, WsLimits, handshake};
 use swarmtrack_protocol::Format;
+
+/// The slot of the connection a request came on, put in each request's extensions by the
+/// server: an upgrade takes it for the session.
+#[derive(Clone)]
+pub struct SlotHandle(Arc<Mutex<Option<ConnectionGuard>>>);
+
+impl SlotHandle {
+    /// A handle on `guard`.
+    pub fn new(guard: ConnectionGuard) -> Self {
+        Self(Arc::new(Mutex::new(Some(guard))))
+    }
+
+    /// Takes the slot if it is one of `max_connections` (a reserve slot stays).
+    fn take_admitted(&self) -> Option<ConnectionGuard> {
+        let mut slot = self.0.lock().ok()?;
+        if slot.as_ref().is_some_and(ConnectionGuard::is_admitted) {
+            slot.take()
+        } else {
+            None
+        }
+    }
+
+    /// True when the connection holds one of `max_connections`.
+    fn is_admitted(&self) -> bool {
+        self.0
+            .lock()
+            .ok()
+            .is_some_and(|s| s.as_ref().is_some_and(ConnectionGuard::is_admitted))
+    }
+}
 
 /// The main listener's routes; with `with_admin`, also `/metrics` and `/admin/*`.
 pub fn router(instance: Arc<Instance>, with_admin: bool) -> Router {
@@ -122,10 +154,16 @@ fn upgrade<P: Protocol>(instance: &Arc<Instance>, mut req: Request, proto: P) ->
         )
             .into_response();
     }
-    let Some(guard) = lifecycle.try_admit(metrics) else {
+    // The slot taken at accept; a reserve slot (past max_connections) may not be upgraded.
+    let taken = req
+        .extensions()
+        .get::<SlotHandle>()
+        .and_then(SlotHandle::take_admitted);
+    let Some(mut guard) = taken else {
         metrics.refused(RefuseReason::Full);
         return (StatusCode::SERVICE_UNAVAILABLE, "at max connections\n").into_response();
     };
+    guard.upgrade();
     // Held from now on so the tracker knows a session is coming even before the upgrade ends.
     let tracked = lifecycle.sessions.token();
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -141,14 +179,14 @@ fn upgrade<P: Protocol>(instance: &Arc<Instance>, mut req: Request, proto: P) ->
                 return;
             }
         };
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        let parts = match upgraded.downcast::<TokioIo<Watched>>() {
             Ok(parts) => parts,
             Err(_) => {
                 warn!("an upgraded connection is not a TCP stream; closed");
                 return;
             }
         };
-        let ws = WsConn::new(parts.io.into_inner(), parts.read_buf, limits);
+        let ws = WsConn::new(parts.io.into_inner().into_inner(), parts.read_buf, limits);
         Session::new(worker, ws, proto, guard, tracked).run().await;
     });
     Response::builder()
@@ -174,11 +212,17 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(instance): State<Arc<Instance>>) -> Response {
+async fn readyz(State(instance): State<Arc<Instance>>, req: Request) -> Response {
     let l = &instance.lifecycle;
+    // On the main listener the check's own connection holds a slot: one of max_connections
+    // means a viewer could have had it (ready), the reserve means full.
+    let full = match req.extensions().get::<SlotHandle>() {
+        Some(slot) => !slot.is_admitted(),
+        None => !l.is_ready(),
+    };
     if l.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else if !l.is_ready() {
+    } else if full {
         (StatusCode::SERVICE_UNAVAILABLE, "at max connections\n").into_response()
     } else {
         "ready\n".into_response()

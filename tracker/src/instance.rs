@@ -54,7 +54,10 @@ impl Instance {
             membership: Membership::new(index, Arc::clone(&connections), None),
             relay: Relay::new(Arc::clone(&connections), None),
             lifecycle: Arc::new(Lifecycle::new(
-                config.limits.max_connections,
+                (
+                    config.limits.max_connections,
+                    config.server.reserve_connections,
+                ),
                 Arc::clone(&metrics),
                 Arc::clone(&connections),
             )),

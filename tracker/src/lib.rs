@@ -7,6 +7,8 @@
 //! across instances through Redis ([`backplane`]). The binary parses the command line, binds the
 //! listeners and calls `run`; tests call `run` with listeners on `127.0.0.1:0`.
 
+pub(crate) mod accept;
+pub(crate) mod activity;
 pub(crate) mod backplane;
 pub(crate) mod batch_seal;
 pub mod config;

@@ -26,7 +26,7 @@ struct Cli {
     /// Address for viewers and health checks [default: 0.0.0.0:8000].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Separate address for /metrics and /admin.
+    /// Address for /metrics and /admin (loopback only by default) [default: 127.0.0.1:8001].
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
     /// A single Redis server for scale-out, e.g. redis://127.0.0.1:6379.

@@ -12,15 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::LocalSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use crate::accept;
 use crate::backplane::{Access, Backplane};
 use crate::config::Config;
 use crate::connections::{AwaitLimits, Connections, OutboxLimits};
@@ -33,8 +32,9 @@ use crate::swarm::{Directory, DirectoryParts, Liveness, Membership, SwarmIndex};
 use crate::worker::Worker;
 use swarmtrack_protocol::InstanceId;
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Descriptors a tracker uses besides its connections' (listeners, epoll and wake-ups per
+/// worker, Redis links, the accept loops' reserves, logs), allowed for in the startup check.
+const DESCRIPTOR_OVERHEAD: u64 = 200;
 
 /// The sockets a tracker serves on, bound by the caller.
 pub struct Listeners {
@@ -112,6 +112,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    check_descriptor_limit(&config);
     let metrics = Arc::new(Metrics::new());
     let keys = config.fleet_keys()?;
     if config.redis.enabled() && keys.is_none() {
@@ -158,7 +159,10 @@ pub async fn run(
     ));
     let index = Arc::new(SwarmIndex::new(config.swarm.shards));
     let lifecycle = Arc::new(Lifecycle::new(
-        config.limits.max_connections,
+        (
+            config.limits.max_connections,
+            config.server.reserve_connections,
+        ),
         Arc::clone(&metrics),
         Arc::clone(&connections),
     ));
@@ -279,6 +283,33 @@ pub async fn run(
     Ok(())
 }
 
+/// Warns at start when the process may open fewer descriptors than `limits.max_connections`
+/// needs: accepts would then fail (counted) before the limit is reached. Read from
+/// `/proc/self/limits` (Linux); elsewhere nothing is checked.
+fn check_descriptor_limit(config: &Config) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    // "Max open files            1024                 524288               files"
+    let soft = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    let need = (config.limits.max_connections as u64)
+        .saturating_add(config.server.reserve_connections as u64)
+        .saturating_add(DESCRIPTOR_OVERHEAD);
+    if let Some(soft) = soft
+        && soft < need
+    {
+        warn!(
+            limit = soft,
+            need,
+            "the descriptor limit is below limits.max_connections + server.reserve_connections + {DESCRIPTOR_OVERHEAD}: accepts will fail (tracker_accept_errors_total) before max_connections is reached; raise LimitNOFILE or lower max_connections"
+        );
+    }
+}
+
 /// Waits for the shutdown or a drain request, then drains the sessions.
 async fn drain(instance: &Instance, shutdown: &CancellationToken) {
     let lifecycle = &instance.lifecycle;
@@ -333,8 +364,8 @@ fn spawn_worker(
             };
             let local = LocalSet::new();
             local.block_on(&runtime, async {
-                let _worker = Worker::enter(instance);
-                accept_loop(listener, router, stop).await;
+                let worker = Worker::enter(instance);
+                accept::run(&worker, listener, router, stop).await;
             });
             // Connections still open (draining ones) run to their end.
             runtime.block_on(local);
@@ -342,64 +373,4 @@ fn spawn_worker(
         })
         .context("starting a worker thread")?;
     Ok(done_rx)
-}
-
-async fn accept_loop(
-    listener: std::net::TcpListener,
-    router: axum::Router,
-    stop: CancellationToken,
-) {
-    let listener = match listener
-        .set_nonblocking(true)
-        .and_then(|()| TcpListener::from_std(listener))
-    {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(error = %e, "a worker's listener failed");
-            return;
-        }
-    };
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                tokio::task::spawn_local(serve_http(stream, router.clone(), stop.clone()));
-            }
-            Err(e) => {
-                // Out of descriptors or memory: back off a little rather than spin, and go on.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-/// Serves HTTP on one accepted connection until it ends, is upgraded, or the server stops.
-async fn serve_http(stream: TcpStream, router: axum::Router, stop: CancellationToken) {
-    // Signals are small frames that must leave at once: without TCP_NODELAY, Nagle's
-    // algorithm holds a frame written while the previous one is unacknowledged until the
-    // viewer's delayed ACK (40 ms on Linux). The simulator found this: answers took 40 ms.
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!(error = %e, "TCP_NODELAY on an accepted connection");
-    }
-    let service = TowerToHyperService::new(router);
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        debug!(error = %e, "http connection ended with an error");
-    }
 }

@@ -53,7 +53,7 @@ impl Fleet {
         }
         let mut instances = Vec::new();
         for t in &trackers {
-            redis_ready(t.addr).await;
+            redis_ready(t.admin).await;
             let probe = Client::connect_url(&t.ws_url(), Format::Json).await;
             instances.push(probe.instance);
             probe.close().await;
@@ -89,7 +89,7 @@ impl Fleet {
 
     /// The Prometheus text of tracker `i`.
     async fn metrics(&self, i: usize) -> String {
-        let (status, body) = http(self.trackers[i].addr, "GET", "/metrics", &[]).await;
+        let (status, body) = http(self.trackers[i].admin, "GET", "/metrics", &[]).await;
         assert_eq!(status, 200, "metrics: {body}");
         body
     }
@@ -154,8 +154,10 @@ fn the_example_config_is_the_template_rendered_and_haproxy_accepts_it() {
     let servers = ["10.0.0.11:8000", "10.0.0.12:8000", "10.0.0.13:8000"]
         .map(|s| format!("    server t{} {s}", &s[8..9]));
     let values = HashMap::from([
-        ("GLOBAL_MAXCONN", "9900".to_string()),
+        // From the descriptor budget of deploy/systemd's haproxy drop-in (checked below).
+        ("GLOBAL_MAXCONN", "100000".to_string()),
         ("RUNTIME_SOCKET", "/run/haproxy/admin.sock".to_string()),
+        ("SOCKET_OWNER", "user haproxy group haproxy ".to_string()),
         ("FRONT_BIND", ":80".to_string()),
         ("RUN_AS", String::new()),
         ("TLS", String::new()),
@@ -172,6 +174,12 @@ fn the_example_config_is_the_template_rendered_and_haproxy_accepts_it() {
         ("SERVER_MAXCONN", "17500".to_string()),
         ("SERVERS", servers.join("\n")),
         ("STATS_BIND", "10.0.0.10:8404".to_string()),
+        ("SRC_TABLE_SIZE", "200k".to_string()),
+        ("SRC_EXPIRE", "60s".to_string()),
+        ("SRC_RATE_PERIOD", "10s".to_string()),
+        ("SRC_MAX_CONN", "100".to_string()),
+        ("SRC_CONN_RATE", "60".to_string()),
+        ("SRC_UPGRADE_RATE", "30".to_string()),
     ]);
     let rendered = haproxy::render(&values);
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../haproxy/haproxy.cfg");
@@ -416,7 +424,7 @@ async fn a_drained_tracker_gets_no_new_viewers_and_its_viewers_move_without_loss
     assert!(reply.trim().is_empty(), "{reply}");
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let (status, _) = http(
-        fleet.trackers[drained].addr,
+        fleet.trackers[drained].admin,
         "POST",
         "/admin/drain",
         &[("Authorization", &auth)],

@@ -42,6 +42,9 @@ label_enum! {
         Protocol => "protocol",
         /// Closed by drain or shutdown.
         Drain => "drain",
+        /// In no swarm for `limits.join_timeout_secs`: never joined (native) or announced
+        /// (WebTorrent), or left every swarm and stayed.
+        NoJoin => "no_join",
     }
 }
 
@@ -65,6 +68,17 @@ label_enum! {
         Draining => "draining",
         /// `Origin` not allowed.
         Origin => "origin",
+    }
+}
+
+label_enum! {
+    /// Why accepting a connection failed.
+    AcceptError {
+        /// Out of file descriptors (EMFILE, ENFILE): the waiting connection was taken with the
+        /// reserve descriptor and closed, so the listener's queue keeps moving.
+        Descriptors => "descriptors",
+        /// Anything else (out of memory, a connection reset before it was accepted).
+        Other => "other",
     }
 }
 

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 pub use histogram::{BATCH_BYTES_BUCKETS, BATCH_MESSAGES_BUCKETS, Histogram, LATENCY_BUCKETS};
 pub use labels::{
-    BatchRefusal, CloseReason, DirectorySkip, DropReason, FailureKind, MembershipDrop, Origin,
-    ReceivedKind, RefuseReason, RelayPath, RemoteDrop, SignalKind,
+    AcceptError, BatchRefusal, CloseReason, DirectorySkip, DropReason, FailureKind, MembershipDrop,
+    Origin, ReceivedKind, RefuseReason, RelayPath, RemoteDrop, SignalKind,
 };
 
 use swarmtrack_protocol::{ErrorCode, Format};
@@ -84,6 +84,7 @@ pub struct Shard {
     connections_opened: Counter,
     closed: Family<{ CloseReason::COUNT }>,
     refused: Family<{ RefuseReason::COUNT }>,
+    accept_errors: Family<{ AcceptError::COUNT }>,
     viewers_joined: Family<{ Origin::COUNT }>,
     received: [Family<2>; ReceivedKind::COUNT],
     webtorrent_failures: Family<{ FailureKind::COUNT }>,
@@ -101,6 +102,7 @@ pub struct Shard {
     bytes_received: Counter,
     bytes_sent: Counter,
     pings_received: Counter,
+    pings_rate_limited: Counter,
     remote_inbound_dropped: Counter,
     batches_published: Counter,
     batches_received: Counter,
@@ -112,6 +114,7 @@ pub struct Shard {
     redis_reconnects: Counter,
     redis_resubscribes: Counter,
     connections: Delta,
+    http_connections: Delta,
     viewers: Delta,
     swarms: Delta,
     memberships: Delta,
@@ -129,6 +132,7 @@ impl Shard {
             connections_opened: Counter::default(),
             closed: family(),
             refused: family(),
+            accept_errors: family(),
             viewers_joined: family(),
             received: std::array::from_fn(|_| family()),
             webtorrent_failures: family(),
@@ -146,6 +150,7 @@ impl Shard {
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
             pings_received: Counter::default(),
+            pings_rate_limited: Counter::default(),
             remote_inbound_dropped: Counter::default(),
             batches_published: Counter::default(),
             batches_received: Counter::default(),
@@ -157,6 +162,7 @@ impl Shard {
             redis_reconnects: Counter::default(),
             redis_resubscribes: Counter::default(),
             connections: Delta::default(),
+            http_connections: Delta::default(),
             viewers: Delta::default(),
             swarms: Delta::default(),
             memberships: Delta::default(),
@@ -180,6 +186,21 @@ impl Shard {
     /// Adds `n` (may be negative) to the open connections.
     pub fn connections(&self, n: i64) {
         self.connections.add(n, self.single_writer);
+    }
+
+    /// Adds `n` (may be negative) to the connections not upgraded yet that hold a slot.
+    pub fn http_connections(&self, n: i64) {
+        self.http_connections.add(n, self.single_writer);
+    }
+
+    /// Counts a failed accept.
+    pub fn accept_error(&self, kind: AcceptError) {
+        self.inc(&self.accept_errors[kind as usize], 1);
+    }
+
+    /// Counts a ping over the connection's message rate.
+    pub fn ping_rate_limited(&self) {
+        self.inc(&self.pings_rate_limited, 1);
     }
 
     /// Counts a connection's first successful join or announce: one more viewer, of `origin`.

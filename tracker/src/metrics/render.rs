@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{
-    BatchRefusal, CloseReason, Counter, DirectorySkip, DropReason, FailureKind, Histogram, Levels,
-    MembershipDrop, Origin, ReceivedKind, RefuseReason, RelayPath, RemoteDrop, Shard, SignalKind,
-    process,
+    AcceptError, BatchRefusal, CloseReason, Counter, DirectorySkip, DropReason, FailureKind,
+    Histogram, Levels, MembershipDrop, Origin, ReceivedKind, RefuseReason, RelayPath, RemoteDrop,
+    Shard, SignalKind, process,
 };
 use swarmtrack_protocol::{ErrorCode, Format};
 
@@ -84,6 +84,21 @@ pub(super) fn render(shards: &[Arc<Shard>], levels: &Levels) -> String {
         "tracker_connections",
         "Open WebSocket connections.",
         delta(|s| s.connections.get()),
+    );
+    o.gauge(
+        "tracker_http_connections",
+        "Connections not upgraded yet (HTTP before the WebSocket upgrade); they count toward limits.max_connections with tracker_connections.",
+        delta(|s| s.http_connections.get()),
+    );
+    o.labeled(
+        (
+            "tracker_accept_errors_total",
+            "kind",
+            "Failed accepts, by kind (descriptors: out of file descriptors, the waiting connection closed).",
+        ),
+        AcceptError::ALL,
+        AcceptError::as_str,
+        |s, k| &s.accept_errors[k as usize],
     );
     o.counter(
         "tracker_connections_opened_total",
@@ -212,6 +227,11 @@ pub(super) fn render(shards: &[Arc<Shard>], levels: &Levels) -> String {
             "tracker_pings_received_total",
             "WebSocket pings received from viewers.",
             |s| &s.pings_received,
+        ),
+        (
+            "tracker_pings_rate_limited_total",
+            "WebSocket pings over the connection's message rate (each takes a token like a message).",
+            |s| &s.pings_rate_limited,
         ),
     ] {
         o.counter(name, help, f);

@@ -128,21 +128,38 @@ struct Clock {
     next_ping: Instant,
     /// Set once the drain reached this session: when it must be gone.
     close_at: Option<Instant>,
+    /// While the connection is in no swarm (from its start until it joins): when it is closed
+    /// for that. A deadline rather than a start and a timeout: 16 bytes less in every
+    /// connection's task.
+    join_by: Option<Instant>,
     ping_interval: Duration,
     idle_timeout: Duration,
     write_timeout: Duration,
 }
 
 impl Clock {
-    fn new(config: &crate::config::WebSocketConfig) -> Self {
-        let ping_interval = Duration::from_secs(config.ping_interval_secs);
+    fn new(config: &crate::config::Config) -> Self {
+        let ws = &config.websocket;
+        let ping_interval = Duration::from_secs(ws.ping_interval_secs);
+        let now = Instant::now();
         Self {
-            next_ping: Instant::now() + ping_interval,
+            next_ping: now + ping_interval,
             close_at: None,
+            join_by: Some(now + join_timeout(config)),
             ping_interval,
-            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
-            write_timeout: Duration::from_secs(config.write_timeout_secs),
+            idle_timeout: Duration::from_secs(ws.idle_timeout_secs),
+            write_timeout: Duration::from_secs(ws.write_timeout_secs),
         }
+    }
+
+    /// Notes whether the connection is in a swarm now: a connection in none is closed after
+    /// `limits.join_timeout_secs`, so a socket that only answers pings can't hold a slot.
+    fn note_swarms(&mut self, in_none: bool, config: &crate::config::Config) {
+        self.join_by = match (in_none, self.join_by) {
+            (false, _) => None,
+            (true, Some(by)) => Some(by),
+            (true, None) => Some(Instant::now() + join_timeout(config)),
+        };
     }
 
     /// When the timer must fire next, output having waited since `stalled` and a fragmented
@@ -153,12 +170,18 @@ impl Clock {
             self.close_at,
             stalled.map(|t| t + self.write_timeout),
             fragments.map(|t| t + self.write_timeout),
+            self.join_by,
         ]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(self.next_ping)
     }
+}
+
+/// How long a connection may stay in no swarm.
+fn join_timeout(config: &crate::config::Config) -> Duration {
+    Duration::from_secs(config.limits.join_timeout_secs)
 }
 
 /// What woke the session.
@@ -250,7 +273,14 @@ impl<P: Protocol> Session<P> {
                             break;
                         }
                     }
-                    Event::Ping => worker.metrics.ping_received(),
+                    Event::Ping => {
+                        // A ping takes a token like a message: a ping flood eats the rate its
+                        // sender's messages would have (its pong is already written).
+                        worker.metrics.ping_received();
+                        if !cx.take_token() {
+                            worker.metrics.ping_rate_limited();
+                        }
+                    }
                     Event::Pong => {}
                     Event::Closed => {
                         result = Err(Ending::quiet(CloseReason::Client));
@@ -337,7 +367,7 @@ impl<P: Protocol> Session<P> {
             max_signals: ws_config.max_coalesce,
             max_bytes: ws_config.max_coalesce_bytes,
         };
-        let mut clock = Clock::new(ws_config);
+        let mut clock = Clock::new(&worker.instance.config);
         let timer = tokio::time::sleep_until(clock.next_ping);
         tokio::pin!(timer);
         let mut queued: Vec<Signal> = Vec::new();
@@ -365,8 +395,16 @@ impl<P: Protocol> Session<P> {
                     clock.close_at = Some(Instant::now() + delay);
                     sent
                 }
-                Wake::Timer => self.on_timer(&mut clock),
-                Wake::Work => self.work(&mut queued, &mut events).await,
+                Wake::Timer => {
+                    let r = self.on_timer(&mut clock);
+                    clock.note_swarms(self.swarms.is_empty(), &worker.instance.config);
+                    r
+                }
+                Wake::Work => {
+                    let r = self.work(&mut queued, &mut events).await;
+                    clock.note_swarms(self.swarms.is_empty(), &worker.instance.config);
+                    r
+                }
             };
             if let Err(e) = result {
                 return e;
@@ -459,6 +497,15 @@ impl<P: Protocol> Session<P> {
                 CloseReason::Protocol,
                 close::POLICY,
                 "message too slow",
+            ));
+        }
+        // In no swarm for too long: never joined or announced, or left every swarm and
+        // stayed (a socket that only answers pings).
+        if clock.join_by.is_some_and(|by| now >= by) {
+            return Err(Ending::with(
+                CloseReason::NoJoin,
+                close::POLICY,
+                "no join within the time allowed",
             ));
         }
         if now < clock.next_ping {

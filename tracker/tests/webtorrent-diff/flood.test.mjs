@@ -58,7 +58,7 @@ test(`a flood of ${FLOOD} bad frames from one client: refused or closed, counted
       await announce(a, ids.hash, ids.a, { event: 'started' })
       await announce(b, ids.hash, ids.b, { event: 'started' })
       await visible(target, [{ client: a, peerId: ids.a }])
-      const metricsUrl = target.trackers?.[0].base
+      const metricsUrl = target.trackers?.[0].admin
       const before = metricsUrl && await fetchMetrics(metricsUrl)
 
       const frames = [

@@ -182,8 +182,12 @@ export async function startReference () {
 
 async function startTracker (bin, name, env, extraArgs) {
   const port = await freePort()
-  const proc = startProcess(name, bin, ['--listen', `127.0.0.1:${port}`, ...extraArgs], env)
+  const adminPort = await freePort()
+  const proc = startProcess(name, bin,
+    ['--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${adminPort}`, ...extraArgs], env)
   const base = `http://127.0.0.1:${port}`
+  // /metrics and /admin/* are on the admin listener only.
+  const admin = `http://127.0.0.1:${adminPort}`
   try {
     await Promise.race([
       withDeadline(`${name} /readyz`, START_TIMEOUT_MS, async () => (await httpStatus(`${base}/readyz`)) === 200),
@@ -194,7 +198,7 @@ async function startTracker (bin, name, env, extraArgs) {
     err.message += `\n--- ${name} output ---\n${proc.output()}`
     throw err
   }
-  return { proc, base, ws: `ws://127.0.0.1:${port}/announce` }
+  return { proc, base, admin, ws: `ws://127.0.0.1:${port}/announce` }
 }
 
 /**
@@ -227,7 +231,7 @@ export async function startSwarmtrack (bin, { instances = 1, env = {} } = {}) {
       // Ready is not yet subscribed: a relayed message published before would be lost.
       for (const t of target.trackers) {
         await withDeadline(`${t.proc.name} subscribed to Redis`, START_TIMEOUT_MS,
-          async () => metricSum(await fetchMetrics(t.base), 'tracker_redis_subscribed') >= 1)
+          async () => metricSum(await fetchMetrics(t.admin), 'tracker_redis_subscribed') >= 1)
       }
     }
     return target
@@ -237,7 +241,7 @@ export async function startSwarmtrack (bin, { instances = 1, env = {} } = {}) {
   }
 }
 
-/** Text of the Prometheus exposition of a tracker (same port as the WebSocket). */
+/** Text of the Prometheus exposition of a tracker (`admin`: its admin listener's base URL). */
 export async function fetchMetrics (base) {
   const res = await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(3000) })
   if (res.status !== 200) throw new Error(`GET /metrics: ${res.status}`)
