@@ -27,7 +27,6 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// Redis needs one, and trackers of one fleet the same.
 pub const FLEET_KEY: &str = "test-fleet-key-0123456789abcdef0123456789abcdef";
 
-
 /// A config for tests: loopback, an admin token, the test fleet key, no admin listener (so
 /// [`TestServer`] serves `/metrics` on the main listener, on the worker threads that serve the
 /// viewers: a test with one worker reads counters after the work it waited for), defaults

@@ -98,7 +98,7 @@ async fn two_seconds_after_a_sigkill_none_of_the_dead_trackers_peers_is_handed_o
     let mut skipped = 0.0;
     for t in &trackers[1..] {
         skipped += process_metric(
-            t.addr,
+            t.admin,
             r#"tracker_directory_skipped_total{reason="dead_instance"}"#,
         )
         .await;
