@@ -393,9 +393,8 @@ difference(targets, '2. an answer to an offerer that left: a failure when it was
     return { answerer: kinds(toA, ids) }
   }), {
     reference: { answerer: [] },
-    swarmtrack: { answerer: ['failure'] },
-    // Across instances the relay doesn't wait for delivery: dropped there, counted, no failure.
-    'swarmtrack x2 (redis)': { answerer: [] }
+    // Across instances too: the refusal comes back through Redis (ARCHITECTURE.md section 6).
+    swarmtrack: { answerer: ['failure'] }
   })
 
 difference(targets, '10. offers in an announce that carries an answer, or a stopped one, are ignored',

@@ -232,7 +232,12 @@ differential(targets, 'closing the socket removes its peer from every swarm it a
     const rest = await settle(target, [{ client: b, peerId: ids.b }, { client: d, peerId: ids.d }])
     return { x: x.complete + '/' + x.incomplete, y: y.complete + '/' + y.incomplete, offers: rest.map(m => m.filter(is.offer(ids.x)).length) }
   }),
-  obs => assert.deepEqual(obs, { x: '0/1', y: '0/1', offers: [0, 1] }))
+  obs => assert.deepEqual(obs, { x: '0/1', y: '0/1', offers: [0, 1] }),
+  {
+    todo: {
+      'swarmtrack x2 (redis)': "b already announced in x: its instance draws remote peers from its last sample of the swarm (renewed by every registration there and every refresh, 10 s), not from Redis, so a newcomer on the other instance is offered to from the next refresh (a re-join costs no Redis command: issue 14; docs/WEBTORRENT.md)"
+    }
+  })
 
 differential(targets, 'a binary frame holding JSON is handled like a text frame',
   (target, ids) => withSession(target, async s => {
