@@ -83,7 +83,10 @@ impl Fleet {
             .find_map(|l| l.trim().strip_prefix("maxconn ")?.trim().parse().ok())
             .context("no maxconn in haproxy.cfg")?;
         if trackers.len() < 2 {
-            bail!("the attack needs two trackers; the fleet has {}", trackers.len());
+            bail!(
+                "the attack needs two trackers; the fleet has {}",
+                trackers.len()
+            );
         }
         Ok(Self {
             front: addr_of(&var("FRONT_URL")?)?,

@@ -111,13 +111,11 @@ pub struct Scale {
     pub fragments: usize,
     /// Sockets that join the same 16 swarms (memberships = this x 16).
     pub members: usize,
-    /// Seconds the re-join flood lasts.
-    pub rejoin_for: Duration,
     /// Sockets sending to invented instances, each its burst of 200.
     pub inventors: usize,
     /// Slowloris connections.
     pub slow_conns: usize,
-    /// Sender/receiver pairs across the two instances, each 200 signals.
+    /// Sender/receiver pairs across the two instances, each 150 signals (full: 10,050 in all).
     pub order_pairs: usize,
     /// The simulator's arrival rate and duration over both trackers.
     pub sim_rate: u32,
@@ -137,7 +135,6 @@ impl Scale {
         victims: 20,
         fragments: 50,
         members: 40,
-        rejoin_for: Duration::from_secs(3),
         inventors: 5,
         slow_conns: 100,
         order_pairs: 20,
@@ -155,10 +152,9 @@ impl Scale {
         victims: 50,
         fragments: 200,
         members: 100,
-        rejoin_for: Duration::from_secs(5),
         inventors: 10,
         slow_conns: 500,
-        order_pairs: 50,
+        order_pairs: 67,
         sim_rate: 600,
         sim_for: Duration::from_secs(15),
     };

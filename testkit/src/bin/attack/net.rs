@@ -14,7 +14,11 @@ use tokio_tungstenite::MaybeTlsStream;
 ///
 /// # Errors
 /// Binding, connecting, or the timeout.
-pub async fn tcp_from(src: Ipv4Addr, to: SocketAddr, timeout: Duration) -> anyhow::Result<TcpStream> {
+pub async fn tcp_from(
+    src: Ipv4Addr,
+    to: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<TcpStream> {
     tcp_with(src, to, timeout, None).await
 }
 

@@ -71,7 +71,8 @@ impl Row {
 
 /// The rows as a Markdown table (readable as text, pastes into an issue note).
 pub fn render(rows: &[Row]) -> String {
-    let mut out = String::from("| scenario | bound promised | observed | result |\n|---|---|---|---|\n");
+    let mut out =
+        String::from("| scenario | bound promised | observed | result |\n|---|---|---|---|\n");
     for r in rows {
         let cell = |s: &str| s.replace('|', "/").replace('\n', " ");
         out.push_str(&format!(

@@ -43,18 +43,31 @@ pub fn run(f: Arc<Fleet>, s: Scale) -> Checks {
 }
 
 /// A sender and a receiver in a swarm of their own on tracker t1.
-async fn pair(f: &Fleet, swarm: &str, rcvbuf: Option<u32>, format: Format) -> anyhow::Result<(Client, Client)> {
+async fn pair(
+    f: &Fleet,
+    swarm: &str,
+    rcvbuf: Option<u32>,
+    format: Format,
+) -> anyhow::Result<(Client, Client)> {
     let mut rx = viewer_with(SETUP, f.trackers[0], format, rcvbuf).await?;
-    rx.join(swarm, 0).await;
+    rx.join(swarm, 1).await;
     let mut tx = viewer_from(SETUP, f.trackers[0], Format::MsgPack).await?;
-    tx.join(swarm, 0).await;
+    tx.join(swarm, 1).await;
     Ok((tx, rx))
 }
 
 async fn stalled(f: &Fleet, s: Scale) -> anyhow::Result<Vec<Row>> {
     let mut pairs = Vec::new();
     for i in 0..s.stalled_receivers {
-        pairs.push(pair(f, &format!("atk-stall-{i}"), Some(STALLED_RCVBUF), Format::MsgPack).await?);
+        pairs.push(
+            pair(
+                f,
+                &format!("atk-stall-{i}"),
+                Some(STALLED_RCVBUF),
+                Format::MsgPack,
+            )
+            .await?,
+        );
     }
     tokio::time::sleep(SETTLE).await;
     let m0 = f.metrics(0).await?;
@@ -138,12 +151,15 @@ async fn victims(f: &Fleet, s: Scale) -> anyhow::Result<Vec<Row>> {
     let ctl = "\u{1}".repeat(LARGE_SDP_CHARS);
     let (mut bad, mut delivered) = (0, 0);
     for (i, (tx, rx)) in pairs.iter_mut().enumerate() {
-        tx.send(&offer(&format!("atk-victim-{i}"), rx.peer, "ctl", &ctl)).await;
+        tx.send(&offer(&format!("atk-victim-{i}"), rx.peer, "ctl", &ctl))
+            .await;
         bad += tx
             .sync()
             .await
             .iter()
-            .filter(|m| matches!(m, ServerMsg::Error { code, .. } if code.as_str() == "bad_message"))
+            .filter(
+                |m| matches!(m, ServerMsg::Error { code, .. } if code.as_str() == "bad_message"),
+            )
             .count();
         if let Some(ServerMsg::Offer(_)) = next_signal(rx, Duration::from_millis(500)).await {
             delivered += 1;
@@ -157,15 +173,25 @@ async fn victims(f: &Fleet, s: Scale) -> anyhow::Result<Vec<Row>> {
         Row::check(
             2,
             "large frames: RSS a reading victim keeps",
-            format!("<= {} per victim after the frame (buffers back to idle size)", kib(VICTIM_RETAINED_BYTES_MAX as f64)),
-            format!("+{} per victim ({received} offers of {LARGE_SDP_CHARS} B to {} victims)", kib(retained), s.victims),
+            format!(
+                "<= {} per victim after the frame (buffers back to idle size)",
+                kib(VICTIM_RETAINED_BYTES_MAX as f64)
+            ),
+            format!(
+                "+{} per victim ({received} offers of {LARGE_SDP_CHARS} B to {} victims)",
+                kib(retained),
+                s.victims
+            ),
             retained <= VICTIM_RETAINED_BYTES_MAX as f64,
         ),
         Row::check(
             2,
             "control characters in SDP",
             "refused with bad_message, never relayed",
-            format!("{bad}/{} refused with bad_message, {delivered} relayed (x6 once JSON-escaped)", s.victims),
+            format!(
+                "{bad}/{} refused with bad_message, {delivered} relayed (x6 once JSON-escaped)",
+                s.victims
+            ),
             bad == s.victims && delivered == 0,
         ),
     ])

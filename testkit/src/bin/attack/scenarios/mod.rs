@@ -34,14 +34,46 @@ pub struct Item {
 /// Every item, in the order they run: the one that SIGKILLs a tracker (7) runs after the
 /// simulator (8), last.
 pub const ITEMS: &[Item] = &[
-    Item { number: 1, name: "one host fills the fleet", run: flood::run },
-    Item { number: 2, name: "memory in bytes", run: bytes::run },
-    Item { number: 3, name: "Redis amplification", run: amplification::run },
-    Item { number: 4, name: "invented targets", run: targets::run },
-    Item { number: 5, name: "Redis trusted blindly", run: trust::run },
-    Item { number: 6, name: "before the upgrade", run: upgrade::run },
-    Item { number: 8, name: "silent drops", run: drops::run },
-    Item { number: 7, name: "order and ghosts", run: order::run },
+    Item {
+        number: 1,
+        name: "one host fills the fleet",
+        run: flood::run,
+    },
+    Item {
+        number: 2,
+        name: "memory in bytes",
+        run: bytes::run,
+    },
+    Item {
+        number: 3,
+        name: "Redis amplification",
+        run: amplification::run,
+    },
+    Item {
+        number: 4,
+        name: "invented targets",
+        run: targets::run,
+    },
+    Item {
+        number: 5,
+        name: "Redis trusted blindly",
+        run: trust::run,
+    },
+    Item {
+        number: 6,
+        name: "before the upgrade",
+        run: upgrade::run,
+    },
+    Item {
+        number: 8,
+        name: "silent drops",
+        run: drops::run,
+    },
+    Item {
+        number: 7,
+        name: "order and ghosts",
+        run: order::run,
+    },
 ];
 
 /// The `p`-th percentile (0..=100) of `samples` (sorted here), by nearest rank; `None` when

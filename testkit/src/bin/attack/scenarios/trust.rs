@@ -25,7 +25,15 @@ const SWARM: &str = "atk-trust";
 const GENUINE_SDP: &str = "genuine-offer-0001";
 
 /// Words of the counters a refusal may be counted in.
-const COUNTERS: &[&str] = &["refused", "rejected", "invalid", "replay", "unverified", "dropped", "forged"];
+const COUNTERS: &[&str] = &[
+    "refused",
+    "rejected",
+    "invalid",
+    "replay",
+    "unverified",
+    "dropped",
+    "forged",
+];
 
 pub fn run(f: Arc<Fleet>, _: Scale) -> Checks {
     Box::pin(async move { Row::or_error(5, "Redis trusted blindly", trust(&f).await) })
@@ -75,7 +83,7 @@ fn publish(f: &Fleet, channel: &str, payload: &[u8]) -> anyhow::Result<()> {
 async fn trust(f: &Fleet) -> anyhow::Result<Vec<Row>> {
     let m0 = f.metrics_all().await?;
     let mut a = viewer_from(SETUP, f.trackers[0], Format::MsgPack).await?;
-    a.join(SWARM, 0).await;
+    a.join(SWARM, 1).await;
     let mut b = viewer_from(SETUP, f.trackers[1], Format::MsgPack).await?;
     join_until_paired(&mut b, SWARM, a.peer).await;
     let channel = format!("{PREFIX}:relay:{{{}}}", a.instance);
@@ -97,7 +105,11 @@ async fn trust(f: &Fleet) -> anyhow::Result<Vec<Row>> {
 
     // 1. Forged: no key, any `from`.
     let from = PeerId::new(b.instance, 4242, 1);
-    publish(f, &channel, &forged_batch(from, a.peer, "forged", "forged-offer"))?;
+    publish(
+        f,
+        &channel,
+        &forged_batch(from, a.peer, "forged", "forged-offer"),
+    )?;
     let forged = offer_within(&mut a).await;
 
     // 2. Altered: the genuine batch with one byte of the SDP changed (the last byte when the
@@ -141,8 +153,20 @@ async fn trust(f: &Fleet) -> anyhow::Result<Vec<Row>> {
     };
     let bound = "refused (never delivered) and counted";
     Ok(vec![
-        Row::check(5, "batch published without the fleet key", bound, format!("{}; {counted}", shown(&forged)), forged.is_none()),
-        Row::check(5, "genuine batch with one byte changed", bound, format!("{}; byte {at} of {}", shown(&altered_got), genuine.len()), altered_got.is_none()),
+        Row::check(
+            5,
+            "batch published without the fleet key",
+            bound,
+            format!("{}; {counted}", shown(&forged)),
+            forged.is_none(),
+        ),
+        Row::check(
+            5,
+            "genuine batch with one byte changed",
+            bound,
+            format!("{}; byte {at} of {}", shown(&altered_got), genuine.len()),
+            altered_got.is_none(),
+        ),
         Row::check(
             5,
             "genuine batch replayed",
@@ -154,7 +178,11 @@ async fn trust(f: &Fleet) -> anyhow::Result<Vec<Row>> {
             5,
             "ghost member ZADDed without the key",
             "never handed out",
-            if ghost_handed { format!("handed out in a join of {} peers", handed.len()) } else { format!("not handed out ({} peers)", handed.len()) },
+            if ghost_handed {
+                format!("handed out in a join of {} peers", handed.len())
+            } else {
+                format!("not handed out ({} peers)", handed.len())
+            },
             !ghost_handed,
         ),
     ])

@@ -24,12 +24,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn run(f: Arc<Fleet>, s: Scale) -> Checks {
     Box::pin(async move {
         // The slow checks wait in parallel.
-        let (slow, idle, abuse, admin) = tokio::join!(
-            slowloris(&f, s),
-            keepalive(&f),
-            headers(&f),
-            admin(&f)
-        );
+        let (slow, idle, abuse, admin) =
+            tokio::join!(slowloris(&f, s), keepalive(&f), headers(&f), admin(&f));
         let mut rows = Row::or_error(6, "slowloris", slow);
         rows.extend(Row::or_error(6, "keep-alive idle", idle));
         rows.extend(Row::or_error(6, "header abuse", abuse));
@@ -100,16 +96,22 @@ async fn keepalive(f: &Fleet) -> anyhow::Result<Vec<Row>> {
     for _ in 0..KEEPALIVE_CONNS {
         let mut stream = tcp_from(SLOW, f.trackers[0], Duration::from_secs(5)).await?;
         tasks.spawn(async move {
-            stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
+            stream
+                .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .ok()?;
             let mut buf = [0u8; 1024];
             let n = stream.read(&mut buf).await.ok()?;
             if !buf[..n].starts_with(b"HTTP/1.1 200") {
                 return None;
             }
             let answered = Instant::now();
-            closed_by(&mut stream, answered + KEEPALIVE_IDLE_MAX + Duration::from_secs(3))
-                .await
-                .then(|| answered.elapsed())
+            closed_by(
+                &mut stream,
+                answered + KEEPALIVE_IDLE_MAX + Duration::from_secs(3),
+            )
+            .await
+            .then(|| answered.elapsed())
         });
     }
     let mut closed = Vec::new();
@@ -130,7 +132,9 @@ async fn keepalive(f: &Fleet) -> anyhow::Result<Vec<Row>> {
 
 async fn headers(f: &Fleet) -> anyhow::Result<Vec<Row>> {
     let mut stream = tcp_from(SLOW, f.trackers[0], Duration::from_secs(5)).await?;
-    let mut req = String::from("GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+    let mut req = String::from(
+        "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    );
     let filler = "a".repeat(1000);
     let mut n = 0;
     while req.len() < HEADER_ABUSE_BYTES {
@@ -144,15 +148,24 @@ async fn headers(f: &Fleet) -> anyhow::Result<Vec<Row>> {
     let got = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
     let status = match got {
         Ok(Ok(0)) | Ok(Err(_)) => "closed without an answer".to_string(),
-        Ok(Ok(len)) => String::from_utf8_lossy(&buf[..len]).lines().next().unwrap_or_default().to_string(),
+        Ok(Ok(len)) => String::from_utf8_lossy(&buf[..len])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
         Err(_) => "no answer within 10s".to_string(),
     };
     let refused = status.starts_with("closed") || status.contains(" 4");
-    let (ready, _) = testkit::http::try_request(f.trackers[0], "GET", "/readyz", &[], Duration::from_secs(5)).await?;
+    let (ready, _) =
+        testkit::http::try_request(f.trackers[0], "GET", "/readyz", &[], Duration::from_secs(5))
+            .await?;
     Ok(vec![Row::check(
         6,
         "oversized request headers",
-        format!("{} KiB of headers refused (4xx or closed); the tracker goes on", HEADER_ABUSE_BYTES / 1024),
+        format!(
+            "{} KiB of headers refused (4xx or closed); the tracker goes on",
+            HEADER_ABUSE_BYTES / 1024
+        ),
         format!("{n} headers: {status}; /readyz {ready} after"),
         refused && ready == 200,
     )])
@@ -202,7 +215,9 @@ async fn admin(f: &Fleet) -> anyhow::Result<Vec<Row>> {
             6,
             "admin surface on the public listener (fleet)",
             "/metrics and /admin/drain not served on the front end or the public listener; /readyz is",
-            format!("front end: /metrics {fm}, /admin/drain {fd}, /readyz {fr}; tracker public: {tm}, {td}, {tr}"),
+            format!(
+                "front end: /metrics {fm}, /admin/drain {fd}, /readyz {fr}; tracker public: {tm}, {td}, {tr}"
+            ),
             off(fm, fd) && off(tm, td) && tr == 200,
         ),
         Row::check(
