@@ -28,6 +28,18 @@ export interface SwarmClientOptions {
   maxSwarms?: number;
   /** A peer whose negotiation failed isn't offered to again for this long (ms, default 30000). */
   retryFailedAfterMs?: number;
+  /** New negotiations (offers with a new `sid`) one remote may start at once (default 3). */
+  offerBurst?: number;
+  /** Then one more per this many ms; an offer beyond that is ignored and doubles the interval
+   * (ms, default 1000). */
+  offerIntervalMs?: number;
+  /** Longest that interval grows to (ms, default 60000). */
+  offerBackoffMaxMs?: number;
+  /** A remote that replaces its connection with this page more often than this within
+   * `replaceWindowMs` is quarantined for `retryFailedAfterMs`, like a failed peer (default 3). */
+  maxReplacements?: number;
+  /** See `maxReplacements` (ms, default 60000). */
+  replaceWindowMs?: number;
   /** Data channel label (default `swarmtrack`). */
   channelLabel?: string;
   /** WebSocket constructor (default the global). */
@@ -99,8 +111,12 @@ export interface ClientStats {
   connects: number;
   /** Messages not sent: socket down or over the tracker's `max_message`. */
   dropped: number;
-  /** Peers from `peers` not offered to because they failed recently. */
+  /** Peers from `peers` not offered to because they failed recently or are quarantined. */
   skippedFailed: number;
+  /** Offers ignored: over the remote's offer rate, or from a quarantined remote. */
+  offersLimited: number;
+  /** Remotes quarantined for replacing their connection too often. */
+  quarantined: number;
 }
 
 export interface SwarmClientEvents {

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { decodeServerFrame } from '../src/wire.js';
+import { read } from '../test/fixtures.js';
 import { launch } from './browser.mjs';
 import { connections, startFleet, until } from './fleet.mjs';
 
@@ -160,6 +161,57 @@ test('a peer that never answers is closed after connectTimeoutMs; leave cleans u
     ws.send(JSON.stringify({ t: 'join', swarm, want: 5 }));
     const peers = await until(() => got.slice(before).find((m) => m.t === 'peers'), 'peers after the leave');
     assert.deepEqual(peers.peers, []);
+  } finally {
+    ws.close();
+  }
+});
+
+test('a remote flooding offers is rate limited; one replacing its connection too often is quarantined', async () => {
+  await reset();
+  const swarm = `hostile-${++swarmSeq}`;
+  // A short offer interval so the test takes a second or two; the rest is the defaults (a
+  // burst of 3 offers, quarantine past 3 replacements in a minute).
+  await start(pages[0], swarm, { offerIntervalMs: 100, offerBackoffMaxMs: 300 });
+  // The hostile swarm member: a plain WebSocket client in this process, with a real browser
+  // offer so the page's RTCPeerConnection takes it and waits for ICE that never comes.
+  const sdp = read('chrome-datachannel-offer-complete.sdp');
+  const ws = new WebSocket(fleet.frontUrl);
+  /** @type {any[]} */
+  const got = [];
+  ws.onmessage = (ev) => got.push(...decodeServerFrame(ev.data));
+  try {
+    await until(() => got.find((m) => m.t === 'welcome'), 'welcome of the hostile viewer');
+    ws.send(JSON.stringify({ t: 'join', swarm, want: 5 }));
+    const peers = await until(() => got.find((m) => m.t === 'peers'), 'peers of the hostile viewer');
+    const page = peers.peers[0];
+    assert.ok(page, 'the page is in the swarm');
+    let sid = 0;
+    const offer = () => ws.send(JSON.stringify({ t: 'offer', swarm, to: page, sid: `h${++sid}`, m: sdp }));
+    const answered = () => got.filter((m) => m.t === 'answer').map((m) => m.sid);
+    // 1. 30 new negotiations at once: the burst of 3 is taken (each replacing the one before),
+    // the rest ignored.
+    for (let i = 0; i < 30; i++) offer();
+    await until(async () => (await state(pages[0])).stats.offersLimited === 27, 'the burst limited');
+    await until(() => answered().length >= 1, 'an answer');
+    // 2. Offers spaced past the back-off are taken, each replacing the connection: the third
+    // replacement is allowed and answered, the fourth quarantines the remote (not answered,
+    // its connection closed).
+    await new Promise((r) => setTimeout(r, 400));
+    offer();
+    await until(() => answered().includes(`h${sid}`), 'the answer to the third replacement');
+    await new Promise((r) => setTimeout(r, 400));
+    offer();
+    const quarantining = `h${sid}`;
+    const s = await until(async () => {
+      const x = await state(pages[0]);
+      return x.stats.quarantined === 1 && x;
+    }, 'the quarantine');
+    assert.equal(s.held, 0, 'the quarantined remote holds no connection');
+    // 3. While quarantined, its offers are ignored.
+    await new Promise((r) => setTimeout(r, 400));
+    offer();
+    await until(async () => (await state(pages[0])).stats.offersLimited === 28, 'ignored while quarantined');
+    assert.ok(!answered().includes(quarantining) && !answered().includes(`h${sid}`), `answered ${answered()}`);
   } finally {
     ws.close();
   }

@@ -16,6 +16,7 @@
 
 import { realTimers } from './batcher.js';
 import { Emitter } from './emitter.js';
+import { OfferGate } from './offers.js';
 import { Peer } from './peer.js';
 import { decodeServerFrame, encodeFrame, frameBytes } from './wire.js';
 
@@ -40,6 +41,15 @@ import { decodeServerFrame, encodeFrame, frameBytes } from './wire.js';
  * @property {number} [maxSwarms] swarms joined at once (default 16, the tracker's default)
  * @property {number} [retryFailedAfterMs] a peer whose negotiation failed isn't offered to again
  *   for this long, so an unreachable peer isn't retried at every refill (default 30000)
+ * @property {number} [offerBurst] new negotiations (offers with a new `sid`) one remote may start
+ *   at once (default 3)
+ * @property {number} [offerIntervalMs] then one more per this many ms; an offer beyond that is
+ *   ignored and doubles the interval (default 1000)
+ * @property {number} [offerBackoffMaxMs] longest that interval grows to (default 60000)
+ * @property {number} [maxReplacements] a remote that replaces its connection with this page more
+ *   often than this within `replaceWindowMs` is quarantined for `retryFailedAfterMs`: its offers
+ *   are ignored and it isn't offered to (default 3)
+ * @property {number} [replaceWindowMs] see `maxReplacements` (default 60000)
  * @property {string} [channelLabel] data channel label (default `swarmtrack`)
  * @property {typeof WebSocket} [WebSocket] constructor to use (default the global)
  * @property {typeof RTCPeerConnection} [RTCPeerConnection] constructor (default the global)
@@ -62,6 +72,10 @@ import { decodeServerFrame, encodeFrame, frameBytes } from './wire.js';
  * @property {number} connects `welcome`s received
  * @property {number} dropped messages not sent (socket down or over `max_message`)
  * @property {number} skippedFailed peers from `peers` not offered to because they failed recently
+ *   or are quarantined
+ * @property {number} offersLimited offers ignored: over the remote's offer rate, or from a
+ *   quarantined remote
+ * @property {number} quarantined remotes quarantined for replacing their connection too often
  */
 
 const DEFAULTS = {
@@ -78,6 +92,11 @@ const DEFAULTS = {
   refillDelayMs: 1000,
   maxSwarms: 16,
   retryFailedAfterMs: 30000,
+  offerBurst: 3,
+  offerIntervalMs: 1000,
+  offerBackoffMaxMs: 60000,
+  maxReplacements: 3,
+  replaceWindowMs: 60000,
   channelLabel: 'swarmtrack',
 };
 
@@ -128,6 +147,17 @@ export class SwarmClient extends Emitter {
     this.peers = new Map();
     /** @type {Map<string, number>} same key -> time until which we don't offer to it */
     this.failed = new Map();
+    /** Incoming offers per remote: rate with back-off, quarantine (offers.js). */
+    this.offerGate = new OfferGate({
+      intervalMs: o.offerIntervalMs,
+      burst: o.offerBurst,
+      maxIntervalMs: o.offerBackoffMaxMs,
+      maxReplacements: o.maxReplacements,
+      replaceWindowMs: o.replaceWindowMs,
+      quarantineMs: o.retryFailedAfterMs,
+      now: () => this.now(),
+      maxRemotes: MAX_FAILED,
+    });
     this.attempt = 0;
     /** Reconnecting because a draining tracker said `reconnect` (until the next `welcome`). */
     this.moved = false;
@@ -150,6 +180,8 @@ export class SwarmClient extends Emitter {
       connects: 0,
       dropped: 0,
       skippedFailed: 0,
+      offersLimited: 0,
+      quarantined: 0,
     };
   }
 
@@ -416,7 +448,7 @@ export class SwarmClient extends Emitter {
     for (const id of ids) {
       const key = `${swarm}\n${id}`;
       if (id === this.peerId || this.peers.has(key)) continue;
-      if ((this.failed.get(key) ?? -Infinity) > now) {
+      if ((this.failed.get(key) ?? -Infinity) > now || this.offerGate.quarantined(id)) {
         this.stats.skippedFailed++;
         continue;
       }
@@ -435,10 +467,22 @@ export class SwarmClient extends Emitter {
     if (!this.swarms.has(swarm) || this.peerId === null) return;
     const key = `${swarm}\n${from}`;
     const existing = this.peers.get(key);
+    if (existing?.sid === sid) return; // a duplicate
+    // A new negotiation costs an RTCPeerConnection: at most one per interval per remote.
+    if (this.offerGate.admit(from) !== 'ok') {
+      this.stats.offersLimited++;
+      return;
+    }
     if (existing) {
-      if (existing.sid === sid) return; // a duplicate
       // Both sides offered at once: the lower peer id keeps its offer, the other answers.
       if (existing.state === 'new' && existing.initiator && this.peerId < from) return;
+      if (this.offerGate.replaced(from)) {
+        // Replacing its connection again and again: treated as a failed peer.
+        this.stats.quarantined++;
+        existing.close('quarantined');
+        this.markFailed(key);
+        return;
+      }
       existing.close('replaced');
     }
     if (this.peers.size >= this.o.maxPeers) return;
@@ -520,12 +564,20 @@ export class SwarmClient extends Emitter {
     } else {
       this.stats.peersFailed++;
       if (peer.initiator && !this.closed && (FAILURES.has(reason) || reason.startsWith('tracker:'))) {
-        this.failed.delete(key);
-        this.failed.set(key, this.now() + this.o.retryFailedAfterMs);
-        if (this.failed.size > MAX_FAILED) this.failed.delete(/** @type {string} */ (this.failed.keys().next().value));
+        this.markFailed(key);
       }
     }
     if (!this.closed) this.scheduleRefill(peer.swarm);
+  }
+
+  /**
+   * Remembers a peer as failed: not offered to for `retryFailedAfterMs`.
+   * @param {string} key swarm + "\n" + remote id
+   */
+  markFailed(key) {
+    this.failed.delete(key);
+    this.failed.set(key, this.now() + this.o.retryFailedAfterMs);
+    if (this.failed.size > MAX_FAILED) this.failed.delete(/** @type {string} */ (this.failed.keys().next().value));
   }
 
   /**

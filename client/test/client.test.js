@@ -137,3 +137,34 @@ test('option and argument checks', () => {
   client.close();
   assert.throws(() => client.join('a'), /closed/);
 });
+
+test('offers from one remote are rate limited with back-off; other remotes are not held back', async () => {
+  let t = 0;
+  const { server, client } = await setup({ now: () => t });
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  client.join('s');
+  const c = await until(() => server.conns[0], 'connection');
+  c.send(JSON.stringify(welcome()));
+  await until(() => c.received.length === 1, 'join');
+  const flooder = 'Gis8TQAAAAEEwdLj9KW2xw';
+  const offer = (from, sid) => JSON.stringify({ t: 'offer', swarm: 's', from, sid, m: 'v=0' });
+  // 50 offers, each a new negotiation, at once: the tracker relays ~50 a second.
+  for (let i = 0; i < 50; i++) c.send(offer(flooder, `f${i}`));
+  await until(() => client.stats.framesReceived === 51, 'the offers');
+  // Node has no RTCPeerConnection: each connection the client tries to make is reported as
+  // rtc_config, so the errors count the connections attempted.
+  const attempts = () => errors.filter((e) => e.code === 'rtc_config').length;
+  assert.equal(attempts(), 3, 'three connections (the burst) for 50 offers');
+  assert.equal(client.stats.offersLimited, 47);
+  c.send(offer('Gis8TQAAAAKfOsDS5Bt3hQ', 'other'));
+  await until(() => attempts() === 4, 'an offer from another remote');
+  // The flooder backed off to the 60 s maximum; after it, one offer gets through again.
+  t = 59999;
+  c.send(offer(flooder, 'late-1'));
+  await until(() => client.stats.offersLimited === 48, 'still backing off');
+  t += 60000;
+  c.send(offer(flooder, 'late-2'));
+  await until(() => attempts() === 5, 'a patient remote is answered again');
+  client.close();
+});

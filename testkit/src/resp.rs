@@ -80,14 +80,46 @@ impl RespConnection {
     ///
     /// # Errors
     /// A write error.
-    pub fn send(&mut self, args: &[&str]) -> io::Result<()> {
+    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> io::Result<()> {
         let mut buf = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
+            let a = a.as_ref();
             buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a.as_bytes());
+            buf.extend_from_slice(a);
             buf.extend_from_slice(b"\r\n");
         }
         self.reader.get_mut().write_all(&buf)
+    }
+
+    /// Reads the next reply as an array of bulk strings, byte for byte (a pub/sub message
+    /// carrying a binary payload); a reply of another shape is `InvalidData`.
+    ///
+    /// # Errors
+    /// A read error, a timeout, EOF, or a reply that isn't an array of bulk strings.
+    pub fn read_bulks(&mut self) -> io::Result<Vec<Vec<u8>>> {
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+        let header = |reader: &mut BufReader<TcpStream>, kind: u8| -> io::Result<usize> {
+            let mut line = Vec::new();
+            reader.read_until(b'\n', &mut line)?;
+            let body = line
+                .strip_suffix(b"\r\n")
+                .filter(|b| b.first() == Some(&kind))
+                .ok_or_else(|| invalid("not an array of bulk strings"))?;
+            std::str::from_utf8(&body[1..])
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| invalid("bad length"))
+        };
+        let n = header(&mut self.reader, b'*')?;
+        (0..n)
+            .map(|_| {
+                let len = header(&mut self.reader, b'$')?;
+                let mut data = vec![0; len + 2];
+                io::Read::read_exact(&mut self.reader, &mut data)?;
+                data.truncate(len);
+                Ok(data)
+            })
+            .collect()
     }
 
     /// Reads the next reply or push message.
@@ -133,7 +165,7 @@ impl RespConnection {
     ///
     /// # Errors
     /// An I/O error.
-    pub fn call(&mut self, args: &[&str]) -> io::Result<Reply> {
+    pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> io::Result<Reply> {
         self.send(args)?;
         self.read()
     }
