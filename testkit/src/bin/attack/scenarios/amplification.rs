@@ -31,6 +31,14 @@ pub fn run(f: Arc<Fleet>, s: Scale) -> Checks {
 }
 
 async fn amplify(f: &Fleet, s: Scale) -> anyhow::Result<Vec<Row>> {
+    // The fleet's own traffic with no memberships (heartbeats, health checks, claims): the
+    // refresh is what memberships add to it.
+    let calls_base = f.redis_calls()?;
+    let t = Instant::now();
+    tokio::time::sleep(REFRESH_INTERVAL).await;
+    let base = calls_between(&calls_base, &f.redis_calls()?) as f64
+        * REFRESH_INTERVAL.as_secs_f64()
+        / t.elapsed().as_secs_f64();
     let mut members = Vec::new();
     for _ in 0..s.members {
         let mut c = viewer_from(SETUP, f.trackers[0], Format::MsgPack).await?;
@@ -93,12 +101,12 @@ async fn amplify(f: &Fleet, s: Scale) -> anyhow::Result<Vec<Row>> {
             3,
             "membership refresh: Redis commands per interval",
             format!(
-                "<= {refresh_bound:.0} per {REFRESH_INTERVAL:?} for {SWARMS} swarms (one command per key, not per member)"
+                "<= {refresh_bound:.0} per {REFRESH_INTERVAL:?} for {SWARMS} swarms above the fleet's own traffic (one command per key, not per member)"
             ),
             format!(
-                "{idle} commands in {REFRESH_INTERVAL:?} for {memberships} memberships in {SWARMS} swarms"
+                "{idle} commands in {REFRESH_INTERVAL:?} for {memberships} memberships in {SWARMS} swarms, {base:.0} of them the fleet's own without any (heartbeats, health checks)"
             ),
-            idle as f64 <= refresh_bound,
+            (idle as f64 - base).max(0.0) <= refresh_bound,
         ),
         Row::check(
             3,

@@ -2,6 +2,7 @@
 //! as it can and never joins; meanwhile a viewer from another source joins. Then: are the idle
 //! sockets closed, and do WebSocket pings count toward the rate limit?
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -120,7 +121,11 @@ async fn flood(f: &Fleet, s: Scale) -> anyhow::Result<Vec<Row>> {
         tried += 1;
         let t = Instant::now();
         let join = async {
-            let mut v = viewer_from(LEGIT, f.front, Format::MsgPack).await?;
+            // Each join from a source of its own, as viewers are: one source opening dozens
+            // of sockets in seconds is what the per-source upgrade rate refuses.
+            let [a, b, _, _] = LEGIT.octets();
+            let source = Ipv4Addr::new(a, b, 20 + (i / 250) as u8, 3 + (i % 250) as u8);
+            let mut v = viewer_from(source, f.front, Format::MsgPack).await?;
             v.send(&ClientMsg::Join {
                 swarm: format!("atk-legit-{}", i % 4).into(),
                 want: 8,
@@ -274,6 +279,7 @@ async fn pings(f: &Fleet, s: Scale) -> anyhow::Result<Vec<Row>> {
         "tracker_messages_dropped_total",
         &["reason=\"rate_limited\""],
     );
+    let limited = limited + before.delta(&after, "tracker_pings_rate_limited_total", &[]);
     let counted = before.delta(&after, "tracker_pings_received_total", &[]);
     Ok(vec![Row::check(
         1,
