@@ -12,22 +12,49 @@
 /// True when the plain UTF-8 string `s` holds a control character; CR and LF pass when
 /// `line_ends` is set.
 pub fn plain_has_control(s: &[u8], line_ends: bool) -> bool {
-    // Branch-free over the bytes, so it vectorizes: an SDP is a few KB and this runs on every
-    // relayed one. C1 controls are U+0080-U+009F, in UTF-8 the pairs C2 80..=C2 9F.
+    // One branch-free pass over byte pairs, so it vectorizes: an SDP is a few KB and this runs
+    // on every relayed one. C1 controls are U+0080-U+009F, in UTF-8 the pairs C2 80..=C2 9F.
+    let Some((&last, _)) = s.split_last() else {
+        return false;
+    };
+    let (a, b) = (&s[..s.len() - 1], &s[1..]);
     let mut bad = false;
-    for &b in s {
-        let line_end = (b == b'\r') | (b == b'\n');
-        bad |= ((b < 0x20) & !(line_ends & line_end)) | (b == 0x7f);
+    for i in 0..a.len() {
+        bad |= c0_or_del(a[i], line_ends) | ((a[i] == 0xc2) & (b[i] < 0xa0));
     }
-    for w in s.windows(2) {
-        bad |= (w[0] == 0xc2) & (w[1] < 0xa0);
-    }
-    bad
+    bad | c0_or_del(last, line_ends)
+}
+
+/// U+0000-U+001F (but CR and LF when `line_ends`) or U+007F.
+#[inline(always)]
+fn c0_or_del(c: u8, line_ends: bool) -> bool {
+    let line_end = (c == b'\r') | (c == b'\n');
+    ((c < 0x20) & !(line_ends & line_end)) | (c == 0x7f)
 }
 
 /// True when the JSON string token `token` (valid JSON) holds a control character, raw or
 /// escaped; `\r` and `\n` pass when `line_ends` is set.
 pub fn json_has_control(token: &[u8], line_ends: bool) -> bool {
+    // A branch-free pass finds what might be one: an escape that names a control character or
+    // may (`\u`), DEL, a C1 pair. It can be wrong only towards suspicion (`\\t` is a backslash
+    // and a `t`), and real SDP has none of it: the exact scan below runs only then.
+    let Some((&last, _)) = token.split_last() else {
+        return false;
+    };
+    let (a, b) = (&token[..token.len() - 1], &token[1..]);
+    let mut suspect = false;
+    for i in 0..a.len() {
+        let (x, y) = (a[i], b[i]);
+        let line_end = (y == b'n') | (y == b'r');
+        let named = (y == b'b') | (y == b'f') | (y == b't') | (y == b'u');
+        suspect |= ((x == b'\\') & (named | (line_end & !line_ends)))
+            | (x == 0x7f)
+            | ((x == 0xc2) & (y < 0xa0));
+    }
+    (suspect | (last == 0x7f)) && json_has_control_exact(token, line_ends)
+}
+
+fn json_has_control_exact(token: &[u8], line_ends: bool) -> bool {
     let mut at = 0;
     while let Some(i) = memchr::memchr3(b'\\', 0x7f, 0xc2, &token[at..]) {
         let i = at + i;
