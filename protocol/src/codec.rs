@@ -33,6 +33,10 @@ pub struct DecodeLimits {
     pub max_swarm_id_bytes: usize,
     /// The most messages in one `batch`.
     pub max_batch: usize,
+    /// The most candidates in one `cands`.
+    pub max_cands: usize,
+    /// The longest candidate, in bytes (as sent: a JSON string's value, unescaped).
+    pub max_cand_bytes: usize,
 }
 
 /// Why a client message was refused.

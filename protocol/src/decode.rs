@@ -18,6 +18,7 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::codec::{DecodeLimits, Format, ProtocolError};
+use super::control::{json_has_control, plain_has_control};
 use super::{Cands, ClientMsg, MAX_SID_BYTES, MAX_SWARM_ID_BYTES, PeerId, Signal};
 
 /// A string as it appears in the frame.
@@ -207,42 +208,63 @@ impl<'de> Deserialize<'de> for Str<'de> {
     }
 }
 
-/// Checks that a value is a string without keeping it (no copy, whatever its escapes).
-struct IsStr;
+/// What the bounds of a list of strings need to know of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListStats {
+    /// How many strings.
+    pub count: usize,
+    /// The longest one, in bytes.
+    pub longest: usize,
+    /// Whether any holds a control character.
+    pub control: bool,
+}
 
-impl<'de> Deserialize<'de> for IsStr {
+impl ListStats {
+    fn add(&mut self, s: &str) {
+        self.count += 1;
+        self.longest = self.longest.max(s.len());
+        self.control |= plain_has_control(s.as_bytes(), false);
+    }
+}
+
+/// One string of a list, looked at (its value, unescaped) but not kept.
+struct StrStat(usize, bool);
+
+impl<'de> Deserialize<'de> for StrStat {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl Visitor<'_> for V {
-            type Value = IsStr;
+            type Value = StrStat;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_str<E>(self, _: &str) -> Result<IsStr, E> {
-                Ok(IsStr)
+            fn visit_str<E>(self, s: &str) -> Result<StrStat, E> {
+                Ok(StrStat(s.len(), plain_has_control(s.as_bytes(), false)))
             }
         }
         d.deserialize_str(V)
     }
 }
 
-/// Counts the strings of a list, refusing anything else in it.
-struct StrCount(usize);
+/// The [`ListStats`] of a list of strings, refusing anything else in it.
+struct StrList(ListStats);
 
-impl<'de> Deserialize<'de> for StrCount {
+impl<'de> Deserialize<'de> for StrList {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = StrCount;
+            type Value = StrList;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a list of strings")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrCount, A::Error> {
-                let mut n = 0;
-                while seq.next_element::<IsStr>()?.is_some() {
-                    n += 1;
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrList, A::Error> {
+                let mut stats = ListStats::default();
+                while let Some(StrStat(len, control)) = seq.next_element()? {
+                    stats.count += 1;
+                    stats.longest = stats.longest.max(len);
+                    stats.control |= control;
                 }
-                Ok(StrCount(n))
+                Ok(StrList(stats))
             }
         }
         d.deserialize_seq(V)
@@ -259,8 +281,8 @@ trait Flavor<'de> {
     /// The text as a [`RawText`], if it is a string.
     fn text(t: Self::Text) -> Option<RawText<'de>>;
 
-    /// The list as a [`RawList`] and its length, if it is a list of strings.
-    fn list(l: Self::List) -> Option<(RawList<'de>, usize)>;
+    /// The list as a [`RawList`] and what its bounds need, if it is a list of strings.
+    fn list(l: Self::List) -> Option<(RawList<'de>, ListStats)>;
 }
 
 /// JSON: relayed fields stay tokens.
@@ -276,10 +298,10 @@ impl<'de> Flavor<'de> for JsonFlavor {
         s.starts_with('"').then_some(RawText::Json(s))
     }
 
-    fn list(l: &'de RawValue) -> Option<(RawList<'de>, usize)> {
+    fn list(l: &'de RawValue) -> Option<(RawList<'de>, ListStats)> {
         let s = l.get();
-        let count = serde_json::from_str::<StrCount>(s).ok()?.0;
-        Some((RawList::Json(s), count))
+        let stats = serde_json::from_str::<StrList>(s).ok()?.0;
+        Some((RawList::Json(s), stats))
     }
 }
 
@@ -294,9 +316,10 @@ impl<'de> Flavor<'de> for MsgPackFlavor {
         Some(RawText::Plain(t))
     }
 
-    fn list(l: Vec<&'de str>) -> Option<(RawList<'de>, usize)> {
-        let n = l.len();
-        Some((RawList::Plain(l), n))
+    fn list(l: Vec<&'de str>) -> Option<(RawList<'de>, ListStats)> {
+        let mut stats = ListStats::default();
+        l.iter().for_each(|s| stats.add(s));
+        Some((RawList::Plain(l), stats))
     }
 }
 
@@ -578,6 +601,51 @@ fn sid<'a, F: Flavor<'a>>(
     Ok((sid, raw))
 }
 
+/// The SDP of an offer or answer: a string without control characters but its line ends.
+fn sdp<'a, F: Flavor<'a>>(
+    t: &'static str,
+    v: Option<F::Text>,
+) -> Result<RawText<'a>, ProtocolError> {
+    let m = text::<F>(t, "m", v)?;
+    let control = match m {
+        RawText::Json(token) => json_has_control(token.as_bytes(), true),
+        RawText::Plain(s) => plain_has_control(s.as_bytes(), true),
+    };
+    if control {
+        return Err(invalid(
+            t,
+            "`m` must not contain control characters (CR and LF excepted)",
+        ));
+    }
+    Ok(m)
+}
+
+/// Checks a `cands` list against the limits: how many, how long, no control characters.
+fn check_cands(stats: &ListStats, limits: &DecodeLimits) -> Result<(), ProtocolError> {
+    if stats.count > limits.max_cands {
+        return Err(invalid(
+            "cands",
+            format!("`c` must hold at most {} candidates", limits.max_cands),
+        ));
+    }
+    if stats.longest > limits.max_cand_bytes {
+        return Err(invalid(
+            "cands",
+            format!(
+                "each candidate must be at most {} bytes",
+                limits.max_cand_bytes
+            ),
+        ));
+    }
+    if stats.control {
+        return Err(invalid(
+            "cands",
+            "candidates must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
 fn validate<'a, F: Flavor<'a>>(
     f: Fields<'a, F>,
     limits: &DecodeLimits,
@@ -615,7 +683,7 @@ fn validate<'a, F: Flavor<'a>>(
                 to,
                 sid,
                 sid_raw,
-                m: text::<F>(t, "m", f.m)?,
+                m: sdp::<F>(t, f.m)?,
             };
             Ok(if t == "offer" {
                 Incoming::Offer(signal)
@@ -627,8 +695,10 @@ fn validate<'a, F: Flavor<'a>>(
             let (swarm, swarm_raw) = swarm::<F>("cands", f.swarm, limits)?;
             let to = target("cands", f.to)?;
             let (sid, sid_raw) = sid::<F>("cands", f.sid)?;
-            let (c, count) = F::list(field("cands", "c", f.c)?)
+            let (c, stats) = F::list(field("cands", "c", f.c)?)
                 .ok_or_else(|| invalid("cands", "`c` must be a list of strings"))?;
+            check_cands(&stats, limits)?;
+            let count = stats.count;
             Ok(Incoming::Cands(CandsIn {
                 swarm,
                 swarm_raw,
@@ -655,6 +725,8 @@ mod tests {
         max_want: 16,
         max_swarm_id_bytes: 256,
         max_batch: 64,
+        max_cands: 32,
+        max_cand_bytes: 1024,
     };
 
     fn peer() -> PeerId {
@@ -789,17 +861,177 @@ mod tests {
             "MessagePack strings are borrowed"
         );
         let cands =
-            format!(r#"{{"t":"cands","swarm":"v","to":"{to}","sid":"s","c":["a\n",  "b"]}}"#);
+            format!(r#"{{"t":"cands","swarm":"v","to":"{to}","sid":"s","c":["a\u00e9",  "b"]}}"#);
         let Ok(Decoded::One(Incoming::Cands(c))) = json(&cands) else {
             panic!("expected cands")
         };
-        assert_eq!(c.c, RawList::Json(r#"["a\n",  "b"]"#));
+        assert_eq!(c.c, RawList::Json(r#"["a\u00e9",  "b"]"#));
         assert_eq!(c.count, 2);
-        assert_eq!(c.c.values(), vec!["a\n", "b"]);
+        assert_eq!(c.c.values(), vec!["aé", "b"]);
         for bad in [r#"[1]"#, r#""a""#, r#"["a",{}]"#] {
             let text = format!(r#"{{"t":"cands","swarm":"v","to":"{to}","sid":"s","c":{bad}}}"#);
             assert_eq!(err(&text).code(), ErrorCode::BadMessage, "{bad}");
         }
+    }
+
+    /// Every SDP and candidate of the real browser captures (`fixtures/`, from shared/fixtures).
+    const SDPS: [&str; 16] = [
+        include_str!("../../fixtures/chrome-av-answer-complete.sdp"),
+        include_str!("../../fixtures/chrome-av-answer.sdp"),
+        include_str!("../../fixtures/chrome-av-offer-complete.sdp"),
+        include_str!("../../fixtures/chrome-av-offer.sdp"),
+        include_str!("../../fixtures/chrome-datachannel-answer-complete.sdp"),
+        include_str!("../../fixtures/chrome-datachannel-answer.sdp"),
+        include_str!("../../fixtures/chrome-datachannel-offer-complete.sdp"),
+        include_str!("../../fixtures/chrome-datachannel-offer.sdp"),
+        include_str!("../../fixtures/chrome-nomdns-datachannel-offer-complete.sdp"),
+        include_str!("../../fixtures/firefox-av-answer-complete.sdp"),
+        include_str!("../../fixtures/firefox-av-answer.sdp"),
+        include_str!("../../fixtures/firefox-av-offer-complete.sdp"),
+        include_str!("../../fixtures/firefox-av-offer.sdp"),
+        include_str!("../../fixtures/firefox-datachannel-answer-complete.sdp"),
+        include_str!("../../fixtures/firefox-datachannel-offer-complete.sdp"),
+        include_str!("../../fixtures/firefox-nomdns-datachannel-offer-complete.sdp"),
+    ];
+    const CANDIDATES: [&str; 8] = [
+        include_str!("../../fixtures/chrome-av-candidates.jsonl"),
+        include_str!("../../fixtures/chrome-datachannel-candidates.jsonl"),
+        include_str!("../../fixtures/chrome-nomdns-datachannel-candidates.jsonl"),
+        include_str!("../../fixtures/chrome-turn-datachannel-candidates.jsonl"),
+        include_str!("../../fixtures/firefox-av-candidates.jsonl"),
+        include_str!("../../fixtures/firefox-datachannel-candidates.jsonl"),
+        include_str!("../../fixtures/firefox-nomdns-datachannel-candidates.jsonl"),
+        include_str!("../../fixtures/firefox-turn-datachannel-candidates.jsonl"),
+    ];
+
+    fn captured_candidates() -> Vec<String> {
+        CANDIDATES
+            .iter()
+            .flat_map(|f| f.lines())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("candidate")?.as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// A message in both formats.
+    fn both(msg: &ClientMsg<'_>) -> [(Vec<u8>, Format); 2] {
+        [
+            (serde_json::to_vec(msg).expect("json"), Format::Json),
+            (
+                rmp_serde::to_vec_named(msg).expect("msgpack"),
+                Format::MsgPack,
+            ),
+        ]
+    }
+
+    fn decoded(frame: &[u8], format: Format) -> Result<Incoming<'_>, ProtocolError> {
+        match decode_client(frame, format, &LIMITS)? {
+            Decoded::One(m) => Ok(m),
+            Decoded::Batch(_) => panic!("not a batch"),
+        }
+    }
+
+    fn offer(m: &str) -> ClientMsg<'_> {
+        ClientMsg::Offer(Signal {
+            swarm: "v".into(),
+            to: peer(),
+            sid: "s".into(),
+            m: m.into(),
+        })
+    }
+
+    fn cands(c: Vec<String>) -> ClientMsg<'static> {
+        ClientMsg::Cands(Cands {
+            swarm: "v".into(),
+            to: peer(),
+            sid: "s".into(),
+            c: c.into_iter().map(Cow::Owned).collect(),
+            end: None,
+        })
+    }
+
+    #[test]
+    fn real_browser_sdp_and_candidates_pass() {
+        for sdp in SDPS {
+            assert!(sdp.contains("\r\n"), "the captures have CRLF line ends");
+            for (frame, format) in both(&offer(sdp)) {
+                assert!(decoded(&frame, format).is_ok(), "{format:?}: {sdp}");
+            }
+        }
+        let all = captured_candidates();
+        assert!(all.len() > 50, "{} candidates", all.len());
+        for chunk in all.chunks(LIMITS.max_cands) {
+            for (frame, format) in both(&cands(chunk.to_vec())) {
+                let Ok(Incoming::Cands(c)) = decoded(&frame, format) else {
+                    panic!("{format:?}: {chunk:?}")
+                };
+                assert_eq!(c.count, chunk.len());
+            }
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_sdp_and_candidates() {
+        let sdp = SDPS[0];
+        for c in ['\0', '\t', '\u{1}', '\u{1b}', '\u{7f}', '\u{85}'] {
+            let bad = sdp.replacen("a=", &format!("a={c}"), 1);
+            for (frame, format) in both(&offer(&bad)) {
+                let e = decoded(&frame, format).expect_err("refused");
+                assert_eq!(e.code(), ErrorCode::BadMessage, "{format:?} {c:?}");
+            }
+            // A line end is a control character too, in a candidate.
+            for cand in [
+                format!("candidate:1 1 udp 1 1.2.3.4 5 typ host{c}"),
+                "candidate:1\r\n".into(),
+            ] {
+                for (frame, format) in both(&cands(vec![cand.clone()])) {
+                    let e = decoded(&frame, format).expect_err("refused");
+                    assert_eq!(e.code(), ErrorCode::BadMessage, "{format:?} {cand:?}");
+                }
+            }
+        }
+        // Escaped by hand rather than by serde_json: \u escapes of a control character.
+        let to = peer().to_string();
+        for esc in [
+            r"\u0001", r"\u001F", r"\u007f", r"\u0085", r"\t", r"\b", r"\f",
+        ] {
+            let text = format!(
+                r#"{{"t":"answer","swarm":"v","to":"{to}","sid":"s","m":"v=0\r\na={esc}"}}"#
+            );
+            assert_eq!(err(&text).code(), ErrorCode::BadMessage, "{esc}");
+        }
+        let crlf =
+            format!(r#"{{"t":"answer","swarm":"v","to":"{to}","sid":"s","m":"v=0\u000d\u000A"}}"#);
+        assert!(json(&crlf).is_ok());
+    }
+
+    #[test]
+    fn cands_are_bounded_in_entries_and_bytes_per_entry() {
+        let at_most = vec![String::new(); LIMITS.max_cands];
+        let longest = vec!["c".repeat(LIMITS.max_cand_bytes)];
+        for ok in [at_most.clone(), longest.clone()] {
+            for (frame, format) in both(&cands(ok)) {
+                assert!(decoded(&frame, format).is_ok(), "{format:?}");
+            }
+        }
+        // The issue's 8,000 empty strings, and one over each bound.
+        let too_many = [
+            vec![String::new(); 8000],
+            vec![String::new(); LIMITS.max_cands + 1],
+        ];
+        let too_long = vec!["c".repeat(LIMITS.max_cand_bytes + 1)];
+        for bad in too_many.into_iter().chain([too_long]) {
+            for (frame, format) in both(&cands(bad.clone())) {
+                let e = decoded(&frame, format).expect_err("refused");
+                assert_eq!(e.code(), ErrorCode::BadMessage, "{format:?} {}", bad.len());
+            }
+        }
+        // The length is the value's, not the escaped token's: 512 escaped `é`s are 1,024 bytes.
+        let to = peer().to_string();
+        let escaped = r"\u00e9".repeat(LIMITS.max_cand_bytes / 2);
+        let text =
+            format!(r#"{{"t":"cands","swarm":"v","to":"{to}","sid":"s","c":["{escaped}"]}}"#);
+        assert!(json(&text).is_ok());
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! - [`autoscaler`], [`simulator`], [`moto`]: the other binaries and moto's EC2 server.
 //! - [`fixtures`]: the browser captures (real SDP and ICE candidates) in the repository's
 //!   `fixtures/` folder.
+//! - [`flood`]: stalled receivers flooded with worst-case signals, and the tracker's RSS they
+//!   cost (`scripts/bench stalled`, examples/stalled.rs).
 //! - [`wait`]: the deadlines every wait above uses; nothing sleeps to synchronise.
 //!
 //! Failures panic with a message saying what was expected, which fails the test; helpers whose
@@ -29,6 +31,7 @@
 
 pub mod autoscaler;
 pub mod fixtures;
+pub mod flood;
 pub mod haproxy;
 pub mod http;
 pub mod moto;

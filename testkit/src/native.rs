@@ -172,6 +172,11 @@ impl Client {
         c
     }
 
+    /// The socket, to drive by hand (the welcome was read; anything received since is lost).
+    pub fn into_ws(self) -> Ws {
+        self.ws
+    }
+
     /// Sends a message in this client's format.
     pub async fn send(&mut self, msg: &ClientMsg<'_>) {
         let bytes = encode_client(msg, self.format).expect("encode");

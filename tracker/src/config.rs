@@ -275,6 +275,11 @@ pub struct LimitsConfig {
     pub max_swarm_id_bytes: usize,
     /// Most messages in one client `batch`.
     pub max_batch: usize,
+    /// Most ICE candidates in one `cands` (the SDK sends at most 32; browsers gather 2-12 per
+    /// session). Over it: `bad_message`.
+    pub max_cands: usize,
+    /// Longest ICE candidate, in bytes (real ones are 80-250). Over it: `bad_message`.
+    pub max_cand_bytes: usize,
     /// Allowed `Origin` header values; empty allows every origin.
     pub allowed_origins: Vec<String>,
 }
@@ -292,6 +297,8 @@ impl Default for LimitsConfig {
             max_want: 16,
             max_swarm_id_bytes: MAX_SWARM_ID_BYTES,
             max_batch: 64,
+            max_cands: 32,
+            max_cand_bytes: 1024,
             allowed_origins: Vec::new(),
         }
     }
@@ -304,6 +311,8 @@ impl LimitsConfig {
             max_want: self.max_want,
             max_swarm_id_bytes: self.max_swarm_id_bytes,
             max_batch: self.max_batch,
+            max_cands: self.max_cands,
+            max_cand_bytes: self.max_cand_bytes,
         }
     }
 }
@@ -563,7 +572,7 @@ impl Config {
         let l = &self.limits;
         let w = &self.websocket;
         let wt = &self.webtorrent;
-        let checks: [(bool, &str); 24] = [
+        let checks: [(bool, &str); 26] = [
             (l.max_connections > 0, "limits.max_connections must be > 0"),
             (
                 l.join_timeout_secs > 0,
@@ -596,6 +605,8 @@ impl Config {
                 "limits.max_swarm_id_bytes must be 1..=256",
             ),
             (l.max_batch > 0, "limits.max_batch must be > 0"),
+            (l.max_cands > 0, "limits.max_cands must be > 0"),
+            (l.max_cand_bytes > 0, "limits.max_cand_bytes must be > 0"),
             (
                 w.outbox_capacity > 0,
                 "websocket.outbox_capacity must be > 0",

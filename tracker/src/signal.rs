@@ -324,7 +324,7 @@ impl Signal {
                         NativeBody::Cands {
                             list: CandList::Plain(v),
                             ..
-                        } => v.iter().map(|s| s.len() + 4).sum(),
+                        } => v.iter().map(|s| s.len() + size_of::<Span>()).sum(),
                     }
             }
             Payload::WebTorrent(WtPayload::Parts { head, sdp, .. }) => head.len() + sdp.len() + 40,
@@ -381,10 +381,115 @@ impl Signal {
         }
     }
 
-    /// The memory a queued signal holds, in bytes: the struct and what it relays.
+    /// The memory a queued signal holds, in bytes: the struct and what it relays. True of a
+    /// signal that doesn't [`Signal::pins_more`]; one that does is compacted before it waits
+    /// in an outbox.
     pub fn footprint(&self) -> usize {
-        std::mem::size_of::<Self>() + self.payload_len()
+        size_of::<Self>() + self.payload_len()
     }
+
+    /// True when the buffers this signal shares keep more memory alive than it relays: it came
+    /// in a frame with other messages (a native `batch`, a WebTorrent announce's offers) or in
+    /// a Redis batch. Such a signal waiting in an outbox would hold the whole frame, and an
+    /// outbox's byte bound would count only its part.
+    pub fn pins_more(&self) -> bool {
+        // A frame holding only this signal is its relayed bytes and the message's envelope.
+        const ENVELOPE: usize = 512;
+        let own = self.payload_len();
+        match &self.payload {
+            Payload::Native(n) => n.frame.len() > own + ENVELOPE,
+            Payload::WebTorrent(WtPayload::Parts { frame, .. }) => frame.len() > own + ENVELOPE,
+            // Slices of a Redis batch, whose length they don't know: always.
+            Payload::WebTorrent(WtPayload::Frame { .. }) => true,
+            // A refusal owns its few bytes.
+            Payload::Refused(_) => false,
+        }
+    }
+
+    /// Copies what this signal relays out of the buffers it shares, into one of its own, so
+    /// that it holds no more than [`Signal::footprint`] says. For a signal about to wait in an
+    /// outbox that [`Signal::pins_more`]; never on the way of one that is written at once.
+    pub fn compact(&mut self) {
+        match &mut self.payload {
+            Payload::Native(n) => {
+                let mut buf = Vec::with_capacity(self_len(n));
+                let keep = |span: Span, buf: &mut Vec<u8>| {
+                    let start = buf.len();
+                    buf.extend_from_slice(span.get(&n.frame));
+                    (start, span.len())
+                };
+                let swarm = keep(n.swarm.span, &mut buf);
+                let sid = keep(n.sid.span, &mut buf);
+                let body = match &n.body {
+                    NativeBody::Sdp(m) => Err(keep(m.span, &mut buf)),
+                    NativeBody::Cands {
+                        list: CandList::Json(l),
+                        ..
+                    } => Err(keep(*l, &mut buf)),
+                    NativeBody::Cands {
+                        list: CandList::Plain(v),
+                        ..
+                    } => Ok(v.iter().map(|s| keep(*s, &mut buf)).collect::<Vec<_>>()),
+                };
+                let frame = Bytes::from(buf);
+                let span =
+                    |(start, len): (usize, usize)| Span::of(&frame, &frame[start..start + len]);
+                n.swarm.span = span(swarm);
+                n.sid.span = span(sid);
+                match (&mut n.body, body) {
+                    (NativeBody::Sdp(m), Err(at)) => m.span = span(at),
+                    (
+                        NativeBody::Cands {
+                            list: CandList::Json(l),
+                            ..
+                        },
+                        Err(at),
+                    ) => *l = span(at),
+                    (
+                        NativeBody::Cands {
+                            list: CandList::Plain(v),
+                            ..
+                        },
+                        Ok(ats),
+                    ) => {
+                        for (s, at) in v.iter_mut().zip(ats) {
+                            *s = span(at);
+                        }
+                    }
+                    // Each arm above kept the body it found.
+                    _ => {}
+                }
+                n.frame = frame;
+            }
+            Payload::WebTorrent(WtPayload::Parts { frame, sdp, .. }) => {
+                let own = Bytes::copy_from_slice(sdp.get(frame));
+                *sdp = Span::of(&own, &own);
+                *frame = own;
+            }
+            Payload::WebTorrent(WtPayload::Frame { text, key, .. }) => {
+                *text = Bytes::copy_from_slice(text);
+                *key = Bytes::copy_from_slice(key);
+            }
+            Payload::Refused(_) => {}
+        }
+    }
+}
+
+/// The bytes a native payload's fields take in its frame.
+fn self_len(n: &NativePayload) -> usize {
+    n.swarm.len()
+        + n.sid.len()
+        + match &n.body {
+            NativeBody::Sdp(m) => m.len(),
+            NativeBody::Cands {
+                list: CandList::Json(s),
+                ..
+            } => s.len(),
+            NativeBody::Cands {
+                list: CandList::Plain(v),
+                ..
+            } => v.iter().map(Span::len).sum(),
+        }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use testkit::tracker::{TestServer, test_config};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tracker::protocol::{ClientMsg, Format, InstanceId, PeerId, ServerMsg};
+use tracker::protocol::{Cands, ClientMsg, Format, InstanceId, PeerId, ServerMsg};
 
 async fn text(c: &mut Client, s: impl Into<String>) {
     c.send_frame(Message::Text(s.into().into())).await;
@@ -278,6 +278,136 @@ async fn a_full_outbox_drops_and_tells_the_sender_overloaded() {
             .metric(r#"tracker_messages_dropped_total{reason="queue_full"}"#)
             .await,
         3.0
+    );
+}
+
+#[tokio::test]
+async fn control_characters_are_refused_real_sdp_with_crlf_is_relayed() {
+    let server = TestServer::start().await;
+    let sdp = testkit::fixtures::CHROME_OFFER_COMPLETE;
+    assert!(sdp.contains("\r\n"));
+    let cands = |c: Vec<String>| {
+        ClientMsg::Cands(Cands {
+            swarm: "v".into(),
+            to: PeerId::new(InstanceId(0), 0, 0),
+            sid: "s".into(),
+            c: c.into_iter().map(Into::into).collect(),
+            end: None,
+        })
+    };
+    let mut refused = 0.0;
+    for format in [Format::Json, Format::MsgPack] {
+        let mut a = Client::connect(&server, format).await;
+        let mut b = Client::connect(&server, Format::Json).await;
+        a.join("v", 2).await;
+        b.join("v", 2).await;
+        a.send(&offer("v", b.peer, "real", sdp)).await;
+        match b.recv().await {
+            ServerMsg::Offer(o) => assert_eq!(o.m, sdp),
+            other => panic!("expected the offer, got {other:?}"),
+        }
+        for c in ["\u{1}", "\u{1b}", "\t", "\u{7f}", "\u{85}"] {
+            let bad = sdp.replacen("a=", &format!("a={c}"), 1);
+            a.send(&offer("v", b.peer, "bad", &bad)).await;
+            assert_eq!(
+                a.expect_error("bad_message").await.as_deref(),
+                Some("offer")
+            );
+            refused += 1.0;
+        }
+        let real: Vec<String> = testkit::fixtures::CHROME_CANDIDATES
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("candidate")?.as_str().map(str::to_string))
+            .collect();
+        assert!(!real.is_empty());
+        let mut ok = cands(real.clone());
+        if let ClientMsg::Cands(c) = &mut ok {
+            c.to = b.peer;
+        }
+        a.send(&ok).await;
+        assert!(matches!(b.recv().await, ServerMsg::Cands(c) if c.c.len() == real.len()));
+        for bad in [
+            vec![format!("{}\r\n", real[0])],
+            // The issue's 8,000 empty strings, as many as fit a JSON frame of max_message_bytes.
+            vec![String::new(); 5000],
+            vec![String::new(); 33],
+            vec!["c".repeat(1025)],
+        ] {
+            let mut msg = cands(bad);
+            if let ClientMsg::Cands(c) = &mut msg {
+                c.to = b.peer;
+            }
+            a.send(&msg).await;
+            assert_eq!(
+                a.expect_error("bad_message").await.as_deref(),
+                Some("cands")
+            );
+            refused += 1.0;
+        }
+        assert!(b.sync().await.is_empty(), "nothing refused reached b");
+    }
+    assert_eq!(
+        server
+            .metric(r#"tracker_errors_sent_total{code="bad_message"}"#)
+            .await,
+        refused
+    );
+}
+
+#[tokio::test]
+async fn a_fragmented_message_kept_alive_by_pings_is_closed_after_the_write_timeout() {
+    let mut config = test_config();
+    config.websocket.write_timeout_secs = 1;
+    let server = TestServer::with_config(config).await;
+    let mut a = Client::connect(&server, Format::Json).await;
+    let first = Frame::message(b"{\"t\":".to_vec(), OpCode::Data(Data::Text), false);
+    a.send_frame(Message::Frame(first)).await;
+    // Pings are answered, but don't make the message any more complete.
+    for _ in 0..3 {
+        a.send_frame(Message::Ping(Vec::new().into())).await;
+    }
+    let close = a.expect_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(close.reason.as_str(), "message too slow");
+    server
+        .wait_metric(
+            r#"tracker_connections_closed_total{reason="protocol"}"#,
+            1.0,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn stalled_receivers_flooded_drop_past_their_outbox_counted_in_signals_and_bytes() {
+    let mut config = test_config();
+    config.limits.messages_per_sec = 1_000_000;
+    config.limits.burst = 1_000_000;
+    // No receiver is closed as slow while the flood lasts, however loaded the machine.
+    config.websocket.write_timeout_secs = 120;
+    let server = TestServer::with_config(config).await;
+    let flood = testkit::flood::Flood {
+        receivers: 4,
+        senders: 2,
+        per_receiver: 40,
+        max_message_bytes: 16 * 1024,
+        worst: testkit::flood::Worst::Sdp,
+    };
+    let report = testkit::flood::stalled_receivers(
+        &server.ws_url(),
+        server.admin_addr(),
+        std::process::id(),
+        flood,
+    )
+    .await;
+    assert_eq!(report.sent, 160);
+    assert_eq!(report.relayed + report.dropped, report.sent);
+    assert_eq!(report.closed_slow, 0);
+    // 40 offers of 16 KiB are more than a 256 KiB outbox and what the sockets take.
+    assert!(report.dropped > 0, "{report:?}");
+    assert!(
+        report.dropped_bytes >= report.dropped * 16_000,
+        "each dropped offer counted with its SDP: {report:?}"
     );
 }
 

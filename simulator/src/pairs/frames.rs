@@ -224,6 +224,8 @@ mod tests {
                     max_want: 16,
                     max_swarm_id_bytes: 256,
                     max_batch: 64,
+                    max_cands: 32,
+                    max_cand_bytes: 1024,
                 };
                 // The tracker's own decoder takes it, with the send time as the sid.
                 let msg = decode_client(&bytes, format, &limits).unwrap();

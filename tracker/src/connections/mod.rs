@@ -48,6 +48,14 @@ pub enum DeliverError {
     UnexpectedAnswer,
 }
 
+/// What one attempt at queueing a signal came to.
+enum Queued {
+    /// Queued (with the offer it pushed out, if it did).
+    Done(Option<Signal>),
+    /// It would wait, holding more than it relays: compact it, then queue it.
+    Compact(Signal),
+}
+
 /// The bounds of every outbox.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxLimits {
@@ -82,6 +90,9 @@ struct Entry {
     queued_bytes: usize,
     /// The session task waiting for its outbox, if it is waiting.
     waker: Option<Waker>,
+    /// The session has output its socket hasn't taken, and takes nothing from the outbox
+    /// until it has: what is queued now waits.
+    behind: bool,
     awaiting: Awaiting,
 }
 
@@ -160,6 +171,7 @@ impl Connections {
             outbox: VecDeque::new(),
             queued_bytes: 0,
             waker: None,
+            behind: false,
             awaiting: Awaiting::default(),
         };
         let mut shard = self.lock(shard_idx);
@@ -179,17 +191,17 @@ impl Connections {
         PeerId::new(self.instance, slot, nonce)
     }
 
-    /// Removes a connection; returns the signals still queued for it (dropped with it). A stale
-    /// id is ignored.
-    pub fn unregister(&self, id: PeerId) -> usize {
+    /// Removes a connection; returns the signals still queued for it (dropped with it) and
+    /// their bytes. A stale id is ignored.
+    pub fn unregister(&self, id: PeerId) -> (usize, usize) {
         let (s, i) = self.locate(id.slot());
         let removed = {
             let mut shard = self.lock(s);
             let Some(slot) = shard.slots.get_mut(i) else {
-                return 0;
+                return (0, 0);
             };
             if slot.as_ref().is_none_or(|e| e.nonce != id.nonce()) {
-                return 0;
+                return (0, 0);
             }
             let removed = slot.take();
             if let Ok(i) = u32::try_from(i) {
@@ -198,7 +210,7 @@ impl Connections {
             removed
         };
         // The entry (and what it held) is freed outside the lock.
-        removed.map_or(0, |e| e.outbox.len())
+        removed.map_or((0, 0), |e| (e.outbox.len(), e.queued_bytes))
     }
 
     fn with_entry<R>(&self, id: PeerId, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
@@ -281,10 +293,29 @@ impl Connections {
     /// Queues a signal for its target if the target exists, is in the swarm, awaits it (a
     /// WebTorrent answer) and has room.
     ///
+    /// A signal that will wait (the target's outbox isn't empty, or its session is behind on
+    /// its socket) and that [`Signal::pins_more`] than it relays is compacted first, outside
+    /// the lock, so the outbox's byte bound is what its signals hold. One that is taken at
+    /// once is never copied.
+    ///
     /// # Errors
     /// [`DeliverError`] says why it wasn't queued; the signal is dropped. `Ok` carries the
     /// queued offer pushed out to make room, if one was.
     pub fn deliver(&self, signal: Signal) -> Result<Option<Signal>, DeliverError> {
+        match self.try_deliver(signal)? {
+            Queued::Done(evicted) => Ok(evicted),
+            Queued::Compact(mut signal) => {
+                signal.compact();
+                match self.try_deliver(signal)? {
+                    Queued::Done(evicted) => Ok(evicted),
+                    // A compacted signal pins nothing more: not reached.
+                    Queued::Compact(_) => Err(DeliverError::Full),
+                }
+            }
+        }
+    }
+
+    fn try_deliver(&self, signal: Signal) -> Result<Queued, DeliverError> {
         let answer_fp = match &signal.payload {
             Payload::WebTorrent(w) if signal.kind == SignalKind::Answer => Some((
                 self.peer_fingerprint(signal.from),
@@ -295,10 +326,14 @@ impl Connections {
         let now = answer_fp.map(|_| self.secs(Instant::now()));
         let limits = self.outbox;
         let size = signal.footprint();
-        let (waker, evicted) = self
+        let (waker, evicted) = match self
             .with_entry(signal.to, move |e| {
                 if !e.swarms.contains(signal.swarm) {
                     return Err(DeliverError::NotInSwarm);
+                }
+                // Before the answer's record is taken: the signal comes back once compacted.
+                if (e.behind || !e.outbox.is_empty()) && signal.pins_more() {
+                    return Ok(Err(signal));
                 }
                 if let (Some((fp, offer)), Some(now)) = (answer_fp, now)
                     && !e.awaiting.take(fp, offer, now)
@@ -321,13 +356,17 @@ impl Connections {
                 }
                 e.queued_bytes += size;
                 e.outbox.push_back(signal);
-                Ok((e.waker.take(), evicted))
+                Ok(Ok((e.waker.take(), evicted)))
             })
-            .unwrap_or(Err(DeliverError::UnknownPeer))?;
+            .unwrap_or(Err(DeliverError::UnknownPeer))?
+        {
+            Ok(queued) => queued,
+            Err(signal) => return Ok(Queued::Compact(signal)),
+        };
         if let Some(w) = waker {
             w.wake();
         }
-        Ok(evicted)
+        Ok(Queued::Done(evicted))
     }
 
     /// Moves queued signals for `id` into `out`, within `limits`; when there are none, stores
@@ -347,6 +386,7 @@ impl Connections {
                 }
                 return Poll::Pending;
             }
+            e.behind = false;
             let mut bytes = 0;
             while out.len() < limits.max_signals && bytes < limits.max_bytes {
                 let Some(s) = e.outbox.pop_front() else { break };
@@ -365,9 +405,10 @@ impl Connections {
     }
 
     /// Stores the task's waker for `id` so [`Connections::wake_all`] reaches it, without taking
-    /// anything.
+    /// anything: the session is behind on its socket, and what is queued for it now waits.
     pub fn register_waker(&self, id: PeerId, waker: &Waker) {
         self.with_entry(id, |e| {
+            e.behind = true;
             if !e.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
                 e.waker = Some(waker.clone());
             }

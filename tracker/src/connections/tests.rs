@@ -81,7 +81,7 @@ async fn delivers_only_to_live_members_of_the_swarm() {
     );
     table.add_swarm(b, S);
     assert!(table.deliver(offer(b)).is_ok());
-    assert_eq!(table.unregister(b), 1, "one signal was still queued");
+    assert_eq!(table.unregister(b).0, 1, "one signal was still queued");
     assert_eq!(
         table.deliver(offer(b)).err(),
         Some(DeliverError::UnknownPeer)
@@ -264,4 +264,99 @@ async fn an_answer_pushes_out_a_queued_offer_but_nothing_else_does() {
         table.deliver(wt(SignalKind::Answer, b, a, 1)).err(),
         Some(DeliverError::UnexpectedAnswer)
     );
+}
+
+/// A signal that shares a large frame (a native `batch`) pointing at its own fields.
+fn shared(from: PeerId, to: PeerId, frame: &Bytes) -> Signal {
+    let text = |at: std::ops::Range<usize>| crate::signal::Text {
+        span: crate::signal::Span::of(frame, &frame[at]),
+        json: false,
+    };
+    Signal {
+        kind: SignalKind::Cands,
+        swarm: S,
+        from,
+        to,
+        received_at: Instant::now(),
+        payload: Payload::Native(NativePayload {
+            frame: frame.clone(),
+            swarm: text(0..1),
+            sid: text(1..2),
+            body: crate::signal::NativeBody::Cands {
+                list: crate::signal::CandList::Plain(vec![
+                    crate::signal::Span::of(frame, &frame[2..5]),
+                    crate::signal::Span::of(frame, &frame[5..5]),
+                ]),
+                count: 2,
+                end: Some(true),
+            },
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_signal_that_waits_holds_no_more_than_its_footprint() {
+    let table = table(64, 1 << 20);
+    let a = table.register();
+    let b = table.register();
+    table.add_swarm(b, S);
+    let mut big = b"vsabc".to_vec();
+    big.resize(16 * 1024, b'x');
+    let frame = Bytes::from(big);
+    let first = shared(a, b, &frame);
+    assert!(first.pins_more());
+    // Taken at once (the outbox was empty, the session not behind): not copied.
+    table.deliver(first).expect("queued");
+    // Queued behind it: copied out of the frame, its fields intact.
+    table.deliver(shared(a, b, &frame)).expect("queued");
+    let got = take(&table, b, ALL).await;
+    let frames: Vec<usize> = got
+        .iter()
+        .map(|s| match &s.payload {
+            Payload::Native(n) => n.frame.len(),
+            Payload::WebTorrent(_) | Payload::Refused(_) => 0,
+        })
+        .collect();
+    assert_eq!(frames, vec![16 * 1024, 5]);
+    for s in &got {
+        let Payload::Native(n) = &s.payload else {
+            panic!("native")
+        };
+        assert_eq!((&*n.text(n.swarm), &*n.text(n.sid)), ("v", "s"));
+        let crate::signal::NativeBody::Cands {
+            list: crate::signal::CandList::Plain(v),
+            ..
+        } = &n.body
+        else {
+            panic!("cands")
+        };
+        let cands: Vec<&str> = v.iter().map(|c| n.plain(*c)).collect();
+        assert_eq!(cands, vec!["abc", ""]);
+    }
+    // A session behind on its socket: even the first signal waits, so it is copied.
+    let waker = std::task::Waker::noop();
+    table.register_waker(b, waker);
+    table.deliver(shared(a, b, &frame)).expect("queued");
+    let got = take(&table, b, ALL).await;
+    assert!(!got[0].pins_more());
+    // A WebTorrent offer of a 10-offer announce keeps only its SDP.
+    let mut announce = vec![b'a'; 10_000];
+    announce[100..110].copy_from_slice(b"{\"sdp\":\"\"}");
+    let announce = Bytes::from(announce);
+    let mut offer = wt(SignalKind::Offer, a, b, 9);
+    if let Payload::WebTorrent(WtPayload::Parts { frame, sdp, .. }) = &mut offer.payload {
+        *sdp = crate::signal::Span::of(&announce, &announce[100..110]);
+        *frame = announce.clone();
+    }
+    assert!(offer.pins_more());
+    table.register_waker(b, waker);
+    table.deliver(offer).expect("queued");
+    let got = take(&table, b, ALL).await;
+    let Payload::WebTorrent(w) = &got[0].payload else {
+        panic!("webtorrent")
+    };
+    let mut out = Vec::new();
+    w.write_frame(&mut out);
+    assert!(String::from_utf8_lossy(&out).starts_with("{{\"sdp\":\"\"},\"offer_id\":"));
+    assert!(!got[0].pins_more());
 }

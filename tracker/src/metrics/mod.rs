@@ -90,6 +90,7 @@ pub struct Shard {
     webtorrent_failures: Family<{ FailureKind::COUNT }>,
     relayed: [Family<{ RelayPath::COUNT }>; SignalKind::COUNT],
     dropped: Family<{ DropReason::COUNT }>,
+    dropped_bytes: Family<{ DropReason::COUNT }>,
     errors: Family<{ ErrorCode::ALL.len() }>,
     remote_dropped: Family<{ RemoteDrop::COUNT }>,
     directory_skipped: Family<{ DirectorySkip::COUNT }>,
@@ -138,6 +139,7 @@ impl Shard {
             webtorrent_failures: family(),
             relayed: std::array::from_fn(|_| family()),
             dropped: family(),
+            dropped_bytes: family(),
             errors: family(),
             remote_dropped: family(),
             directory_skipped: family(),
@@ -252,6 +254,12 @@ impl Shard {
     /// Counts `n` signals (or messages) not delivered.
     pub fn dropped(&self, reason: DropReason, n: u64) {
         self.inc(&self.dropped[reason as usize], n);
+    }
+
+    /// Counts the bytes ([`crate::signal::Signal::footprint`]) of signals dropped from or at an
+    /// outbox (`queue_full`, `target_closed`); their number goes to [`Shard::dropped`].
+    pub fn dropped_bytes(&self, reason: DropReason, bytes: u64) {
+        self.inc(&self.dropped_bytes[reason as usize], bytes);
     }
 
     /// Counts `n` signals to or from another instance that were dropped.
@@ -471,6 +479,7 @@ mod tests {
         a.connections(3);
         b.connections(-1);
         a.dropped(DropReason::QueueFull, 5);
+        b.dropped_bytes(DropReason::QueueFull, 700);
         a.relay_seconds(0.0003);
         b.relay_seconds(7.0);
         m.set_draining(true);
@@ -492,6 +501,10 @@ mod tests {
         assert_eq!(
             v(r#"tracker_messages_dropped_total{reason="queue_full"}"#),
             5.0
+        );
+        assert_eq!(
+            v(r#"tracker_outbox_dropped_bytes_total{reason="queue_full"}"#),
+            700.0
         );
         assert_eq!(v("tracker_draining"), 1.0);
         assert_eq!(v(r#"tracker_relay_seconds_bucket{le="0.0005"}"#), 1.0);

@@ -184,6 +184,17 @@ pub(super) fn render(shards: &[Arc<Shard>], levels: &Levels) -> String {
     );
     o.labeled(
         (
+            "tracker_outbox_dropped_bytes_total",
+            "reason",
+            "Bytes of the signals dropped at a viewer's outbox (full, or the viewer left), as \
+             the outbox counts them.",
+        ),
+        &[DropReason::QueueFull, DropReason::TargetClosed],
+        DropReason::as_str,
+        |s, r| &s.dropped_bytes[r as usize],
+    );
+    o.labeled(
+        (
             "tracker_errors_sent_total",
             "code",
             "Error replies sent to viewers, by code.",

@@ -83,11 +83,13 @@ pub fn deliver(
     metrics: &Shard,
 ) -> Result<(), SendError> {
     let kind = signal.kind;
+    let size = signal.footprint();
     match connections.deliver(signal) {
         Ok(evicted) => {
             metrics.relayed(kind, path);
             if let Some(offer) = evicted {
                 metrics.dropped(DropReason::QueueFull, 1);
+                metrics.dropped_bytes(DropReason::QueueFull, offer.footprint() as u64);
                 connections.forget_offer(&offer);
             }
             Ok(())
@@ -102,6 +104,9 @@ pub fn deliver(
                 }
             };
             metrics.dropped(reason, 1);
+            if reason == DropReason::QueueFull {
+                metrics.dropped_bytes(reason, size as u64);
+            }
             Err(err)
         }
     }

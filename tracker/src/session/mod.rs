@@ -344,9 +344,10 @@ impl<P: Protocol> Session<P> {
         let instance = &worker.instance;
         let metrics = &worker.metrics;
         instance.membership.leave_all(&mut swarms, id, metrics);
-        let lost = instance.connections.unregister(id);
+        let (lost, lost_bytes) = instance.connections.unregister(id);
         if lost > 0 {
             metrics.dropped(DropReason::TargetClosed, lost as u64);
+            metrics.dropped_bytes(DropReason::TargetClosed, lost_bytes as u64);
         }
         metrics.closed(ending.reason);
         // The connection is over for the tracker; what is left is the client's to finish.

@@ -359,6 +359,9 @@ fn announce<'a>(raw: &RawRequest<'a>, limits: &RequestLimits) -> Result<Announce
             if !is_object(answer) {
                 return Err(named(invalid("invalid answer: must be an object")));
             }
+            if has_control(answer) {
+                return Err(named(invalid(CONTROL_IN_ANSWER)));
+            }
             Some(Answer {
                 to_peer_id,
                 offer_id,
@@ -406,11 +409,23 @@ fn offers<'a>(v: &RawOffers<'a>, limits: &RequestLimits) -> Result<Vec<Offer<'a>
                 f
             })?;
             match o.offer {
+                Some(offer) if is_object(offer) && has_control(offer) => Err(invalid(format!(
+                    "offers[{i}]: offer must not contain control characters (CR and LF excepted)"
+                ))),
                 Some(offer) if is_object(offer) => Ok(Offer { offer_id, offer }),
                 _ => Err(invalid(format!("offers[{i}]: offer must be an object"))),
             }
         })
         .collect()
+}
+
+const CONTROL_IN_ANSWER: &str =
+    "invalid answer: must not contain control characters (CR and LF excepted)";
+
+/// True when an offer or answer object holds a control character but an SDP's line ends: it
+/// is forwarded as sent, so refused here, as a native SDP is (docs/ARCHITECTURE.md 3.5).
+fn has_control(v: &RawValue) -> bool {
+    swarmtrack_protocol::json_has_control(v.get().as_bytes(), true)
 }
 
 fn scrape(raw: &RawRequest<'_>, limits: &RequestLimits) -> Result<Vec<Id20>, Failure> {
@@ -649,6 +664,39 @@ mod tests {
         let hashes = vec![format!("\"{}\"", ih()); 256].join(",");
         let f = fail(&format!(r#"{{"action":"scrape","info_hash":[{hashes}]}}"#));
         assert_eq!(f.kind, FailureKind::TooMany);
+    }
+
+    #[test]
+    fn control_characters_in_offers_and_answers_are_refused_line_ends_pass() {
+        // Real browser SDP (shared/fixtures), CRLF line ends and all, as simple-peer sends it.
+        let sdp = include_str!("../../../fixtures/firefox-datachannel-offer-complete.sdp");
+        let object = |sdp: &str| serde_json::json!({"type": "offer", "sdp": sdp}).to_string();
+        let announce = |offer: &str, answer: Option<&str>| {
+            let mut frame = serde_json::json!({
+                "action": "announce", "info_hash": ih(), "peer_id": "p".repeat(20),
+                "offers": [{"offer_id": "o".repeat(20), "offer": "OFFER"}],
+            });
+            if let Some(a) = answer {
+                frame["answer"] = "ANSWER".into();
+                frame["to_peer_id"] = "t".repeat(20).into();
+                frame["offer_id"] = "q".repeat(20).into();
+                frame["offers"] = serde_json::json!([]);
+                return frame.to_string().replace("\"ANSWER\"", a);
+            }
+            frame.to_string().replace("\"OFFER\"", offer)
+        };
+        let good = object(sdp);
+        assert!(good.contains(r"\r\n"));
+        assert!(parse(&announce(&good, None), &LIMITS).is_ok());
+        assert!(parse(&announce("", Some(&good)), &LIMITS).is_ok());
+        for c in ["\u{1}", "\t", "\u{7f}", "\u{9f}", "\0"] {
+            let bad = object(&sdp.replacen("a=", &format!("a={c}"), 1));
+            for frame in [announce(&bad, None), announce("", Some(&bad))] {
+                let f = fail(&frame);
+                assert_eq!(f.kind, FailureKind::Invalid, "{c:?}: {}", f.reason);
+                assert!(f.reason.contains("control characters"), "{}", f.reason);
+            }
+        }
     }
 
     #[test]

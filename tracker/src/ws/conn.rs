@@ -435,3 +435,141 @@ fn message(data: Bytes, format: Format) -> Result<Event, WsError> {
     };
     Ok(Event::Message(msg))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A masked client frame.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [9, 8, 7, 6];
+        let mut out = vec![(u8::from(fin) << 7) | opcode];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len <= 0xffff {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    async fn pair(limits: WsLimits) -> (WsConn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (WsConn::new(server, Bytes::new(), limits), client)
+    }
+
+    /// Reads until at least one event came.
+    async fn events(ws: &mut WsConn) -> Vec<Event> {
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut events = Vec::new();
+        while events.is_empty() {
+            poll_fn(|cx| ws.poll_read(cx, &mut scratch, &mut events))
+                .await
+                .expect("valid frames");
+        }
+        events
+    }
+
+    const LIMITS: WsLimits = WsLimits {
+        max_message: 1 << 20,
+        max_unsent: 64 << 20,
+    };
+
+    #[tokio::test]
+    async fn buffers_go_back_to_their_idle_size_after_a_large_frame() {
+        let (mut ws, mut client) = pair(LIMITS).await;
+        // A 200 KB frame in pieces: kept while it arrives, given back once parsed.
+        let big = vec![b'x'; 200_000];
+        let frame = client_frame(true, 0x2, &big);
+        let (head, tail) = frame.split_at(100_000);
+        client.write_all(head).await.expect("write");
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut got = Vec::new();
+        while ws.partial.len() < head.len() {
+            poll_fn(|cx| ws.poll_read(cx, &mut scratch, &mut got))
+                .await
+                .expect("valid");
+        }
+        assert!(got.is_empty());
+        assert!(ws.partial.capacity() >= frame.len(), "room for the frame");
+        client.write_all(tail).await.expect("write");
+        let got = events(&mut ws).await;
+        assert!(matches!(&got[..], [Event::Message(m)] if m.bytes().len() == big.len()));
+        assert_eq!(ws.partial.capacity(), 0, "read buffer given back");
+
+        // Fragments: joined in a buffer of their own, gone once the message is whole.
+        client
+            .write_all(&client_frame(false, 0x1, &[b'a'; 50_000]))
+            .await
+            .expect("write");
+        client
+            .write_all(&client_frame(true, 0x9, b"ping"))
+            .await
+            .expect("write");
+        let got = events(&mut ws).await;
+        assert!(matches!(&got[..], [Event::Ping]));
+        assert!(ws.fragments_since().is_some());
+        client
+            .write_all(&client_frame(true, 0x0, &[b'b'; 50_000]))
+            .await
+            .expect("write");
+        let got = events(&mut ws).await;
+        assert!(matches!(&got[..], [Event::Message(m)] if m.bytes().len() == 100_000));
+        assert!(ws.fragments_since().is_none());
+        assert_eq!(ws.partial.capacity(), 0);
+
+        // Output the socket doesn't take is kept, then given back once written.
+        let out = vec![b'y'; 16 << 20];
+        ws.send(&out).expect("within max_unsent");
+        assert!(ws.has_unsent(), "16 MB is more than loopback buffers hold");
+        let reader = tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 20];
+            let mut n = 0;
+            while n < (16 << 20) + 6 {
+                n += client.read(&mut sink).await.expect("read");
+            }
+            client
+        });
+        poll_fn(|cx| ws.poll_flush(cx)).await.expect("flushed");
+        assert!(!ws.has_unsent());
+        assert_eq!(
+            ws.unsent.capacity(),
+            IDLE_OUT_CAPACITY,
+            "write buffer given back"
+        );
+        // The ping's pong (6 bytes) went first; the reader took everything.
+        let _client = reader.await.expect("reader");
+    }
+
+    #[tokio::test]
+    async fn unsent_output_past_the_bound_is_a_slow_consumer() {
+        let limits = WsLimits {
+            max_message: 1 << 20,
+            max_unsent: 256 * 1024,
+        };
+        let (mut ws, _client) = pair(limits).await;
+        let chunk = vec![b'z'; 64 * 1024];
+        let mut result = Ok(());
+        for _ in 0..1000 {
+            result = ws.send(&chunk);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(result, Err(WsError::Slow)));
+        assert!(ws.unsent.len() - ws.unsent_at <= limits.max_unsent + chunk.len());
+    }
+}

@@ -13,13 +13,15 @@ const LIMITS: DecodeLimits = DecodeLimits {
     max_want: 16,
     max_swarm_id_bytes: 256,
     max_batch: 64,
+    max_cands: 32,
+    max_cand_bytes: 1024,
 };
 
 fn peer(n: u32) -> PeerId {
     PeerId::new(InstanceId(3), n, u64::from(n) * 7)
 }
 
-const SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\na=\"quoted\" \\ back\u{1}slash \u{e9}\r\n";
+const SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\na=\"quoted\" \\ back/slash \u{e9}\r\n";
 
 /// The client messages the tests relay, with the sender each has.
 fn client_msgs() -> Vec<ClientMsg<'static>> {
@@ -36,7 +38,7 @@ fn client_msgs() -> Vec<ClientMsg<'static>> {
             sid: "s1".into(),
             c: vec![
                 "candidate:1 1 udp 2 1.2.3.4 5 typ host".into(),
-                "a\nb".into(),
+                "a\"b\\".into(),
             ],
             end: Some(true),
         }),

@@ -1,0 +1,139 @@
+//! Control characters (U+0000-U+001F, U+007F-U+009F) in relayed text: SDP and ICE candidates.
+//!
+//! Neither ever holds one, but for the line ends of SDP (CRLF, RFC 8866). They are refused
+//! because they cost the receivers: a JSON writer escapes each as six bytes (`\u0001`), so a
+//! MessagePack SDP full of them is six times larger once relayed to a JSON viewer, and every
+//! byte bound downstream (outbox, unsent output) would be a sixth of what it says.
+//!
+//! Both checks run on the text as it was sent, without unescaping it: a JSON string token
+//! (quotes and escapes included; JSON itself refuses raw U+0000-U+001F inside a string, so only
+//! escapes and the raw U+007F-U+009F need looking at), or a plain UTF-8 string (MessagePack).
+
+/// True when the plain UTF-8 string `s` holds a control character; CR and LF pass when
+/// `line_ends` is set.
+pub fn plain_has_control(s: &[u8], line_ends: bool) -> bool {
+    // One branch-free pass over byte pairs, so it vectorizes: an SDP is a few KB and this runs
+    // on every relayed one. C1 controls are U+0080-U+009F, in UTF-8 the pairs C2 80..=C2 9F.
+    let Some((&last, _)) = s.split_last() else {
+        return false;
+    };
+    let (a, b) = (&s[..s.len() - 1], &s[1..]);
+    let mut bad = false;
+    for i in 0..a.len() {
+        bad |= c0_or_del(a[i], line_ends) | ((a[i] == 0xc2) & (b[i] < 0xa0));
+    }
+    bad | c0_or_del(last, line_ends)
+}
+
+/// U+0000-U+001F (but CR and LF when `line_ends`) or U+007F.
+#[inline(always)]
+fn c0_or_del(c: u8, line_ends: bool) -> bool {
+    let line_end = (c == b'\r') | (c == b'\n');
+    ((c < 0x20) & !(line_ends & line_end)) | (c == 0x7f)
+}
+
+/// True when the JSON string token `token` (valid JSON) holds a control character, raw or
+/// escaped; `\r` and `\n` pass when `line_ends` is set.
+pub fn json_has_control(token: &[u8], line_ends: bool) -> bool {
+    // A branch-free pass finds what might be one: an escape that names a control character or
+    // may (`\u`), DEL, a C1 pair. It can be wrong only towards suspicion (`\\t` is a backslash
+    // and a `t`), and real SDP has none of it: the exact scan below runs only then.
+    let Some((&last, _)) = token.split_last() else {
+        return false;
+    };
+    let (a, b) = (&token[..token.len() - 1], &token[1..]);
+    let mut suspect = false;
+    for i in 0..a.len() {
+        let (x, y) = (a[i], b[i]);
+        let line_end = (y == b'n') | (y == b'r');
+        let named = (y == b'b') | (y == b'f') | (y == b't') | (y == b'u');
+        suspect |= ((x == b'\\') & (named | (line_end & !line_ends)))
+            | (x == 0x7f)
+            | ((x == 0xc2) & (y < 0xa0));
+    }
+    (suspect | (last == 0x7f)) && json_has_control_exact(token, line_ends)
+}
+
+fn json_has_control_exact(token: &[u8], line_ends: bool) -> bool {
+    let mut at = 0;
+    while let Some(i) = memchr::memchr3(b'\\', 0x7f, 0xc2, &token[at..]) {
+        let i = at + i;
+        match token[i] {
+            0x7f => return true,
+            0xc2 => {
+                if token.get(i + 1).is_some_and(|&b| b < 0xa0) {
+                    return true;
+                }
+                at = i + 1;
+            }
+            _ => {
+                let Some(&e) = token.get(i + 1) else {
+                    return false;
+                };
+                match e {
+                    b'n' | b'r' if line_ends => {}
+                    b'n' | b'r' | b'b' | b'f' | b't' => return true,
+                    b'u' => {
+                        let hex = token.get(i + 2..i + 6).unwrap_or_default();
+                        let code = std::str::from_utf8(hex)
+                            .ok()
+                            .and_then(|h| u16::from_str_radix(h, 16).ok());
+                        match code {
+                            Some(0x0a | 0x0d) if line_ends => {}
+                            Some(c) if c < 0x20 || (0x7f..=0x9f).contains(&c) => return true,
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+                // Past the escaped character, so `\\` isn't read as the start of another.
+                at = i + 2;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json(s: &str) -> Vec<u8> {
+        serde_json::to_vec(s).expect("a string")
+    }
+
+    #[test]
+    fn sdp_line_ends_pass_and_nothing_else_does() {
+        let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n";
+        assert!(!plain_has_control(sdp.as_bytes(), true));
+        assert!(!json_has_control(&json(sdp), true));
+        assert!(plain_has_control(sdp.as_bytes(), false));
+        assert!(json_has_control(&json(sdp), false));
+        for c in ['\0', '\t', '\u{1}', '\u{1f}', '\u{7f}', '\u{80}', '\u{9f}'] {
+            let s = format!("a=x{c}y\r\n");
+            assert!(plain_has_control(s.as_bytes(), true), "{c:?}");
+            assert!(json_has_control(&json(&s), true), "{c:?}");
+            // The same as a \u escape, which a JSON writer may choose for any character.
+            let escaped = format!("\"a=x\\u{:04x}y\"", c as u32);
+            assert!(json_has_control(escaped.as_bytes(), true), "{escaped}");
+        }
+        for ok in ["é", "\u{a0}", "\u{ff}", "日本", "\\", "\"", "/", "\u{2028}"] {
+            assert!(!plain_has_control(ok.as_bytes(), false), "{ok:?}");
+            assert!(!json_has_control(&json(ok), false), "{ok:?}");
+        }
+        // A backslash escaped is not the start of an escape.
+        assert!(!json_has_control(br#""\\n\\t""#, false));
+        assert!(!json_has_control(br#""\u000a\u000D""#, true));
+        assert!(json_has_control(br#""\u000a""#, false));
+    }
+
+    proptest! {
+        #[test]
+        fn both_agree_with_the_unescaped_text(s in any::<String>(), line_ends in any::<bool>()) {
+            let want = s.chars().any(|c| c.is_control() && !(line_ends && (c == '\r' || c == '\n')));
+            prop_assert_eq!(plain_has_control(s.as_bytes(), line_ends), want);
+            prop_assert_eq!(json_has_control(&json(&s), line_ends), want);
+        }
+    }
+}
