@@ -140,7 +140,7 @@ async fn a_signal_to_an_invented_instance_is_refused_at_once_and_never_published
 }
 
 #[tokio::test]
-async fn re_joins_cost_no_redis_command_and_still_find_remote_peers() {
+async fn re_joins_wait_for_no_redis_command_and_still_find_remote_peers() {
     let redis = RedisServer::start();
     let mut config = redis_config(&redis.url());
     // Re-joins as fast as a client can send them (the rate limit is another test's).
@@ -164,6 +164,7 @@ async fn re_joins_cost_no_redis_command_and_still_find_remote_peers() {
     };
     let evals = calls(&redis, "eval");
     let before = commands(&redis);
+    let started = std::time::Instant::now();
     for _ in 0..200 {
         assert_eq!(
             b.join("v", 8).await,
@@ -171,12 +172,26 @@ async fn re_joins_cost_no_redis_command_and_still_find_remote_peers() {
             "a re-join finds the remote peer"
         );
     }
-    // Heartbeats (ZADD/ZREM on the live set) run meanwhile; nothing touches a swarm's set.
+    // No re-join waits for Redis; the sample they draw from is renewed in the background once
+    // it is over a second old: at most one script call per second of re-joins, however many.
+    // Heartbeats (ZADD/ZREM on the live set) run meanwhile.
+    let renewals = calls(&redis, "eval") - evals;
+    let allowed = 1 + started.elapsed().as_secs();
+    assert!(
+        renewals <= allowed,
+        "200 re-joins in {:?} cost {renewals} script calls (at most {allowed})",
+        started.elapsed()
+    );
     let after = commands(&redis);
-    assert_eq!(calls(&redis, "eval"), evals, "200 re-joins cost no command");
     for ((c, n0), (_, n1)) in before.iter().zip(&after) {
-        if !["zadd", "zrem"].contains(c) {
-            assert_eq!(n0, n1, "{c} calls during re-joins");
+        // Commands a script runs count in commandstats too: each renewal's ZRANDMEMBER and
+        // PEXPIRE.
+        if !["zadd", "zrem", "eval"].contains(c) {
+            assert!(
+                n1 - n0 <= renewals,
+                "{c} calls during re-joins: {}",
+                n1 - n0
+            );
         }
     }
     // A new member costs exactly one command: register and sample together.

@@ -53,7 +53,7 @@ impl Relay {
     pub fn send(&self, signal: Signal, metrics: &Shard) -> Result<(), SendError> {
         let target = signal.to.instance();
         if target != self.connections.instance() {
-            if self.live.as_ref().is_some_and(|l| !l.is_live(target)) {
+            if self.live.as_ref().is_some_and(|l| !l.is_reachable(target)) {
                 // A dead or invented instance: refused as one would refuse a gone viewer,
                 // before it takes a slot in the queue or a publish.
                 metrics.dropped(DropReason::UnknownPeer, 1);

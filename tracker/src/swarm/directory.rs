@@ -33,7 +33,7 @@ mod writer;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -89,14 +89,41 @@ end
 return {}
 ";
 
-/// A queued membership write.
+/// A re-join draws from a sample this old at most; past it, the writer samples the swarm
+/// again in the background (one command), so a swarm's re-joins cost Redis at most one
+/// command per this interval, however many there are, and see newcomers on other instances
+/// within it.
+pub(super) const SAMPLE_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// A queued membership write, or a sample to renew.
 pub(super) enum Op {
     Add(Arc<str>, PeerId),
     Remove(Arc<str>, PeerId),
+    /// The swarm's sample is older than [`SAMPLE_MAX_AGE`] and a re-join drew from it.
+    Resample(Arc<str>),
+}
+
+/// The last verified sample of a swarm's remote members.
+pub(super) struct Sample {
+    pub(super) peers: Vec<PeerId>,
+    /// When it was read from Redis.
+    pub(super) at: Instant,
+    /// A renewal is queued.
+    pub(super) renewing: bool,
+}
+
+impl Sample {
+    pub(super) fn new(peers: Vec<PeerId>) -> Self {
+        Self {
+            peers,
+            at: Instant::now(),
+            renewing: false,
+        }
+    }
 }
 
 /// Per swarm with local members: the last verified sample of its remote members.
-pub(super) type Samples = BySwarm<HashMap<Arc<str>, Vec<PeerId>>>;
+pub(super) type Samples = BySwarm<HashMap<Arc<str>, Sample>>;
 
 /// The Redis side of swarm membership.
 pub struct Directory {
@@ -251,7 +278,9 @@ impl Directory {
                         )
                         .await;
                 }
-                self.samples.lock(swarm).insert(Arc::clone(swarm), verified);
+                self.samples
+                    .lock(swarm)
+                    .insert(Arc::clone(swarm), Sample::new(verified));
             }
             Err(e) => {
                 debug!(error = %e, "registering a member failed; the refresh will retry");
@@ -271,11 +300,25 @@ impl Directory {
         let now = now_ms();
         let mut dead = 0;
         let candidates: Vec<PeerId> = {
-            let samples = self.samples.lock(swarm);
+            let mut samples = self.samples.lock(swarm);
+            let Some((name, sample)) = samples.get_key_value(swarm) else {
+                return Vec::new();
+            };
+            if !sample.renewing && sample.at.elapsed() > SAMPLE_MAX_AGE {
+                // Renewed in the background: this re-join waits for no Redis command. A full
+                // queue only delays the renewal to the next re-join or refresh.
+                let name = Arc::clone(name);
+                if self.ops.try_send(Op::Resample(Arc::clone(&name))).is_ok()
+                    && let Some(s) = samples.get_mut(&name)
+                {
+                    s.renewing = true;
+                }
+            }
             let Some(sample) = samples.get(swarm) else {
                 return Vec::new();
             };
             sample
+                .peers
                 .iter()
                 .filter(|p| **p != peer)
                 .filter(|p| {

@@ -33,6 +33,10 @@ use crate::fleet_key::FleetKeys;
 use crate::metrics::Shard;
 use swarmtrack_protocol::InstanceId;
 
+/// How many TTLs an instance stays reachable for signals after its last heartbeat (see
+/// [`Liveness::is_reachable`]).
+pub const REACHABLE_TTLS: u64 = 3;
+
 /// Heartbeats read at most per refresh: a flood of junk in the set can't make a read unbounded.
 const MAX_READ: usize = 4_096;
 /// Heartbeats older than this many TTLs are trimmed from the set.
@@ -122,13 +126,31 @@ impl Liveness {
         }
     }
 
-    /// True if `instance` heartbeated within the TTL (this instance always is).
+    /// True if `instance` heartbeated within the TTL (this instance always is): its members are
+    /// handed out.
     pub fn is_live(&self, instance: InstanceId) -> bool {
         self.is_live_at(instance, now_ms())
     }
 
     /// [`Liveness::is_live`] at Unix time `now` ms.
     pub fn is_live_at(&self, instance: InstanceId, now: u64) -> bool {
+        self.heard_within(instance, now, self.ttl_ms)
+    }
+
+    /// True if `instance` heartbeated within [`REACHABLE_TTLS`] TTLs: a signal to it is queued
+    /// (a dead one's publish finds no subscriber and its sender is told `unknown_peer`), while
+    /// pairing keeps to [`Liveness::is_live`]. So an instance whose heartbeats run a little
+    /// late on a loaded host isn't cut off from the answers its viewers wait for, and an
+    /// invented or long-dead one is refused before anything is queued.
+    pub fn is_reachable(&self, instance: InstanceId) -> bool {
+        self.heard_within(
+            instance,
+            now_ms(),
+            self.ttl_ms.saturating_mul(REACHABLE_TTLS),
+        )
+    }
+
+    fn heard_within(&self, instance: InstanceId, now: u64, ttl_ms: u64) -> bool {
         if instance == self.instance {
             return true;
         }
@@ -138,9 +160,9 @@ impl Liveness {
         // death. Reads on time: judged as of now.
         let at = now
             .min(seen.read_at.saturating_add(self.interval_ms))
-            .max(now.saturating_sub(self.ttl_ms));
+            .max(now.saturating_sub(ttl_ms));
         seen.last(instance)
-            .is_some_and(|last| last.saturating_add(self.ttl_ms) > at)
+            .is_some_and(|last| last.saturating_add(ttl_ms) > at)
     }
 
     /// Waits (at most `limit`) until this instance's own heartbeat is in Redis, so a member it

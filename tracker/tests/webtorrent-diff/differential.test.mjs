@@ -235,7 +235,7 @@ differential(targets, 'closing the socket removes its peer from every swarm it a
   obs => assert.deepEqual(obs, { x: '0/1', y: '0/1', offers: [0, 1] }),
   {
     todo: {
-      'swarmtrack x2 (redis)': "b already announced in x: its instance draws remote peers from its last sample of the swarm (renewed by every registration there and every refresh, 10 s), not from Redis, so a newcomer on the other instance is offered to from the next refresh (a re-join costs no Redis command: issue 14; docs/WEBTORRENT.md)"
+      'swarmtrack x2 (redis)': "b already announced in x: its instance draws remote peers from its last sample of the swarm, not from Redis, renewed in the background once over a second old, so a newcomer on the other instance is offered to about a second later (a re-announce waits for no Redis command: issue 14; docs/WEBTORRENT.md)"
     }
   })
 

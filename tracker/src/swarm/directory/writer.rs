@@ -14,7 +14,8 @@ use tracing::{debug, info};
 
 use super::member::{member, verify_sample};
 use super::{
-    KEYS_PER_PIPELINE, MEMBERS_PER_CALL, Op, REGISTER, SAMPLE_MAX, Samples, WRITES_MAX, key, now_ms,
+    KEYS_PER_PIPELINE, MEMBERS_PER_CALL, Op, REGISTER, SAMPLE_MAX, Sample, Samples, WRITES_MAX,
+    key, now_ms,
 };
 use crate::backplane::Backplane;
 use crate::fleet_key::FleetKeys;
@@ -119,12 +120,22 @@ impl Writer {
             return;
         }
         let mut by_key: HashMap<Arc<str>, HashMap<PeerId, bool>> = HashMap::new();
+        let mut resample: Vec<Arc<str>> = Vec::new();
         for op in ops {
             let (swarm, peer, add) = match op {
                 Op::Add(s, p) => (s, p, true),
                 Op::Remove(s, p) => (s, p, false),
+                Op::Resample(s) => {
+                    resample.push(s);
+                    continue;
+                }
             };
             by_key.entry(swarm).or_default().insert(peer, add);
+        }
+        // A swarm to sample again: one call of the script with no member to add (it also
+        // forgets the expired), unless this round registers members there and samples anyway.
+        for swarm in resample {
+            by_key.entry(swarm).or_default();
         }
         let withdrawn = self.withdrawn.load(Ordering::Acquire);
         let now = now_ms();
@@ -142,11 +153,19 @@ impl Writer {
                     .iter()
                     .map(|(p, _)| member(self.keys.as_ref(), &key, **p))
                     .collect();
-                sampling = !self.samples.lock(&swarm).contains_key(&*swarm);
+                sampling = self
+                    .samples
+                    .lock(&swarm)
+                    .get(&*swarm)
+                    .is_none_or(|s| s.renewing);
                 for (i, chunk) in adds.chunks(MEMBERS_PER_CALL).enumerate() {
                     let sample = if sampling && i == 0 { SAMPLE_MAX } else { 0 };
                     register(&mut pipe, &key, now, self.ttl_ms(), sample, chunk);
                 }
+            } else if members.is_empty() && !withdrawn {
+                // Only a renewal of the sample.
+                sampling = true;
+                register(&mut pipe, &key, now, self.ttl_ms(), SAMPLE_MAX, &[]);
             }
             if !removes.is_empty() {
                 let zrem = pipe.cmd("ZREM").arg(&key);
@@ -195,9 +214,9 @@ impl Writer {
         );
         let mut samples = self.samples.lock(swarm);
         if let Some(s) = samples.get_mut(&**swarm) {
-            *s = verified;
+            *s = Sample::new(verified);
         } else if self.index.id_of(swarm).is_some() {
-            samples.insert(Arc::clone(swarm), verified);
+            samples.insert(Arc::clone(swarm), Sample::new(verified));
         }
     }
 
