@@ -334,10 +334,34 @@ async fn webtorrent_peers_through_haproxy_reach_each_other_on_every_instance() {
             .await;
     }
     let mut answered = HashSet::new();
+    let deadline = Deadline::new("every answer back to peer 0");
     while answered.len() < 5 {
-        let v = peers[0].recv().await;
-        assert!(v.get("answer").is_some(), "{v}");
-        answered.insert(v["peer_id"].as_str().expect("peer_id").to_string());
+        if deadline.passed() {
+            // Say where the missing answers went before failing.
+            let mut why = String::new();
+            for (n, c) in peers.iter_mut().enumerate().skip(1) {
+                while let Some(m) = c.recv_within(Duration::from_millis(50)).await {
+                    why += &format!("peer {n} got {m}\n");
+                }
+            }
+            for i in 0..3 {
+                for line in fleet.metrics(i).await.lines() {
+                    if (line.contains("dropped")
+                        || line.contains("refused")
+                        || line.contains("failures"))
+                        && !line.starts_with('#')
+                        && !line.ends_with(" 0")
+                    {
+                        why += &format!("tracker {i}: {line}\n");
+                    }
+                }
+            }
+            panic!("answered {answered:?} of {reached:?}:\n{why}");
+        }
+        if let Some(v) = peers[0].recv_within(Duration::from_millis(200)).await {
+            assert!(v.get("answer").is_some(), "{v}");
+            answered.insert(v["peer_id"].as_str().expect("peer_id").to_string());
+        }
     }
     let mut remote = 0.0;
     for i in 0..3 {

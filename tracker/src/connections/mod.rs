@@ -302,20 +302,21 @@ impl Connections {
     /// [`DeliverError`] says why it wasn't queued; the signal is dropped. `Ok` carries the
     /// queued offer pushed out to make room, if one was.
     pub fn deliver(&self, signal: Signal) -> Result<Option<Signal>, DeliverError> {
-        match self.try_deliver(signal)? {
+        match self.try_deliver(signal, false)? {
             Queued::Done(evicted) => Ok(evicted),
             Queued::Compact(mut signal) => {
                 signal.compact();
-                match self.try_deliver(signal)? {
+                // Compacted: it holds only its own bytes now, whatever `pins_more` can tell
+                // (a slice of a Redis batch can't know it was copied out).
+                match self.try_deliver(signal, true)? {
                     Queued::Done(evicted) => Ok(evicted),
-                    // A compacted signal pins nothing more: not reached.
                     Queued::Compact(_) => Err(DeliverError::Full),
                 }
             }
         }
     }
 
-    fn try_deliver(&self, signal: Signal) -> Result<Queued, DeliverError> {
+    fn try_deliver(&self, signal: Signal, compacted: bool) -> Result<Queued, DeliverError> {
         let answer_fp = match &signal.payload {
             Payload::WebTorrent(w) if signal.kind == SignalKind::Answer => Some((
                 self.peer_fingerprint(signal.from),
@@ -332,7 +333,7 @@ impl Connections {
                     return Err(DeliverError::NotInSwarm);
                 }
                 // Before the answer's record is taken: the signal comes back once compacted.
-                if (e.behind || !e.outbox.is_empty()) && signal.pins_more() {
+                if !compacted && (e.behind || !e.outbox.is_empty()) && signal.pins_more() {
                     return Ok(Err(signal));
                 }
                 if let (Some((fp, offer)), Some(now)) = (answer_fp, now)

@@ -360,3 +360,31 @@ async fn a_signal_that_waits_holds_no_more_than_its_footprint() {
     assert!(String::from_utf8_lossy(&out).starts_with("{{\"sdp\":\"\"},\"offer_id\":"));
     assert!(!got[0].pins_more());
 }
+
+#[tokio::test]
+async fn a_signal_from_a_redis_batch_waits_in_a_busy_outbox_once_compacted() {
+    // A slice of a Redis batch can't tell it was copied out (`pins_more` is always true for
+    // it): once compacted it must be queued, not refused as a full outbox.
+    let table = table(64, 1 << 20);
+    let a = table.register();
+    let b = table.register();
+    table.add_swarm(b, S);
+    let from_redis = |n: u8| Signal {
+        kind: SignalKind::Offer,
+        swarm: S,
+        from: a,
+        to: b,
+        received_at: Instant::now(),
+        payload: Payload::WebTorrent(WtPayload::Frame {
+            text: Bytes::from(vec![b'x'; 2000]),
+            offer_id: [n; 20],
+            peer_id: [1; 20],
+            key: Bytes::from_static(b"k"),
+        }),
+    };
+    // The first is taken at once; the next ones wait behind it.
+    for n in 0..3 {
+        assert!(table.deliver(from_redis(n)).is_ok(), "offer {n} refused");
+    }
+    assert_eq!(take(&table, b, ALL).await.len(), 3);
+}
