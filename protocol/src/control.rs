@@ -35,6 +35,13 @@ fn c0_or_del(c: u8, line_ends: bool) -> bool {
 /// True when the JSON string token `token` (valid JSON) holds a control character, raw or
 /// escaped; `\r` and `\n` pass when `line_ends` is set.
 pub fn json_has_control(token: &[u8], line_ends: bool) -> bool {
+    // First, one SIMD pass (memchr3) for the three bytes that can start one: a candidate (or a
+    // whole list of them; outside its strings a JSON list has none of the three) has none of
+    // them and is done. Callgrind, `simulator pairs` JSON: 117 instructions a relayed message,
+    // where a scan of each unescaped candidate took 247. An SDP stops at its first `\r\n`.
+    if memchr::memchr3(b'\\', 0x7f, 0xc2, token).is_none() {
+        return false;
+    }
     // A branch-free pass finds what might be one: an escape that names a control character or
     // may (`\u`), DEL, a C1 pair. It can be wrong only towards suspicion (`\\t` is a backslash
     // and a `t`), and real SDP has none of it: the exact scan below runs only then.
