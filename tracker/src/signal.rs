@@ -388,6 +388,11 @@ impl Signal {
         size_of::<Self>() + self.payload_len()
     }
 
+    /// True for a refusal on its way back to the sender of the refused signal.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self.payload, Payload::Refused(_))
+    }
+
     /// True when the buffers this signal shares keep more memory alive than it relays: it came
     /// in a frame with other messages (a native `batch`, a WebTorrent announce's offers) or in
     /// a Redis batch. Such a signal waiting in an outbox would hold the whole frame, and an

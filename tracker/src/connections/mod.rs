@@ -342,7 +342,12 @@ impl Connections {
                     return Err(DeliverError::UnexpectedAnswer);
                 }
                 let mut evicted = None;
-                if e.outbox.len() >= limits.signals || e.queued_bytes + size > limits.bytes {
+                // A refusal coming back from another instance is the answer to a signal this
+                // viewer sent, as an `error` reply is on one instance: bounded by its sends
+                // (the rate limit) and by the outbox's bytes, not by its count of signals, so
+                // a burst refused over there is told back in full.
+                let over_count = e.outbox.len() >= limits.signals && !signal.is_refusal();
+                if over_count || e.queued_bytes + size > limits.bytes {
                     let offer = (signal.kind == SignalKind::Answer)
                         .then(|| e.outbox.iter().position(|s| s.kind == SignalKind::Offer))
                         .flatten();

@@ -93,6 +93,7 @@ async fn amplify(f: &Fleet, s: Scale) -> anyhow::Result<Vec<Row>> {
     let extra =
         (during - idle as f64 * t.elapsed().as_secs_f64() / idle_for.as_secs_f64()).max(0.0);
     let per_rejoin = extra / rejoins.max(1) as f64;
+    let per_swarm_sec = extra / REJOINERS as f64 / t.elapsed().as_secs_f64();
     for c in members {
         c.close().await;
     }
@@ -111,12 +112,14 @@ async fn amplify(f: &Fleet, s: Scale) -> anyhow::Result<Vec<Row>> {
         Row::check(
             3,
             "re-join of a joined swarm: Redis commands",
-            format!("<= {REJOIN_COMMANDS_MAX} per re-join (none)"),
             format!(
-                "{per_rejoin:.2} per re-join ({rejoins} re-joins, {:.0} commands/s above idle)",
+                "none waited for; <= {REJOIN_COMMANDS_MAX} commands per re-joined swarm per second, however many re-joins (one background renewal of its sample a second)"
+            ),
+            format!(
+                "{per_swarm_sec:.1} per swarm per second, {per_rejoin:.3} per re-join ({rejoins} re-joins of {REJOINERS} swarms, {:.0} commands/s above idle)",
                 extra / t.elapsed().as_secs_f64()
             ),
-            per_rejoin <= REJOIN_COMMANDS_MAX,
+            per_swarm_sec <= REJOIN_COMMANDS_MAX,
         ),
     ])
 }
