@@ -10,6 +10,8 @@
 //! Tags are truncated to 128 bits (as RFC 4868 allows for HMAC-SHA256): that is ample against
 //! forgery and keeps a signed member short in a sorted set.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -86,6 +88,20 @@ impl FleetKeys {
             mac.verify_truncated_left(tag).is_ok()
         };
         check(&self.current) || self.previous.as_ref().is_some_and(check)
+    }
+}
+
+/// A tag as text, where it is stored in Redis (22 characters of base64url).
+pub(crate) fn encode_tag(tag: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(tag)
+}
+
+/// A tag from its text, if it is one.
+pub(crate) fn decode_tag(text: &str) -> Option<Tag> {
+    let mut tag = [0u8; TAG_LEN];
+    match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut tag) {
+        Ok(TAG_LEN) => Some(tag),
+        _ => None,
     }
 }
 

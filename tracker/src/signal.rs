@@ -312,19 +312,15 @@ impl Signal {
     /// the part that is its own.
     pub fn payload_len(&self) -> usize {
         match &self.payload {
+            // Its fields, and a span per candidate of a plain list.
             Payload::Native(n) => {
-                n.swarm.len()
-                    + n.sid.len()
+                self_len(n)
                     + match &n.body {
-                        NativeBody::Sdp(m) => m.len(),
-                        NativeBody::Cands {
-                            list: CandList::Json(s),
-                            ..
-                        } => s.len(),
                         NativeBody::Cands {
                             list: CandList::Plain(v),
                             ..
-                        } => v.iter().map(|s| s.len() + size_of::<Span>()).sum(),
+                        } => v.len() * size_of::<Span>(),
+                        _ => 0,
                     }
             }
             Payload::WebTorrent(WtPayload::Parts { head, sdp, .. }) => head.len() + sdp.len() + 40,

@@ -33,7 +33,7 @@ mod writer;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -43,10 +43,10 @@ use tracing::debug;
 use super::liveness::{Heartbeat, Liveness, live_key};
 use super::{BySwarm, SwarmIndex};
 use crate::backplane::{Backplane, instance_key};
+use crate::batch_seal::unix_ms;
 use crate::config::RedisConfig;
 use crate::fleet_key::FleetKeys;
 use crate::metrics::{DirectorySkip, MembershipDrop, Shard};
-pub(super) use member::{decode_tag, encode_tag};
 use member::{member, verify_sample};
 use swarmtrack_protocol::{InstanceId, PeerId};
 use writer::{Writer, register};
@@ -139,14 +139,6 @@ pub struct Directory {
     /// Set when the drain starts: members are withdrawn and no new one is registered.
     withdrawn: Arc<AtomicBool>,
     metrics: Arc<Shard>,
-}
-
-/// The Unix time, ms.
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// The sorted set of swarm `swarm`.
@@ -252,7 +244,7 @@ impl Directory {
         register(
             &mut pipe,
             &key,
-            now_ms(),
+            unix_ms(),
             self.ttl_ms(),
             SAMPLE_MAX,
             &[member(self.keys.as_ref(), &key, peer)],
@@ -297,7 +289,7 @@ impl Directory {
         if want == 0 {
             return Vec::new();
         }
-        let now = now_ms();
+        let now = unix_ms();
         let mut dead = 0;
         let candidates: Vec<PeerId> = {
             let mut samples = self.samples.lock(swarm);

@@ -26,10 +26,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::directory::now_ms;
 use crate::backplane::Backplane;
+use crate::batch_seal::unix_ms;
 use crate::config::RedisConfig;
 use crate::fleet_key::FleetKeys;
+use crate::fleet_key::{decode_tag, encode_tag};
 use crate::metrics::Shard;
 use swarmtrack_protocol::InstanceId;
 
@@ -129,7 +130,7 @@ impl Liveness {
     /// True if `instance` heartbeated within the TTL (this instance always is): its members are
     /// handed out.
     pub fn is_live(&self, instance: InstanceId) -> bool {
-        self.is_live_at(instance, now_ms())
+        self.is_live_at(instance, unix_ms())
     }
 
     /// [`Liveness::is_live`] at Unix time `now` ms.
@@ -145,7 +146,7 @@ impl Liveness {
     pub fn is_reachable(&self, instance: InstanceId) -> bool {
         self.heard_within(
             instance,
-            now_ms(),
+            unix_ms(),
             self.ttl_ms.saturating_mul(REACHABLE_TTLS),
         )
     }
@@ -176,7 +177,7 @@ impl Liveness {
     /// `instance` was heard from just now (a batch it sealed with the fleet key arrived): it
     /// can be answered before the next read of the heartbeats shows it.
     pub fn heard_from(&self, instance: InstanceId) {
-        let now = now_ms();
+        let now = unix_ms();
         // Most batches come from instances already known fresh: a read lock only.
         let fresh = |last: u64| last.saturating_add(self.ttl_ms / 2) > now;
         if self
@@ -205,7 +206,7 @@ impl Liveness {
         key: &str,
         metrics: &Shard,
     ) {
-        let now = now_ms();
+        let now = unix_ms();
         let last = self.last_extra_read.load(Ordering::Relaxed);
         if now.saturating_sub(last) < EXTRA_READ_GAP_MS
             || self
@@ -249,7 +250,7 @@ fn heartbeat(keys: Option<&FleetKeys>, instance: InstanceId, ms: u64) -> String 
     let id = instance.to_string();
     let at = ms.to_string();
     let tag = keys.map_or_else(String::new, |k| {
-        super::directory::encode_tag(&k.sign(&[b"live", id.as_bytes(), at.as_bytes()]))
+        encode_tag(&k.sign(&[b"live", id.as_bytes(), at.as_bytes()]))
     });
     format!("{id}.{at}.{tag}")
 }
@@ -259,7 +260,7 @@ fn verify_heartbeat(keys: Option<&FleetKeys>, member: &str) -> Option<(InstanceI
     let mut parts = member.splitn(3, '.');
     let (id, at, tag) = (parts.next()?, parts.next()?, parts.next()?);
     if let Some(keys) = keys {
-        let tag = super::directory::decode_tag(tag)?;
+        let tag = decode_tag(tag)?;
         if !keys.verify(&[b"live", id.as_bytes(), at.as_bytes()], &tag) {
             return None;
         }
@@ -333,7 +334,7 @@ impl Heartbeat {
             return;
         }
         let instance = self.live.instance;
-        let now = now_ms();
+        let now = unix_ms();
         let ttl = self.live.ttl_ms;
         let mut pipe = redis::pipe();
         let fresh = self
@@ -442,7 +443,7 @@ mod tests {
         live.heard_from(newcomer);
         assert!(live.is_live(newcomer));
         // A read without `other`'s heartbeat (it exited and removed it): gone at once.
-        live.replace(HashMap::new(), now_ms());
+        live.replace(HashMap::new(), unix_ms());
         assert!(!live.is_live_at(other, 10_001));
         assert!(live.is_live(newcomer), "what was heard is kept for its TTL");
     }

@@ -445,21 +445,7 @@ mod tests {
 
     /// A masked client frame.
     fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [9, 8, 7, 6];
-        let mut out = vec![(u8::from(fin) << 7) | opcode];
-        let len = payload.len();
-        if len < 126 {
-            out.push(0x80 | len as u8);
-        } else if len <= 0xffff {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
+        super::super::frame::client_frame(fin, opcode, payload, [9, 8, 7, 6])
     }
 
     async fn pair(limits: WsLimits) -> (WsConn, TcpStream) {

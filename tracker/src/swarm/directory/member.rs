@@ -1,26 +1,9 @@
 //! Members as written in a swarm's sorted set: `<peer id>.<tag>`, the tag the fleet key's HMAC
 //! over the set's key and the peer id, and their verification when read back.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-use crate::fleet_key::{FleetKeys, TAG_LEN};
+use crate::fleet_key::{FleetKeys, decode_tag, encode_tag};
 use crate::metrics::{DirectorySkip, Shard};
 use swarmtrack_protocol::{InstanceId, PeerId};
-
-/// A tag as text (22 characters of base64url).
-pub(in crate::swarm) fn encode_tag(tag: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(tag)
-}
-
-/// A tag from its text, if it is one.
-pub(in crate::swarm) fn decode_tag(text: &str) -> Option<[u8; TAG_LEN]> {
-    let mut tag = [0u8; TAG_LEN];
-    match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut tag) {
-        Ok(TAG_LEN) => Some(tag),
-        _ => None,
-    }
-}
 
 /// The signed member of `peer` in the set `key` (its bare id without keys:
 /// `redis.allow_unsigned`).

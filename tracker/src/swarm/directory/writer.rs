@@ -14,10 +14,10 @@ use tracing::{debug, info};
 
 use super::member::{member, verify_sample};
 use super::{
-    KEYS_PER_PIPELINE, MEMBERS_PER_CALL, Op, REGISTER, SAMPLE_MAX, Sample, Samples, WRITES_MAX,
-    key, now_ms,
+    KEYS_PER_PIPELINE, MEMBERS_PER_CALL, Op, REGISTER, SAMPLE_MAX, Sample, Samples, WRITES_MAX, key,
 };
 use crate::backplane::Backplane;
+use crate::batch_seal::unix_ms;
 use crate::fleet_key::FleetKeys;
 use crate::metrics::{MembershipDrop, Shard};
 use crate::swarm::SwarmIndex;
@@ -138,7 +138,7 @@ impl Writer {
             by_key.entry(swarm).or_default();
         }
         let withdrawn = self.withdrawn.load(Ordering::Acquire);
-        let now = now_ms();
+        let now = unix_ms();
         // One pipeline per swarm key (a Redis Cluster refuses a pipeline across slots); the
         // first answer of a swarm with no sample kept yet is its sample.
         let mut calls: Vec<(Arc<str>, bool, redis::Pipeline, u64)> = Vec::new();
@@ -241,7 +241,7 @@ impl Writer {
         }
         let swarms = self.members_by_swarm();
         for chunk in swarms.chunks(KEYS_PER_PIPELINE) {
-            let now = now_ms();
+            let now = unix_ms();
             // One pipeline per swarm key (a Redis Cluster refuses one across slots), run
             // together; only the last call of a swarm samples.
             let pipes: Vec<redis::Pipeline> = chunk
