@@ -351,14 +351,18 @@ impl Connections {
                     let offer = (signal.kind == SignalKind::Answer)
                         .then(|| e.outbox.iter().position(|s| s.kind == SignalKind::Offer))
                         .flatten();
-                    let Some(old) = offer.and_then(|i| e.outbox.remove(i)) else {
+                    // Pushed out only when that makes room: an offer dropped for an answer
+                    // refused anyway would be lost without anyone counting it.
+                    let Some(i) = offer.filter(|&i| {
+                        e.queued_bytes - e.outbox[i].footprint() + size <= limits.bytes
+                    }) else {
+                        return Err(DeliverError::Full);
+                    };
+                    let Some(old) = e.outbox.remove(i) else {
                         return Err(DeliverError::Full);
                     };
                     e.queued_bytes -= old.footprint();
                     evicted = Some(old);
-                    if e.queued_bytes + size > limits.bytes {
-                        return Err(DeliverError::Full);
-                    }
                 }
                 e.queued_bytes += size;
                 e.outbox.push_back(signal);

@@ -266,6 +266,53 @@ async fn an_answer_pushes_out_a_queued_offer_but_nothing_else_does() {
     );
 }
 
+#[tokio::test]
+async fn an_offer_is_pushed_out_only_when_that_makes_room_for_the_answer() {
+    // A WebTorrent signal whose SDP is `len` bytes.
+    let with_sdp = |kind, from, to, id: u8, len: usize| {
+        let mut s = wt(kind, from, to, id);
+        if let Payload::WebTorrent(WtPayload::Parts { frame, sdp, .. }) = &mut s.payload {
+            *frame = Bytes::from(vec![b'x'; len]);
+            *sdp = crate::signal::Span::of(frame, &frame[..]);
+        }
+        s
+    };
+    let anyone = table(1, 1).register();
+    let small = wt(SignalKind::Offer, anyone, anyone, 0).footprint();
+    let big = with_sdp(SignalKind::Offer, anyone, anyone, 0, 1000).footprint();
+    assert!(big > small + 900, "the SDP counts in the footprint");
+    // Room for a small offer and a big one, and 10 bytes more.
+    let table = table(64, small + big + 10);
+    let a = table.register();
+    let b = table.register();
+    table.add_swarm(a, S);
+    table.add_swarm(b, S);
+    for id in [1, 2, 9] {
+        let (offerer, answerer) = if id == 9 { (b, a) } else { (a, b) };
+        let key = (
+            table.peer_fingerprint(answerer),
+            table.offer_fingerprint(&[id; 20]),
+        );
+        assert_eq!(table.await_answers(offerer, &[key], Instant::now()), 1);
+    }
+    assert!(table.deliver(wt(SignalKind::Offer, a, b, 1)).is_ok());
+    assert!(
+        table
+            .deliver(with_sdp(SignalKind::Offer, a, b, 2, 1000))
+            .is_ok()
+    );
+    // a's answer to b's offer 9 would fit only with both offers gone: nothing is pushed out.
+    assert_eq!(
+        table
+            .deliver(with_sdp(SignalKind::Answer, a, b, 9, 1000))
+            .err(),
+        Some(DeliverError::Full)
+    );
+    let queued = take(&table, b, ALL).await;
+    let kinds: Vec<SignalKind> = queued.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, vec![SignalKind::Offer, SignalKind::Offer]);
+}
+
 /// A signal that shares a large frame (a native `batch`) pointing at its own fields.
 fn shared(from: PeerId, to: PeerId, frame: &Bytes) -> Signal {
     let text = |at: std::ops::Range<usize>| crate::signal::Text {
