@@ -12,15 +12,80 @@
 /// True when the plain UTF-8 string `s` holds a control character; CR and LF pass when
 /// `line_ends` is set.
 pub fn plain_has_control(s: &[u8], line_ends: bool) -> bool {
-    // Branch-free passes, so they vectorize: an SDP is a few KB and this runs on every relayed
-    // one. The first looks at single bytes: real SDP is ASCII, so a byte from DEL up (C1
-    // controls are among the UTF-8 sequences) only makes it look closer.
-    let (mut highest, mut c0s) = (0, false);
-    for &c in s {
-        highest = highest.max(c);
-        c0s |= c0(c, line_ends);
+    let suspect = if line_ends {
+        Extremes::<true>::of([s]).suspect()
+    } else {
+        Extremes::<false>::of([s]).suspect()
+    };
+    suspect && plain_has_control_exact(s, line_ends)
+}
+
+/// True when any of the plain UTF-8 strings holds a control character (CR and LF included):
+/// a MessagePack `cands` list, looked at in one pass over all its strings.
+pub fn plain_list_has_control<'a, I>(list: I) -> bool
+where
+    I: IntoIterator<Item = &'a [u8]> + Clone,
+{
+    Extremes::<false>::of(list.clone()).suspect()
+        && list.into_iter().any(|s| plain_has_control_exact(s, false))
+}
+
+/// The lowest and the highest byte of some strings (CR and LF passed over when `LINE_ENDS`),
+/// in 16 lanes. A string with none of them is within U+0020-U+007E: real SDP and candidates
+/// are ASCII, and anything else (a control character, or just UTF-8) goes to the exact scan.
+///
+/// Min and max of 16-byte windows vectorize into two SSE2 instructions each (and three more
+/// for the line ends); a string's tail is one more window, overlapping the one before, and
+/// the lanes are folded once for a whole list. Callgrind, 72 captured candidates: 92
+/// instructions a candidate checked alone (142 for a plain loop, whose scalar tail dominates
+/// at ~80 bytes), fewer within a list.
+struct Extremes<const LINE_ENDS: bool> {
+    lowest: [u8; 16],
+    highest: [u8; 16],
+}
+
+impl<const LINE_ENDS: bool> Extremes<LINE_ENDS> {
+    fn of<'a>(strings: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut e = Self {
+            lowest: [0xff; 16],
+            highest: [0; 16],
+        };
+        for s in strings {
+            match s.last_chunk::<16>() {
+                Some(last) => {
+                    for window in s.as_chunks::<16>().0 {
+                        e.add(window);
+                    }
+                    e.add(last);
+                }
+                None => {
+                    // Shorter than a window: padded with a byte that changes neither.
+                    let mut window = [b' '; 16];
+                    window[..s.len()].copy_from_slice(s);
+                    e.add(&window);
+                }
+            }
+        }
+        e
     }
-    (c0s || highest >= 0x7f) && plain_has_control_exact(s, line_ends)
+
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop, reason = "the form measured to vectorize")]
+    fn add(&mut self, window: &[u8; 16]) {
+        for i in 0..16 {
+            let c = window[i];
+            // A line end counts as the highest byte for `lowest`: passed over.
+            let line_end = LINE_ENDS & ((c == b'\r') | (c == b'\n'));
+            self.lowest[i] = self.lowest[i].min(c | 0u8.wrapping_sub(u8::from(line_end)));
+            self.highest[i] = self.highest[i].max(c);
+        }
+    }
+
+    fn suspect(&self) -> bool {
+        let lowest = self.lowest.into_iter().fold(0xff, u8::min);
+        let highest = self.highest.into_iter().fold(0, u8::max);
+        lowest < 0x20 || highest >= 0x7f
+    }
 }
 
 fn plain_has_control_exact(s: &[u8], line_ends: bool) -> bool {
@@ -36,17 +101,11 @@ fn plain_has_control_exact(s: &[u8], line_ends: bool) -> bool {
     bad | c0_or_del(last, line_ends)
 }
 
-/// U+0000-U+001F, but CR and LF when `line_ends`.
-#[inline(always)]
-fn c0(c: u8, line_ends: bool) -> bool {
-    let line_end = (c == b'\r') | (c == b'\n');
-    (c < 0x20) & !(line_ends & line_end)
-}
-
 /// U+0000-U+001F (but CR and LF when `line_ends`) or U+007F.
 #[inline(always)]
 fn c0_or_del(c: u8, line_ends: bool) -> bool {
-    c0(c, line_ends) | (c == 0x7f)
+    let line_end = (c == b'\r') | (c == b'\n');
+    ((c < 0x20) & !(line_ends & line_end)) | (c == 0x7f)
 }
 
 /// True when the JSON string token `token` (valid JSON) holds a control character, raw or
@@ -156,7 +215,25 @@ mod tests {
         assert!(json_has_control(br#""\u000a""#, false));
     }
 
+    #[test]
+    fn a_list_is_suspect_when_any_of_its_strings_is() {
+        let cand = "candidate:1 1 udp 2113937151 192.168.1.2 35486 typ host generation 0";
+        let list = |v: &[&'static str]| v.iter().map(|s| s.as_bytes()).collect::<Vec<_>>();
+        assert!(!plain_list_has_control(list(&[cand, cand, "", "short"])));
+        assert!(plain_list_has_control(list(&[cand, "a\rb"])));
+        assert!(plain_list_has_control(list(&[cand, "x\u{85}"])));
+        // UTF-8 that isn't a control character makes the list suspect, not refused.
+        assert!(!plain_list_has_control(list(&[cand, "é日本"])));
+        assert!(!plain_list_has_control(list(&[])));
+    }
+
     proptest! {
+        #[test]
+        fn a_list_agrees_with_its_strings(v in proptest::collection::vec(any::<String>(), 0..6)) {
+            let want = v.iter().any(|s| s.chars().any(char::is_control));
+            prop_assert_eq!(plain_list_has_control(v.iter().map(|s| s.as_bytes())), want);
+        }
+
         #[test]
         fn both_agree_with_the_unescaped_text(s in any::<String>(), line_ends in any::<bool>()) {
             let want = s.chars().any(|c| c.is_control() && !(line_ends && (c == '\r' || c == '\n')));

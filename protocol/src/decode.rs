@@ -18,7 +18,7 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::codec::{DecodeLimits, Format, ProtocolError};
-use super::control::{json_has_control, plain_has_control};
+use super::control::{json_has_control, plain_has_control, plain_list_has_control};
 use super::{Cands, ClientMsg, MAX_SID_BYTES, MAX_SWARM_ID_BYTES, PeerId, Signal};
 
 /// A string as it appears in the frame.
@@ -219,14 +219,6 @@ pub struct ListStats {
     pub control: bool,
 }
 
-impl ListStats {
-    fn add(&mut self, s: &str) {
-        self.count += 1;
-        self.longest = self.longest.max(s.len());
-        self.control |= plain_has_control(s.as_bytes(), false);
-    }
-}
-
 /// One string of a list, looked at (its length, unescaped) but not kept. Control characters
 /// are looked for once over the whole list token (see [`JsonFlavor`]'s `list`).
 struct StrStat(usize);
@@ -319,8 +311,11 @@ impl<'de> Flavor<'de> for MsgPackFlavor {
     }
 
     fn list(l: Vec<&'de str>) -> Option<(RawList<'de>, ListStats)> {
-        let mut stats = ListStats::default();
-        l.iter().for_each(|s| stats.add(s));
+        let stats = ListStats {
+            count: l.len(),
+            longest: l.iter().map(|s| s.len()).max().unwrap_or(0),
+            control: plain_list_has_control(l.iter().map(|s| s.as_bytes())),
+        };
         Some((RawList::Plain(l), stats))
     }
 }

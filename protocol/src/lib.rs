@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{DecodeLimits, EncodeError, Format, Frame, ProtocolError, encode, encode_client};
-pub use control::{json_has_control, plain_has_control};
+pub use control::{json_has_control, plain_has_control, plain_list_has_control};
 pub use decode::{
     CandsIn, Decoded, Incoming, RawList, RawText, SignalIn, check_swarm_id, decode_client,
     decode_json, decode_msgpack,
