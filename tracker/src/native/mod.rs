@@ -58,24 +58,40 @@ impl Protocol for Native {
         write::replies(cx.out(), self.format, vec![welcome]);
     }
 
-    async fn on_message(&mut self, cx: &mut Conn<'_>, msg: Message) -> Result<(), Ending> {
-        let format = match msg {
+    /// A frame's messages from a join on, the join waiting for the directory.
+    type Pending = Resume;
+
+    fn on_message(&mut self, cx: &mut Conn<'_>, msg: Message) -> Result<Option<Resume>, Ending> {
+        self.format = match msg {
             Message::Text(_) => Format::Json,
             Message::Binary(_) => Format::MsgPack,
         };
-        self.format = format;
         let mut replies = Vec::new();
-        on_frame(cx, &msg, &mut replies).await;
-        if !cx.swarms.is_empty() {
-            // In a swarm after this frame: it joined.
-            self.viewer.joined(cx.metrics());
+        match on_frame(cx, &msg, 0, &mut replies).map(JoinAt::into_owned) {
+            None => {
+                self.answer(cx, replies);
+                Ok(None)
+            }
+            // A frame's replies go out together, in one `batch` for a batch.
+            Some(join) => Ok(Some(Resume { msg, join, replies })),
         }
-        for r in &replies {
-            if let ServerMsg::Error { code, .. } = r {
-                cx.metrics().error_sent(*code);
+    }
+
+    async fn resume(&mut self, cx: &mut Conn<'_>, pending: Resume) -> Result<(), Ending> {
+        let Resume {
+            msg,
+            mut join,
+            mut replies,
+        } = pending;
+        loop {
+            replies.extend(join_swarm(cx, &join.swarm, join.want).await);
+            // The rest of a batch: decoded again, a cost only frames with a join pay.
+            match on_frame(cx, &msg, join.at + 1, &mut replies).map(JoinAt::into_owned) {
+                Some(next) => join = next,
+                None => break,
             }
         }
-        write::replies(cx.out(), format, replies);
+        self.answer(cx, replies);
         Ok(())
     }
 
@@ -120,19 +136,69 @@ impl Protocol for Native {
     }
 }
 
-/// Handles one frame: the rate, the size, then each message in it.
-async fn on_frame(cx: &mut Conn<'_>, msg: &Message, replies: &mut Vec<ServerMsg<'static>>) {
+impl Native {
+    /// Counts and writes the replies to (part of) a frame.
+    fn answer(&mut self, cx: &mut Conn<'_>, replies: Vec<ServerMsg<'static>>) {
+        if !cx.swarms.is_empty() {
+            // In a swarm after this frame: it joined.
+            self.viewer.joined(cx.metrics());
+        }
+        for r in &replies {
+            if let ServerMsg::Error { code, .. } = r {
+                cx.metrics().error_sent(*code);
+            }
+        }
+        write::replies(cx.out(), self.format, replies);
+    }
+}
+
+/// A join met in a frame: the messages before it are handled, it and those after it wait.
+pub struct JoinAt<S> {
+    /// Its place in the frame: 0 for a frame of one message, its index in a `batch`.
+    at: usize,
+    swarm: S,
+    want: u32,
+}
+
+impl JoinAt<Cow<'_, str>> {
+    fn into_owned(self) -> JoinAt<String> {
+        JoinAt {
+            at: self.at,
+            swarm: self.swarm.into_owned(),
+            want: self.want,
+        }
+    }
+}
+
+/// A frame whose join waits: [`Native`]'s [`Protocol::Pending`].
+pub struct Resume {
+    msg: Message,
+    join: JoinAt<String>,
+    /// To the messages before the join.
+    replies: Vec<ServerMsg<'static>>,
+}
+
+/// Handles one frame from its message `from` on (0: the whole frame; the rate and the size
+/// are checked then): each message in turn, until a join, which is returned to be awaited.
+fn on_frame<'m>(
+    cx: &mut Conn<'_>,
+    msg: &'m Message,
+    from: usize,
+    replies: &mut Vec<ServerMsg<'static>>,
+) -> Option<JoinAt<Cow<'m, str>>> {
     let frame = msg.bytes();
     let format = match msg {
         Message::Text(_) => Format::Json,
         Message::Binary(_) => Format::MsgPack,
     };
     let metrics = cx.metrics();
-    metrics.bytes_received(frame.len() as u64);
-    if !cx.take_token() {
-        metrics.received(ReceivedKind::Invalid, format);
-        rate_limited(cx, None, replies);
-        return;
+    if from == 0 {
+        metrics.bytes_received(frame.len() as u64);
+        if !cx.take_token() {
+            metrics.received(ReceivedKind::Invalid, format);
+            rate_limited(cx, None, replies);
+            return None;
+        }
     }
     let limits = &cx.config().limits;
     if frame.len() > limits.max_message_bytes {
@@ -146,12 +212,12 @@ async fn on_frame(cx: &mut Conn<'_>, msg: &Message, replies: &mut Vec<ServerMsg<
             ),
             None,
         ));
-        return;
+        return None;
     }
     let decoded = match msg.text() {
         // No string in it is checked again.
         Some(text) => decode_json(text, &limits.decode_limits()),
-        None if format == Format::Json => return,
+        None if format == Format::Json => return None,
         None => decode_msgpack(frame, &limits.decode_limits()),
     };
     match decoded {
@@ -159,15 +225,15 @@ async fn on_frame(cx: &mut Conn<'_>, msg: &Message, replies: &mut Vec<ServerMsg<
             metrics.received(ReceivedKind::Invalid, format);
             debug!(error = %e, "refused message");
             replies.push(error_msg(e.code(), e.to_string(), e.reference()));
+            None
         }
-        Ok(Decoded::One(msg)) => {
-            if let Some((swarm, want)) = on_incoming(cx, frame, format, msg, replies) {
-                replies.extend(Box::pin(join(cx, &swarm, want)).await);
-            }
-        }
+        // A frame of one message resumes after its join with nothing left.
+        Ok(Decoded::One(_)) if from > 0 => None,
+        Ok(Decoded::One(msg)) => on_incoming(cx, frame, format, msg, replies)
+            .map(|(swarm, want)| JoinAt { at: 0, swarm, want }),
         Ok(Decoded::Batch(msgs)) => {
             // The batch frame took the first token; each further message takes its own.
-            for (i, msg) in msgs.into_iter().enumerate() {
+            for (i, msg) in msgs.into_iter().enumerate().skip(from) {
                 if i > 0 && !cx.take_token() {
                     metrics.received(ReceivedKind::Invalid, format);
                     rate_limited(cx, Some("batch"), replies);
@@ -176,7 +242,7 @@ async fn on_frame(cx: &mut Conn<'_>, msg: &Message, replies: &mut Vec<ServerMsg<
                 match msg {
                     Ok(msg) => {
                         if let Some((swarm, want)) = on_incoming(cx, frame, format, msg, replies) {
-                            replies.extend(Box::pin(join(cx, &swarm, want)).await);
+                            return Some(JoinAt { at: i, swarm, want });
                         }
                     }
                     Err(e) => {
@@ -185,6 +251,7 @@ async fn on_frame(cx: &mut Conn<'_>, msg: &Message, replies: &mut Vec<ServerMsg<
                     }
                 }
             }
+            None
         }
     }
 }
@@ -203,10 +270,8 @@ fn rate_limited(
     }
 }
 
-/// One message of a frame, handled now; but a join, which waits for the directory and is
-/// returned for the caller to await (the message's future, boxed for every message by the
-/// session, then holds only what the join needs, not a whole decoded message: 1,088 bytes with
-/// it, over the allocator's fast path).
+/// One message of a frame, handled now; but a join, which waits for the directory: returned
+/// for [`Protocol::resume`].
 fn on_incoming<'a>(
     cx: &mut Conn<'_>,
     frame: &Bytes,
@@ -246,7 +311,7 @@ fn on_incoming<'a>(
 }
 
 /// `join`: the swarm's peers, or why not.
-async fn join(cx: &mut Conn<'_>, swarm: &str, want: u32) -> Option<ServerMsg<'static>> {
+async fn join_swarm(cx: &mut Conn<'_>, swarm: &str, want: u32) -> Option<ServerMsg<'static>> {
     let started = cx.now;
     let instance = cx.instance();
     let metrics = cx.metrics();

@@ -46,11 +46,24 @@ pub trait Protocol: Sized + 'static {
     /// Runs once before the loop: native clients get `welcome`.
     fn start(&mut self, cx: &mut Conn<'_>);
 
-    /// Handles one message.
+    /// What a message leaves to wait for (a join, for the directory), to be finished by
+    /// [`Protocol::resume`].
+    type Pending: 'static;
+
+    /// Handles one message as far as it can without waiting, and returns what must wait.
+    /// Most messages (signals) never wait: handled here, they cost no future and no
+    /// allocation.
     fn on_message(
         &mut self,
         cx: &mut Conn<'_>,
         msg: Message,
+    ) -> Result<Option<Self::Pending>, Ending>;
+
+    /// Finishes a message that had to wait.
+    fn resume(
+        &mut self,
+        cx: &mut Conn<'_>,
+        pending: Self::Pending,
     ) -> impl Future<Output = Result<(), Ending>>;
 
     /// Writes the signals taken from the outbox, and empties `signals`.
@@ -266,9 +279,13 @@ impl<P: Protocol> Session<P> {
             for event in events.drain(..) {
                 match event {
                     Event::Message(msg) => {
-                        // Boxed: the handler's future is allocated only while it runs, rather
-                        // than laid out in every idle connection's task.
-                        result = Box::pin(proto.on_message(&mut cx, msg)).await;
+                        result = match proto.on_message(&mut cx, msg) {
+                            Ok(None) => Ok(()),
+                            // Boxed: what waits is allocated only while it waits, rather than
+                            // laid out in every idle connection's task.
+                            Ok(Some(pending)) => Box::pin(proto.resume(&mut cx, pending)).await,
+                            Err(e) => Err(e),
+                        };
                         if result.is_err() {
                             break;
                         }

@@ -58,7 +58,15 @@ impl Protocol for WebTorrent {
         // The protocol has no greeting: the client speaks first.
     }
 
-    async fn on_message(&mut self, cx: &mut Conn<'_>, msg: Message) -> Result<(), Ending> {
+    /// An announce may join swarms, which waits for the directory: every frame is handled
+    /// in [`Protocol::resume`].
+    type Pending = Message;
+
+    fn on_message(&mut self, _cx: &mut Conn<'_>, msg: Message) -> Result<Option<Message>, Ending> {
+        Ok(Some(msg))
+    }
+
+    async fn resume(&mut self, cx: &mut Conn<'_>, msg: Message) -> Result<(), Ending> {
         on_frame(cx, self, &msg).await;
         if !cx.swarms.is_empty() {
             // In a swarm after this frame: it announced.
