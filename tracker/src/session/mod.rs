@@ -279,15 +279,22 @@ impl<P: Protocol> Session<P> {
             for event in events.drain(..) {
                 match event {
                     Event::Message(msg) => {
-                        result = match proto.on_message(&mut cx, msg) {
-                            Ok(None) => Ok(()),
-                            // Boxed: what waits is allocated only while it waits, rather than
-                            // laid out in every idle connection's task.
-                            Ok(Some(pending)) => Box::pin(proto.resume(&mut cx, pending)).await,
-                            Err(e) => Err(e),
+                        // Boxed: what waits is allocated only while it waits, rather than laid
+                        // out in every idle connection's task; and made before the await, in a
+                        // block, so that no `Pending` is kept in the task across it either.
+                        let waiting = match proto.on_message(&mut cx, msg) {
+                            Ok(None) => None,
+                            Ok(Some(pending)) => Some(Box::pin(proto.resume(&mut cx, pending))),
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
                         };
-                        if result.is_err() {
-                            break;
+                        if let Some(waiting) = waiting {
+                            result = waiting.await;
+                            if result.is_err() {
+                                break;
+                            }
                         }
                     }
                     Event::Ping => {
