@@ -27,6 +27,24 @@ async fn ready(server: &TestServer) {
     server.wait_metric("tracker_redis_subscribed", 1.0).await;
 }
 
+/// Two trackers on the same Redis (or cluster), both linked to it.
+async fn two_trackers(config: Config) -> (TestServer, TestServer) {
+    let one = TestServer::with_config(config.clone()).await;
+    let two = TestServer::with_config(config).await;
+    ready(&one).await;
+    ready(&two).await;
+    (one, two)
+}
+
+/// `a` on `one` and `b` on `two`, both in swarm `v`, `b` once it is handed `a`.
+async fn paired(one: &TestServer, two: &TestServer) -> (Client, Client) {
+    let mut a = Client::connect(one, Format::Json).await;
+    a.join("v", 8).await;
+    let mut b = Client::connect(two, Format::Json).await;
+    join_until_paired(&mut b, "v", a.peer).await;
+    (a, b)
+}
+
 /// Calls of one Redis command so far (`INFO commandstats`).
 fn calls(redis: &RedisServer, command: &str) -> u64 {
     let info = redis.command(&["INFO", "commandstats"]);
@@ -146,16 +164,10 @@ async fn re_joins_wait_for_no_redis_command_and_still_find_remote_peers() {
     // Re-joins as fast as a client can send them (the rate limit is another test's).
     config.limits.messages_per_sec = 100_000;
     config.limits.burst = 100_000;
-    let one = TestServer::with_config(config.clone()).await;
-    let two = TestServer::with_config(config).await;
-    ready(&one).await;
-    ready(&two).await;
-    let mut a = Client::connect(&one, Format::Json).await;
-    a.join("v", 8).await;
-    let mut b = Client::connect(&two, Format::Json).await;
+    let (one, two) = two_trackers(config).await;
     // The first join registers and samples in one command; then re-joins until `a`'s instance
     // is known live on `two` (its heartbeat read).
-    join_until_paired(&mut b, "v", a.peer).await;
+    let (a, mut b) = paired(&one, &two).await;
     let commands = |r: &RedisServer| {
         ["eval", "evalsha", "zadd", "zrandmember", "zrem", "pexpire"]
             .iter()
@@ -244,14 +256,8 @@ async fn a_draining_tracker_withdraws_its_members_and_is_gone_for_the_others_onc
     let mut config = redis_config(&redis.url());
     config.drain.reconnect_window_ms = 500;
     config.drain.close_grace_ms = 500;
-    let mut one = TestServer::with_config(config.clone()).await;
-    let two = TestServer::with_config(config).await;
-    ready(&one).await;
-    ready(&two).await;
-    let mut a = Client::connect(&one, Format::Json).await;
-    a.join("v", 8).await;
-    let mut b = Client::connect(&two, Format::Json).await;
-    join_until_paired(&mut b, "v", a.peer).await;
+    let (mut one, two) = two_trackers(config).await;
+    let (a, mut b) = paired(&one, &two).await;
     let members_of = |instance: InstanceId| {
         redis
             .command(&["ZRANGE", "st:swarm:{v}", "0", "-1"])
@@ -298,14 +304,8 @@ async fn a_draining_tracker_withdraws_its_members_and_is_gone_for_the_others_onc
 async fn a_tracker_that_cannot_receive_stops_advertising_its_viewers_until_it_can() {
     let redis = RedisServer::start();
     let config = redis_config(&redis.url());
-    let one = TestServer::with_config(config.clone()).await;
-    let two = TestServer::with_config(config).await;
-    ready(&one).await;
-    ready(&two).await;
-    let mut a = Client::connect(&one, Format::Json).await;
-    a.join("v", 8).await;
-    let mut b = Client::connect(&two, Format::Json).await;
-    join_until_paired(&mut b, "v", a.peer).await;
+    let (one, two) = two_trackers(config).await;
+    let (a, mut b) = paired(&one, &two).await;
     // Take away `one`'s right to its relay channel: Redis drops its subscription and refuses
     // the next, while its command link (and so its members in Redis) stays.
     let two_channel = tracker::relay_channel_name("st", b.instance);
@@ -350,10 +350,7 @@ async fn on_a_redis_cluster_queued_writes_refreshes_and_the_withdrawal_reach_eve
     config.redis.refresh_interval_secs = 1;
     config.drain.reconnect_window_ms = 500;
     config.drain.close_grace_ms = 500;
-    let mut one = TestServer::with_config(config.clone()).await;
-    let two = TestServer::with_config(config).await;
-    ready(&one).await;
-    ready(&two).await;
+    let (mut one, two) = two_trackers(config).await;
     // Swarms in different slots; in each, a second viewer whose peer is local: its
     // registration goes through the writer's queue, several swarms in one batch.
     let swarms: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();

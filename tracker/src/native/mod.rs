@@ -62,10 +62,7 @@ impl Protocol for Native {
     type Pending = Resume;
 
     fn on_message(&mut self, cx: &mut Conn<'_>, msg: Message) -> Result<Option<Resume>, Ending> {
-        self.format = match msg {
-            Message::Text(_) => Format::Json,
-            Message::Binary(_) => Format::MsgPack,
-        };
+        self.format = format_of(&msg);
         let mut replies = Vec::new();
         match on_frame(cx, &msg, 0, &mut replies).map(JoinAt::into_owned) {
             None => {
@@ -105,12 +102,7 @@ impl Protocol for Native {
                 _ => None,
             })
             .collect();
-        for r in &refused {
-            if let ServerMsg::Error { code, .. } = r {
-                cx.metrics().error_sent(*code);
-            }
-        }
-        write::replies(cx.out(), self.format, refused);
+        reply(cx, self.format, refused);
         write::signals(cx.out(), self.format, signals);
         let metrics = cx.metrics();
         for s in signals.drain(..) {
@@ -143,12 +135,25 @@ impl Native {
             // In a swarm after this frame: it joined.
             self.viewer.joined(cx.metrics());
         }
-        for r in &replies {
-            if let ServerMsg::Error { code, .. } = r {
-                cx.metrics().error_sent(*code);
-            }
+        reply(cx, self.format, replies);
+    }
+}
+
+/// Writes replies, counting the errors among them.
+fn reply(cx: &mut Conn<'_>, format: Format, replies: Vec<ServerMsg<'static>>) {
+    for r in &replies {
+        if let ServerMsg::Error { code, .. } = r {
+            cx.metrics().error_sent(*code);
         }
-        write::replies(cx.out(), self.format, replies);
+    }
+    write::replies(cx.out(), format, replies);
+}
+
+/// A frame's format: text frames are JSON, binary ones MessagePack.
+fn format_of(msg: &Message) -> Format {
+    match msg {
+        Message::Text(_) => Format::Json,
+        Message::Binary(_) => Format::MsgPack,
     }
 }
 
@@ -187,10 +192,7 @@ fn on_frame<'m>(
     replies: &mut Vec<ServerMsg<'static>>,
 ) -> Option<JoinAt<Cow<'m, str>>> {
     let frame = msg.bytes();
-    let format = match msg {
-        Message::Text(_) => Format::Json,
-        Message::Binary(_) => Format::MsgPack,
-    };
+    let format = format_of(msg);
     let metrics = cx.metrics();
     if from == 0 {
         metrics.bytes_received(frame.len() as u64);
